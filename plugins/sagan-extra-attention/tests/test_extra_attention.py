@@ -1,0 +1,42 @@
+"""The plugin package's own tests: its modules keep the attention contract."""
+
+import pytest
+import torch
+
+import sagan_extra_attention as extra
+
+
+@pytest.mark.parametrize(
+    "build, params",
+    [(extra.build_multihead, extra.MultiHeadParams()), (extra.build_linear, extra.LinearParams())],
+)
+def test_shape_identity_at_init_and_gradients(build, params):
+    module = build(32, params, lambda layer: layer)
+    x = torch.randn(2, 32, 6, 10, requires_grad=True)
+    y = module(x)
+    assert y.shape == x.shape
+    assert torch.equal(y, x)  # gamma starts at 0: the block begins as the identity
+    with torch.no_grad():
+        module.gamma.fill_(1.0)
+    y = module(x)
+    assert not torch.allclose(y, x)
+    y.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+def test_linear_attention_rows_are_convex_combinations():
+    """With v = identity-like values the output lies inside the values' range (weights >= 0, sum 1)."""
+    module = extra.build_linear(8, extra.LinearParams(reduction=2), lambda layer: layer)
+    with torch.no_grad():
+        module.gamma.fill_(1.0)
+    x = torch.randn(1, 8, 4, 4)
+    values = module.value(x).flatten(2)
+    out = (module(x) - x).flatten(2)
+    assert (out <= values.amax(dim=2, keepdim=True) + 1e-5).all()
+    assert (out >= values.amin(dim=2, keepdim=True) - 1e-5).all()
+
+
+def test_inner_channels_divisible_by_heads():
+    assert extra._inner_channels(64, 2, 4) == 32
+    assert extra._inner_channels(12, 2, 4) == 4
+    assert extra._inner_channels(4, 8, 4) == 4

@@ -1,0 +1,3 @@
+from sagan_cli.cli import main
+
+main()

@@ -1,0 +1,97 @@
+"""Built-in attention plugins: ``sagan``, ``sagan_pooled``, ``residual``, ``none``."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from torch import nn
+
+from sagan_cli.model.attention import ResidualBlock2d, SelfAttention2d, WeightNorm
+from sagan_cli.plugins import AttentionPlugin, NoParams, PluginParams, Register, hookimpl
+
+
+class SaganParams(PluginParams):
+    reduction: int = Field(8, ge=1, description="f, g, h project C -> C/reduction")
+
+
+class PooledParams(PluginParams):
+    key_reduction: int = Field(8, ge=1, description="f, g project C -> C/key_reduction")
+    value_reduction: int = Field(2, ge=1, description="h projects C -> C/value_reduction")
+    pool: int = Field(2, ge=1, description="max-pool kernel and stride on keys and values")
+
+
+class ResidualParams(PluginParams):
+    kernel_size: int = Field(3, ge=1, description="odd conv kernel size")
+    hidden_reduction: int = Field(
+        1, ge=1, description="inner width C/hidden_reduction (raise it to match a block's parameters)"
+    )
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, size: int) -> int:
+        if size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd to keep the feature-map size, got {size}")
+        return size
+
+
+def _channels_after(channels: int, reduction: int) -> int:
+    return max(1, channels // reduction)
+
+
+def build_sagan(channels: int, params: SaganParams, weight_norm: WeightNorm) -> nn.Module:
+    inner = _channels_after(channels, params.reduction)
+    return SelfAttention2d(channels, inner, inner, pool=1, weight_norm=weight_norm)
+
+
+def build_pooled(channels: int, params: PooledParams, weight_norm: WeightNorm) -> nn.Module:
+    return SelfAttention2d(
+        channels,
+        _channels_after(channels, params.key_reduction),
+        _channels_after(channels, params.value_reduction),
+        pool=params.pool,
+        weight_norm=weight_norm,
+    )
+
+
+def build_residual(channels: int, params: ResidualParams, weight_norm: WeightNorm) -> nn.Module:
+    hidden = _channels_after(channels, params.hidden_reduction)
+    return ResidualBlock2d(channels, hidden, params.kernel_size, weight_norm)
+
+
+def build_none(channels: int, params: NoParams, weight_norm: WeightNorm) -> nn.Module:
+    return nn.Identity()
+
+
+@hookimpl
+def sagan_register_attention(register: Register) -> None:
+    register(
+        AttentionPlugin(
+            name="sagan",
+            summary="Self-attention as in the paper's equations (f, g, h to C/8, v back to C)",
+            params=SaganParams,
+            factory=build_sagan,
+        )
+    )
+    register(
+        AttentionPlugin(
+            name="sagan_pooled",
+            summary="Official-code self-attention: values C/2, 2x2 max-pooled keys and values",
+            params=PooledParams,
+            factory=build_pooled,
+        )
+    )
+    register(
+        AttentionPlugin(
+            name="residual",
+            summary="Plain residual conv block at the same place (the paper's Table 1 baseline)",
+            params=ResidualParams,
+            factory=build_residual,
+        )
+    )
+    register(
+        AttentionPlugin(
+            name="none",
+            summary="No block: the feature map passes through unchanged",
+            params=NoParams,
+            factory=build_none,
+        )
+    )

@@ -1,0 +1,84 @@
+"""Built-in normalizations: weight norms ``spectral``/``none``, feature norms for G."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import Field
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from sagan_cli.model.norms import BatchNorm2d, ConditionalBatchNorm2d
+from sagan_cli.plugins import NoParams, NormalizationPlugin, PluginParams, Register, hookimpl
+
+
+class SpectralParams(PluginParams):
+    power_iterations: int = Field(1, ge=1, description="power iterations per training forward")
+    eps: float = Field(1e-12, gt=0, description="numerical floor in the normalisation")
+
+
+class BatchNormParams(PluginParams):
+    momentum: float = Field(0.1, gt=0, le=1, description="running-statistics momentum")
+    eps: float = Field(1e-5, gt=0)
+
+
+def build_spectral(params: SpectralParams) -> Callable[[nn.Module], nn.Module]:
+    def wrap(layer: nn.Module) -> nn.Module:
+        return spectral_norm(layer, n_power_iterations=params.power_iterations, eps=params.eps)
+
+    return wrap
+
+
+def build_no_weight_norm(params: NoParams) -> Callable[[nn.Module], nn.Module]:
+    return lambda layer: layer
+
+
+def build_batchnorm(params: BatchNormParams, num_features: int, num_classes: int) -> nn.Module:
+    return BatchNorm2d(num_features, momentum=params.momentum, eps=params.eps)
+
+
+def build_conditional_batchnorm(
+    params: BatchNormParams, num_features: int, num_classes: int
+) -> nn.Module:
+    return ConditionalBatchNorm2d(num_features, num_classes, params.momentum, params.eps)
+
+
+@hookimpl
+def sagan_register_normalization(register: Register) -> None:
+    register(
+        NormalizationPlugin(
+            name="spectral",
+            summary="Spectral normalization of every layer's weight (Miyato et al., 2018)",
+            params=SpectralParams,
+            factory=build_spectral,
+            target="weight",
+        )
+    )
+    register(
+        NormalizationPlugin(
+            name="none",
+            summary="No weight normalization",
+            params=NoParams,
+            factory=build_no_weight_norm,
+            target="weight",
+        )
+    )
+    register(
+        NormalizationPlugin(
+            name="batchnorm",
+            summary="Batch normalization in G's blocks (unconditional)",
+            params=BatchNormParams,
+            factory=build_batchnorm,
+            target="feature",
+        )
+    )
+    register(
+        NormalizationPlugin(
+            name="conditional_batchnorm",
+            summary="Class-conditional batch norm in G's blocks (needs labelled data)",
+            params=BatchNormParams,
+            factory=build_conditional_batchnorm,
+            target="feature",
+            conditional=True,
+        )
+    )

@@ -1,0 +1,192 @@
+"""The ``sagan`` command line: parse, call a service, render with rich.
+
+Errors the user can fix (``SaganError``) become one paragraph on stderr and exit
+code 2; ``SAGAN_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+from sagan_cli import __version__
+from sagan_cli.errors import SaganError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _ErrorHandlingGroup(TyperGroup):
+    """Turns ``SaganError`` anywhere below into one clear paragraph and its exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SaganError as exc:
+            if os.environ.get("SAGAN_DEBUG"):
+                raise
+            err_console.print(f"[bold red]Error:[/] {escape(str(exc))}")
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_ErrorHandlingGroup,
+    help="Self-Attention GAN ablation toolkit: train, evaluate and ablate SAGAN from TOML recipes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+recipe_app = typer.Typer(help="Show and validate recipes.", no_args_is_help=True)
+model_app = typer.Typer(help="Inspect the networks a recipe builds.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+app.add_typer(model_app, name="model")
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a recipe key, e.g. --set train.steps=200 (value parsed as TOML). Repeatable.",
+        rich_help_panel="Recipe",
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"sagan-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Self-Attention GAN ablation toolkit."""
+
+
+def _registry() -> Any:
+    """The plugin registry; modules that failed to load are reported, the rest still work."""
+    from sagan_cli.plugins import get_registry
+
+    registry = get_registry()
+    for failure in registry.failures:
+        err_console.print(f"[yellow]Warning:[/] {escape(failure.describe())}")
+    return registry
+
+
+def _fail_on_plugin_failures(registry: Any) -> None:
+    if registry.failures:
+        names = ", ".join(f.source for f in registry.failures)
+        raise SaganError(
+            f"{len(registry.failures)} plugin module(s) failed to load: {names} (details above). "
+            f"Fix or uninstall them, or block them with SAGAN_DISABLED_PLUGINS={names}."
+        )
+
+
+@app.command("plugins")
+def plugins_command(
+    kind: Annotated[
+        str | None, typer.Option(help="Only this kind: attention, normalization, loss, data.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List every registered plugin with its kind, provider package and version."""
+    from sagan_cli.plugins import KINDS, describe
+
+    if kind is not None and kind not in KINDS:
+        raise SaganError(f"--kind '{kind}' is not a plugin kind; kinds are {', '.join(KINDS)}.")
+    registry = _registry()
+    entries = registry.all(kind)
+    if as_json:
+        sys.stdout.write(json.dumps([describe(e) for e in entries], indent=2, default=str) + "\n")
+    else:
+        table = Table("kind", "name", "summary", "provider", "version")
+        for entry in entries:
+            table.add_row(entry.kind, entry.name, entry.plugin.summary, entry.provider, entry.version)
+        console.print(table)
+    _fail_on_plugin_failures(registry)
+
+
+@recipe_app.command("show")
+def recipe_show(
+    recipe: Annotated[str, typer.Argument(help="Recipe file, or the name of a shipped recipe.")],
+    set_: SetOption = None,
+) -> None:
+    """Print the resolved recipe (defaults and plugin parameters filled in) as TOML."""
+    from sagan_cli.recipe import load_recipe, recipe_toml
+
+    resolved = load_recipe(recipe, set_ or [], registry=_registry())
+    sys.stdout.write(recipe_toml(resolved))
+
+
+@recipe_app.command("validate")
+def recipe_validate(
+    recipes: Annotated[list[str], typer.Argument(help="Recipe files or shipped recipe names.")],
+    set_: SetOption = None,
+) -> None:
+    """Check recipes fully: keys, values, plugin names, plugin parameters and data availability."""
+    from sagan_cli.components import build_data_source
+    from sagan_cli.recipe import load_recipe
+
+    registry = _registry()
+    failed = 0
+    for ref in recipes:
+        try:
+            resolved = load_recipe(ref, set_ or [], registry=registry)
+            build_data_source(resolved, registry).check()
+        except SaganError as exc:
+            failed += 1
+            err_console.print(f"[bold red]✗[/] {escape(ref)}: {escape(str(exc))}")
+            continue
+        console.print(f"[green]✓[/] {escape(ref)}")
+    _fail_on_plugin_failures(registry)
+    if failed:
+        raise SaganError(f"{failed} of {len(recipes)} recipe(s) are invalid (reasons above).")
+
+
+@model_app.command("summary")
+def model_summary(
+    recipe: Annotated[str, typer.Argument(help="Recipe file, or the name of a shipped recipe.")],
+    set_: SetOption = None,
+    num_classes: Annotated[
+        int | None,
+        typer.Option(help="Classes for a conditional model (default: ask the data source)."),
+    ] = None,
+) -> None:
+    """Parameter counts of G and D, block by block, and where attention sits."""
+    from sagan_cli.components import build_data_source, num_classes_for, summarize_networks
+    from sagan_cli.recipe import load_recipe
+
+    registry = _registry()
+    resolved = load_recipe(recipe, set_ or [], registry=registry)
+    if num_classes is None:
+        num_classes = num_classes_for(resolved, build_data_source(resolved, registry)) if resolved.model.conditional else 0
+    summary = summarize_networks(resolved, num_classes, registry)
+    for title, rows, total in (
+        ("Generator", summary.generator_rows, summary.generator_total),
+        ("Discriminator", summary.discriminator_rows, summary.discriminator_total),
+    ):
+        table = Table("module", "output", "parameters", title=title)
+        for name, shape, count in rows:
+            table.add_row(name, shape, f"{count:,}")
+        table.add_row("[bold]total[/]", "", f"[bold]{total:,}[/]")
+        console.print(table)
+    console.print(
+        f"attention '{summary.attention}' in G at {summary.g_attention or 'no'} and in D at "
+        f"{summary.d_attention or 'no'} feature sizes; {summary.num_classes or 'no'} classes."
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="sagan")

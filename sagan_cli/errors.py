@@ -1,0 +1,46 @@
+"""Errors that are the user's to fix.
+
+Each becomes one paragraph on stderr and exit code 2 (see ``cli.main``); anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class SaganError(Exception):
+    """Bad input or environment: a recipe, a plugin, data, weights or an output folder."""
+
+    exit_code = 2
+
+
+class RecipeError(SaganError):
+    """A recipe file, a ``--set`` override or a value in them is wrong."""
+
+
+class PluginError(SaganError):
+    """A plugin is unknown, duplicated, broken or given bad parameters."""
+
+
+class DataError(SaganError):
+    """A data source cannot deliver what the recipe asks for."""
+
+
+class WeightsError(SaganError):
+    """Feature-extractor weights are missing, unreachable or unusable."""
+
+
+class ResultsError(SaganError):
+    """An output folder conflicts with what is already there, or a run folder is unusable."""
+
+
+class CheckpointError(SaganError):
+    """A checkpoint is missing, truncated or does not match the run."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""

@@ -1,0 +1,510 @@
+"""Recipes: pydantic models, TOML loading, ``--set`` overrides and plugin parameters.
+
+A recipe is one TOML file, complete after defaults. Loading is three steps:
+parse the file, apply ``--set key=value`` overrides (values parse as TOML), then
+validate: first the host's own keys (``extra="forbid"`` everywhere), then each
+plugin's parameters with that plugin's model, filling their defaults. The result
+is frozen and dumps back to the same TOML.
+
+Plugin tables hold a plugin name plus that plugin's parameters, e.g.
+``[model.attention] variant = "sagan"  reduction = 8``. Parameters belong to
+the plugin they were written for: when an override switches the plugin
+(``--set model.attention.variant=residual``), parameters from the file are
+dropped and the new plugin's defaults apply; parameters given by overrides stay
+and are validated against the new plugin.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sagan_cli.errors import RecipeError, SaganError, did_you_mean
+from sagan_cli.model import arch
+from sagan_cli.plugins import Registry, get_registry
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _PluginTable(BaseModel):
+    """A table that names a plugin; its other keys are that plugin's parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class DataConfig(_PluginTable):
+    source: str = Field("shapes", description="data-source plugin")
+    resolution: Literal[32, 64, 128] = Field(32, description="image size (square)")
+    hflip: bool = Field(False, description="random horizontal flips of real images")
+
+
+class AttentionConfig(_PluginTable):
+    variant: str = Field("sagan", description="attention plugin")
+
+
+class NormChoice(_PluginTable):
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class NormConfig(_Strict):
+    generator: NormChoice = Field(
+        NormChoice(name="spectral"), description="weight normalization of every G layer"
+    )
+    discriminator: NormChoice = Field(
+        NormChoice(name="spectral"), description="weight normalization of every D layer"
+    )
+    features: NormChoice = Field(
+        NormChoice(name="batchnorm"), description="G's feature normalization"
+    )
+
+
+class ModelConfig(_Strict):
+    g_channels: int = Field(64, ge=1, description="G base width (official gf_dim)")
+    d_channels: int = Field(64, ge=1, description="D base width (official df_dim)")
+    z_dim: int = Field(128, ge=1)
+    conditional: bool = Field(False, description="class-conditional (CBN in G, projection in D)")
+    attention_layer: list[int] = Field(
+        [16], description="feature-map sizes that get attention in G and D; [] = none"
+    )
+    g_attention_layer: list[int] | None = Field(None, description="G-only override")
+    d_attention_layer: list[int] | None = Field(None, description="D-only override")
+    attention: AttentionConfig = AttentionConfig()
+    norm: NormConfig = NormConfig()
+
+    @field_validator("attention_layer", "g_attention_layer", "d_attention_layer")
+    @classmethod
+    def _distinct(cls, sizes: list[int] | None) -> list[int] | None:
+        if sizes is not None and len(set(sizes)) != len(sizes):
+            raise ValueError(f"sizes must be distinct, got {sizes}")
+        return None if sizes is None else sorted(sizes)
+
+
+class LossConfig(_PluginTable):
+    name: str = Field("hinge", description="loss plugin")
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(100_000, ge=1, description="generator updates")
+    batch_size: int = Field(64, ge=1)
+    lr_g: float = Field(1e-4, gt=0, le=1, allow_inf_nan=False)
+    lr_d: float = Field(4e-4, gt=0, le=1, allow_inf_nan=False)
+    betas: tuple[float, float] = Field((0.0, 0.9), description="Adam betas")
+    d_steps: int = Field(1, ge=1, description="D updates per G update")
+    ema_decay: float = Field(0.9999, ge=0, lt=1, description="0 disables EMA averaging")
+    ema_start: int = Field(1000, ge=0, description="EMA copies G until this step")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast on CUDA only")
+    compile: bool = Field(False, description="torch.compile G and D")
+    deterministic: bool = Field(False, description="deterministic kernels (bitwise resume)")
+    log_every: int = Field(100, ge=1)
+    sample_every: int = Field(1000, ge=1)
+    checkpoint_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    structure_samples: int = Field(256, ge=8, description="samples for the structural score")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"each beta must be in [0, 1), got {list(betas)}")
+        return betas
+
+
+class EvalConfig(_Strict):
+    every: int = Field(0, ge=0, description="FID every N steps during training (0 = off)")
+    num_samples: int = Field(10_000, ge=2, description="generated samples per evaluation")
+    metrics: list[Literal["fid", "is", "kid"]] = Field(["fid", "is", "kid"], min_length=1)
+    reference: Literal["train", "test"] = Field("train", description="real split for FID/KID")
+    reference_samples: int = Field(10_000, ge=2, description="real images in the reference")
+    final: bool = Field(True, description="evaluate the final checkpoint after training")
+    batch_size: int = Field(64, ge=1)
+
+
+class AblateConfig(_Strict):
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    ablate: AblateConfig = AblateConfig()
+
+    @model_validator(mode="after")
+    def _placement_exists(self) -> Recipe:
+        res = self.data.resolution
+        checks = [
+            ("model.attention_layer", self.model.attention_layer, arch.shared_sizes(res)),
+            ("model.g_attention_layer", self.model.g_attention_layer, arch.generator_sizes(res)),
+            ("model.d_attention_layer", self.model.d_attention_layer, arch.discriminator_sizes(res)),
+        ]
+        for key, sizes, valid in checks:
+            bad = [s for s in sizes or [] if s not in valid]
+            if bad:
+                raise ValueError(
+                    f"{key} = {sizes}: {bad} is not a feature-map size the network has at "
+                    f"data.resolution = {res}. Valid: {valid} (generator has "
+                    f"{arch.generator_sizes(res)}, discriminator has "
+                    f"{arch.discriminator_sizes(res)}; attention_layer applies to both, "
+                    f"g_attention_layer/d_attention_layer to one)"
+                )
+        return self
+
+    @property
+    def g_attention(self) -> list[int]:
+        m = self.model
+        return m.attention_layer if m.g_attention_layer is None else m.g_attention_layer
+
+    @property
+    def d_attention(self) -> list[int]:
+        m = self.model
+        return m.attention_layer if m.d_attention_layer is None else m.d_attention_layer
+
+
+@dataclass(frozen=True)
+class PluginSlot:
+    """Where a recipe names a plugin: table path, key holding the name, plugin kind."""
+
+    path: str
+    name_key: str
+    kind: str
+    table: type[_PluginTable]
+    target: str | None = None  # normalization plugins: "weight" or "feature"
+
+    @property
+    def host_keys(self) -> set[str]:
+        return set(self.table.model_fields)
+
+
+PLUGIN_SLOTS = (
+    PluginSlot("data", "source", "data", DataConfig),
+    PluginSlot("model.attention", "variant", "attention", AttentionConfig),
+    PluginSlot("model.norm.generator", "name", "normalization", NormChoice, "weight"),
+    PluginSlot("model.norm.discriminator", "name", "normalization", NormChoice, "weight"),
+    PluginSlot("model.norm.features", "name", "normalization", NormChoice, "feature"),
+    PluginSlot("loss", "name", "loss", LossConfig),
+)
+
+
+@dataclass(frozen=True)
+class Override:
+    """One ``--set key=value``: the dotted key split into parts, the parsed value, the text."""
+
+    parts: tuple[str, ...]
+    value: Any
+    text: str
+
+    @property
+    def key(self) -> str:
+        return ".".join(self.parts)
+
+
+_KEY_PART = re.compile(r"^[A-Za-z0-9_\-]+$")
+_BARE_STRING = re.compile(r"^[^\s\[\]{}\"'=,][^\[\]{}\"'=]*$")
+
+
+def parse_override(text: str) -> Override:
+    """Parse ``train.steps=200``; the value is TOML, or a bare word taken as a string."""
+    key, sep, raw_value = text.partition("=")
+    parts = tuple(key.strip().split("."))
+    if not sep or not all(_KEY_PART.match(p) for p in parts):
+        raise RecipeError(
+            f"--set '{text}' is not KEY=VALUE with a dotted key, e.g. --set train.steps=200 "
+            f"or --set model.attention_layer=[16,32]."
+        )
+    raw_value = raw_value.strip()
+    try:
+        value = tomllib.loads(f"v = {raw_value}")["v"]
+    except tomllib.TOMLDecodeError as exc:
+        if not _BARE_STRING.match(raw_value):
+            detail = str(exc).split(" (at line")[0]
+            raise RecipeError(
+                f"--set '{text}': the value '{raw_value}' is not valid TOML ({detail}). Quote "
+                f"strings with spaces (--set 'description=\"my run\"') and write lists as [16,32]."
+            ) from None
+        value = raw_value
+    return Override(parts, value, text)
+
+
+def shipped_recipes_dir() -> Path:
+    """The recipes inside the installed wheel, or the repository's ``recipes/`` in a checkout."""
+    packaged = Path(__file__).parent / "recipes"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "recipes"
+
+
+def shipped_recipe_names() -> list[str]:
+    return sorted(p.stem for p in shipped_recipes_dir().glob("*.toml"))
+
+
+def find_recipe(ref: str | Path) -> Path:
+    """A recipe path, or a shipped recipe's name (``smoke``, ``recipes/smoke.toml`` anywhere)."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    if path.parent in (Path("."), Path("recipes")):
+        for candidate in (Path("recipes") / f"{path.stem}.toml", shipped_recipes_dir() / f"{path.stem}.toml"):
+            if candidate.is_file():
+                return candidate
+    names = shipped_recipe_names()
+    raise RecipeError(
+        f"Recipe '{ref}' not found: there is no file at {path.resolve()} and no shipped recipe "
+        f"named '{path.stem}'.{did_you_mean(path.stem, names)} Give a path to a .toml file or "
+        f"one of: {', '.join(names)}."
+    )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"Cannot read recipe {path}: {exc.strerror}.") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(
+            f"{path} is not valid TOML: {exc}. Fix the syntax at that line and column."
+        ) from None
+
+
+def load_recipe(
+    ref: str | Path,
+    overrides: Sequence[str | Override] = (),
+    registry: Registry | None = None,
+) -> Recipe:
+    """Find, read, override and fully validate a recipe (plugin parameters included)."""
+    path = find_recipe(ref)
+    return resolve_recipe(read_toml(path), overrides, origin=str(path), registry=registry)
+
+
+def resolve_recipe(
+    raw: dict[str, Any],
+    overrides: Sequence[str | Override] = (),
+    *,
+    origin: str,
+    registry: Registry | None = None,
+) -> Recipe:
+    """Validate a parsed recipe after applying overrides; ``origin`` names it in errors."""
+    registry = registry or get_registry()
+    parsed = [o if isinstance(o, Override) else parse_override(o) for o in overrides]
+    data = apply_overrides(raw, parsed)
+    recipe = _validate(data, origin, parsed)
+    data = recipe.model_dump(mode="json", exclude_none=True)
+    problems = []
+    for slot in PLUGIN_SLOTS:
+        table = _get(data, slot.path)
+        name = table[slot.name_key]
+        params = {k: v for k, v in table.items() if k not in slot.host_keys}
+        try:
+            entry = registry.get(slot.kind, name, key=f"{slot.path}.{slot.name_key}")
+            if slot.target and getattr(entry.plugin, "target", None) != slot.target:
+                fitting = [
+                    e.name for e in registry.all(slot.kind) if getattr(e.plugin, "target", None) == slot.target
+                ]
+                raise RecipeError(
+                    f"{slot.path}.{slot.name_key} = '{name}' is a {entry.plugin.target} "
+                    f"normalization; this key takes a {slot.target} normalization: "
+                    f"{', '.join(fitting)}."
+                )
+            validated = registry.validate_params(slot.kind, name, params, key=slot.path)
+        except SaganError as exc:
+            problems.append(f"{exc}{_blame(slot.path, parsed)}")
+            continue
+        host = {k: v for k, v in table.items() if k in slot.host_keys}
+        _set(data, slot.path, {**host, **validated.model_dump(mode="json")})
+    if problems:
+        raise RecipeError(f"{origin}: " + " ".join(problems))
+    recipe = _validate(data, origin, parsed)
+    _check_conditioning(recipe, registry, origin)
+    return recipe
+
+
+def _check_conditioning(recipe: Recipe, registry: Registry, origin: str) -> None:
+    features = recipe.model.norm.features.name
+    entry = registry.get("normalization", features, key="model.norm.features.name")
+    if entry.plugin.conditional and not recipe.model.conditional:
+        raise RecipeError(
+            f"{origin}: model.norm.features = '{features}' needs class labels but "
+            f"model.conditional = false. Set model.conditional = true (with a labelled data "
+            f"source) or use model.norm.features = 'batchnorm'."
+        )
+    if recipe.model.conditional and not entry.plugin.conditional:
+        conditional = [
+            e.name for e in registry.all("normalization") if getattr(e.plugin, "conditional", False)
+        ]
+        raise RecipeError(
+            f"{origin}: model.conditional = true but model.norm.features = '{features}' ignores "
+            f"labels. Use one of {conditional} for a class-conditional generator, or set "
+            f"model.conditional = false."
+        )
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[Override]) -> dict[str, Any]:
+    """A copy of ``raw`` with overrides set; switching a plugin drops the file's parameters."""
+    data = copy.deepcopy(raw)
+    for override in overrides:
+        node = data
+        for depth, part in enumerate(override.parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif isinstance(child, str) and _slot_at(override.parts[: depth + 1]):
+                child = node[part] = {"name": child}  # "spectral" shorthand for a norm table
+            elif not isinstance(child, dict):
+                where = ".".join(override.parts[: depth + 1])
+                raise RecipeError(
+                    f"--set '{override.text}': '{where}' holds a value, not a table, so it has "
+                    f"no key '{override.parts[depth + 1]}'."
+                )
+            node = child
+        node[override.parts[-1]] = override.value
+
+    set_keys = {o.key for o in overrides}
+    for slot in PLUGIN_SLOTS:
+        before, after = _plugin_name(raw, slot), _plugin_name(data, slot)
+        if before == after:
+            continue
+        table = _get_raw(data, slot.path)
+        if isinstance(table, dict):
+            for key in list(table):
+                if key not in slot.host_keys and f"{slot.path}.{key}" not in set_keys:
+                    del table[key]
+    return data
+
+
+def _plugin_name(data: dict[str, Any], slot: PluginSlot) -> str | None:
+    table = _get_raw(data, slot.path)
+    if isinstance(table, str):
+        return table
+    if isinstance(table, dict):
+        return table.get(slot.name_key)
+    return None
+
+
+def _slot_at(parts: tuple[str, ...]) -> PluginSlot | None:
+    path = ".".join(parts)
+    return next((s for s in PLUGIN_SLOTS if s.path == path), None)
+
+
+def _validate(data: dict[str, Any], origin: str, overrides: Sequence[Override]) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = _loc_key(err["loc"]) or str(err["msg"]).removeprefix("Value error, ").split(" ")[0]
+            problems.append(_explain(err) + _blame(key, overrides))
+        raise RecipeError(
+            f"{origin}: " + " ".join(problems) + " Fix it in the recipe or in --set."
+        ) from None
+
+
+def _loc_key(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _explain(err: dict[str, Any]) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc)
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        siblings = _fields_at(loc[:-1])
+        return (
+            f"Unknown key '{key}'.{did_you_mean(loc[-1], siblings)} "
+            f"Keys allowed here: {', '.join(siblings)}."
+        )
+    if err["type"] == "missing":
+        return f"'{key}' is required."
+    if not loc:
+        return f"{msg}."
+    return f"'{key}' = {err.get('input')!r} is invalid: {msg}."
+
+
+def _fields_at(loc: tuple[str, ...]) -> list[str]:
+    model: Any = Recipe
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return []
+        model = field.annotation
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _blame(key: str, overrides: Sequence[Override]) -> str:
+    for override in overrides:
+        if key == override.key or key.startswith(override.key + ".") or override.key.startswith(key + "."):
+            return f" (set by --set {override.text})"
+    return ""
+
+
+def _get_raw(data: dict[str, Any], path: str) -> Any:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _get(data: dict[str, Any], path: str) -> dict[str, Any]:
+    return dict(_get_raw(data, path))
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+def recipe_dict(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as plain TOML-able data."""
+    return recipe.model_dump(mode="json", exclude_none=True)
+
+
+_MULTILINE_ARRAY = re.compile(r"\[\n\s*((?:[^\[\]\n]+,\n\s*)*[^\[\]\n]+),\n\s*\]")
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """TOML text with short arrays on one line (``[16, 32]``), checked to parse back to ``data``."""
+    text = tomli_w.dumps(data)
+    compact = text
+    while True:
+        joined = _MULTILINE_ARRAY.sub(
+            lambda m: "[" + ", ".join(i.strip() for i in m.group(1).split(",\n")) + "]", compact
+        )
+        if joined == compact:
+            break
+        compact = joined
+    try:
+        return compact if tomllib.loads(compact) == data else text
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def recipe_toml(recipe: Recipe) -> str:
+    return dumps_toml(recipe_dict(recipe))
+
