@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -46,8 +47,10 @@ app = typer.Typer(
 )
 recipe_app = typer.Typer(help="Show and validate recipes.", no_args_is_help=True)
 model_app = typer.Typer(help="Inspect the networks a recipe builds.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks written to results/bench/.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
 app.add_typer(model_app, name="model")
+app.add_typer(bench_app, name="bench")
 
 SetOption = Annotated[
     list[str] | None,
@@ -184,6 +187,79 @@ def model_summary(
     console.print(
         f"attention '{summary.attention}' in G at {summary.g_attention or 'no'} and in D at "
         f"{summary.d_attention or 'no'} feature sizes; {summary.num_classes or 'no'} classes."
+    )
+
+
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
+]
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SaganError(f"{option} '{text}' must be comma-separated integers, e.g. 8,16,32.") from None
+    if not values or min(values) < 1:
+        raise SaganError(f"{option} '{text}' must list positive integers, e.g. 8,16,32.")
+    return values
+
+
+@bench_app.command("attention")
+def bench_attention_command(
+    device: DeviceOption = "auto",
+    precision: Annotated[
+        str | None, typer.Option(help="bf16 or fp32 (default: bf16 on CUDA, fp32 elsewhere).")
+    ] = None,
+    sizes: Annotated[str, typer.Option(help="Feature-map sizes (square), comma-separated.")] = "8,16,32,64,128",
+    channels: Annotated[int, typer.Option(min=8, help="Feature-map channels (256: G at 32x32).")] = 256,
+    batch: Annotated[int | None, typer.Option(min=1, help="Batch size (default 16 on CUDA, 4 on CPU).")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions (median reported).")] = 10,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/bench"),
+) -> None:
+    """Forward + backward time and memory of every attention variant, fused vs explicit."""
+    from sagan_cli.bench import attention_markdown, bench_attention, bench_output_paths
+    from sagan_cli.device import available_memory, effective_precision, select_device
+    from sagan_cli.results import atomic_write_text
+
+    registry = _registry()
+    chosen = select_device(device)
+    precision = effective_precision(chosen, precision or "bf16")
+    size_list = _int_list(sizes, "--sizes")
+    batch = batch or (16 if chosen.type == "cuda" else 4)
+    csv_path, md_path = bench_output_paths(out, "attention", chosen.type, precision)
+    variants = [n for n in registry.names("attention") if n != "none"]
+    total = (len(variants) + sum(v in ("sagan", "sagan_pooled") for v in variants)) * len(size_list)
+    with _progress() as progress:
+        task = progress.add_task("attention", total=total, info="")
+
+        def report(row: Any) -> None:
+            timing = f"{row.ms:.2f} ms" if row.ms is not None else row.status
+            progress.console.print(f"{row.variant:>24} {row.size:>4}x{row.size:<4} {timing}")
+            progress.advance(task)
+
+        frame = bench_attention(
+            registry, chosen, precision, size_list, channels, batch, repeats,
+            memory_budget=available_memory(chosen) // 2,
+            on_result=report,
+        )
+    atomic_write_text(csv_path, frame.to_csv(index=False))
+    atomic_write_text(md_path, attention_markdown(frame, chosen.type, precision) + "\n")
+    console.print(f"wrote {csv_path} and {md_path}")
+
+
+def _progress() -> Any:
+    """A rich progress bar on a terminal; on pipes and CI it stays quiet but still prints lines."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=err_console,
+        disable=not err_console.is_terminal,
     )
 
 

@@ -73,10 +73,12 @@ class SelfAttention2d(nn.Module):
         if self.pool > 1:
             keys = F.max_pool2d(keys, self.pool)
             values = F.max_pool2d(values, self.pool)
+        # Fused kernels need unit stride in the last dim, else SDPA silently takes the
+        # quadratic path; for channels_last maps these copies are no-ops.
         return (
-            self.g(x).flatten(2).transpose(1, 2),
-            keys.flatten(2).transpose(1, 2),
-            values.flatten(2).transpose(1, 2),
+            self.g(x).flatten(2).transpose(1, 2).contiguous(),
+            keys.flatten(2).transpose(1, 2).contiguous(),
+            values.flatten(2).transpose(1, 2).contiguous(),
         )
 
     def combine(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:

@@ -44,9 +44,10 @@ class MultiHeadSelfAttention2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
-        # (B, 3*I, H, W) -> three (B, heads, N, I/heads)
+        # (B, 3*I, H, W) -> three (B, heads, N, I/heads); fused SDPA kernels need the
+        # last dim contiguous, else PyTorch falls back to materialising N x N maps.
         q, k, v = (
-            t.reshape(batch, self.heads, -1, height * width).transpose(2, 3)
+            t.reshape(batch, self.heads, -1, height * width).transpose(2, 3).contiguous()
             for t in self.qkv(x).chunk(3, dim=1)
         )
         attended = F.scaled_dot_product_attention(q, k, v)

@@ -40,3 +40,12 @@ def test_inner_channels_divisible_by_heads():
     assert extra._inner_channels(64, 2, 4) == 32
     assert extra._inner_channels(12, 2, 4) == 4
     assert extra._inner_channels(4, 8, 4) == 4
+
+
+def test_multihead_uses_a_fused_kernel_without_an_n_by_n_map():
+    module = extra.build_multihead(16, extra.MultiHeadParams(heads=2), lambda layer: layer)
+    saved = []
+    x = torch.randn(1, 16, 32, 32, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        module(x)
+    assert max(saved) < 1024 * 1024 // 4  # an N x N map per head would be 2 x 1024 x 1024

@@ -1,0 +1,76 @@
+"""Device choice (cuda > mps > cpu, or forced) and the precision each device runs at."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from sagan_cli.errors import SaganError
+
+
+def select_device(requested: str | None = None) -> torch.device:
+    """``auto``/None picks cuda, then mps, then cpu; anything else must be available."""
+    if requested in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise SaganError(
+            f"--device '{requested}' is not a device name; use auto, cpu, cuda, cuda:N or mps."
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SaganError(f"--device {requested}: CUDA is not available here. Use --device cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SaganError(
+            f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s) are visible."
+        )
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SaganError(f"--device {requested}: MPS is not available here. Use --device cpu.")
+    return device
+
+
+def effective_precision(device: torch.device, requested: str) -> str:
+    """bf16 autocast runs on CUDA only; elsewhere training is fp32 (recorded as such)."""
+    if requested == "bf16" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for work on ``device`` (CUDA: free device memory; else available RAM)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
