@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from sagan_cli.device import autocast, synchronize
+from sagan_cli.fileio import fresh_path
 from sagan_cli.plugins import Registry
 
 EXPLICIT = " (explicit)"
@@ -204,8 +205,6 @@ def _markdown_table(table: pd.DataFrame, fmt: str) -> str:
 
 
 def bench_output_paths(out_dir: Path, kind: str, device: str, precision: str) -> tuple[Path, Path]:
-    from sagan_cli.results import fresh_path
-
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = fresh_path(out_dir / f"{kind}-{device}-{precision}-{stamp}.csv")
     return base, base.with_suffix(".md")

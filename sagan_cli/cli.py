@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
@@ -21,8 +21,7 @@ from typer.core import TyperGroup
 from sagan_cli import __version__
 from sagan_cli.errors import SaganError
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+from sagan_cli.console import TrainProgress, console, err_console, progress_bar
 
 
 class _ErrorHandlingGroup(TyperGroup):
@@ -190,6 +189,14 @@ def model_summary(
     )
 
 
+InceptionOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Local Inception weights (.pth) for FID/IS/KID; else $SAGAN_INCEPTION_WEIGHTS, else "
+        "torch-fidelity's download cache.",
+        rich_help_panel="Evaluation",
+    ),
+]
 DeviceOption = Annotated[
     str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
 ]
@@ -220,7 +227,7 @@ def bench_attention_command(
     """Forward + backward time and memory of every attention variant, fused vs explicit."""
     from sagan_cli.bench import attention_markdown, bench_attention, bench_output_paths
     from sagan_cli.device import available_memory, effective_precision, select_device
-    from sagan_cli.results import atomic_write_text
+    from sagan_cli.fileio import atomic_write_text
 
     registry = _registry()
     chosen = select_device(device)
@@ -230,7 +237,7 @@ def bench_attention_command(
     csv_path, md_path = bench_output_paths(out, "attention", chosen.type, precision)
     variants = [n for n in registry.names("attention") if n != "none"]
     total = (len(variants) + sum(v in ("sagan", "sagan_pooled") for v in variants)) * len(size_list)
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("attention", total=total, info="")
 
         def report(row: Any) -> None:
@@ -248,19 +255,105 @@ def bench_attention_command(
     console.print(f"wrote {csv_path} and {md_path}")
 
 
-def _progress() -> Any:
-    """A rich progress bar on a terminal; on pipes and CI it stays quiet but still prints lines."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+@app.command("train")
+def train_command(
+    recipe: Annotated[
+        str | None, typer.Argument(help="Recipe file or shipped recipe name (omit with --resume).")
+    ] = None,
+    set_: SetOption = None,
+    device: DeviceOption = "auto",
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this folder from its newest checkpoint.")
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="With --resume: continue from this checkpoint file instead.")
+    ] = None,
+    results: Annotated[Path, typer.Option(help="Results root folder.", rich_help_panel="Output")] = Path("results"),
+    name: Annotated[
+        str | None, typer.Option(help="Experiment folder (default: the recipe's name).", rich_help_panel="Output")
+    ] = None,
+    inception_weights: InceptionOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a SAGAN from a recipe into results/<experiment>/runs/<run_id>/ (resumes if it exists).
 
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=err_console,
-        disable=not err_console.is_terminal,
+    Exit codes: 0 done, 2 bad input, 3 diverged, 130 interrupted.
+    """
+    from sagan_cli.train.service import open_training
+
+    registry = _registry()
+    job = open_training(
+        recipe, set_ or [], resume, checkpoint, results, name, device, inception_weights, registry
     )
+    observer = TrainProgress(quiet=quiet)
+    with progress_bar() if not quiet else nullcontext() as progress:
+        observer.progress = progress
+        result = job.start(observer)
+    summary = f"{result.status} at step {result.step}: {result.message}\nrun folder: {result.run.path}"
+    (console if result.status == "done" else err_console).print(escape(summary))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("eval")
+def eval_command(
+    run_dir: Annotated[Path | None, typer.Argument(help="Run folder to evaluate (or use --images).")] = None,
+    checkpoint: Annotated[str, typer.Option(help="last, best, or a checkpoint path.")] = "last",
+    metrics: Annotated[str, typer.Option(help="Comma-separated: fid, is, kid.")] = "fid,is,kid",
+    num_samples: Annotated[int | None, typer.Option(min=2, help="Generated samples (default: eval.num_samples).")] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="train, test, or a folder/.npz of real images (default: eval.reference).")
+    ] = None,
+    reference_samples: Annotated[
+        int | None, typer.Option(min=2, help="Real images in the reference (default: eval.reference_samples).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Sampling and feature batch size.")] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Score this folder of samples instead of a run.", rich_help_panel="Image folders")
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="With --images and --reference train|test: the recipe whose data is the reference.",
+                     rich_help_panel="Image folders"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
+    inception_weights: InceptionOption = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """FID, IS and KID (torch-fidelity) of a run's EMA generator, or of a folder of images."""
+    from sagan_cli.evaluate.service import evaluate_folder, open_run_evaluation, parse_metrics
+
+    registry = _registry()
+    chosen_metrics = parse_metrics(metrics)
+    if (run_dir is None) == (images is None):
+        raise SaganError("Give a run folder to evaluate, or --images DIR, but not both.")
+    with err_console.status("evaluating", spinner="dots") if err_console.is_terminal else nullcontext():
+        if images is not None:
+            record = evaluate_folder(
+                images, chosen_metrics, reference, recipe, reference_samples or 10_000,
+                batch_size or 64, inception_weights, device, registry,
+            )
+        else:
+            job = open_run_evaluation(
+                run_dir, checkpoint, chosen_metrics, num_samples, reference, reference_samples,
+                batch_size, inception_weights, device, registry,
+            )
+            record = job.start()
+    if as_json:
+        sys.stdout.write(json.dumps(record, indent=2, default=str) + "\n")
+        return
+    table = Table("metric", "value")
+    for key in ("fid", "is_mean", "is_std", "kid_mean", "kid_std"):
+        if record.get(key) is not None:
+            table.add_row(key, f"{record[key]:.4f}")
+    console.print(table)
+    ref = record.get("reference") or {}
+    console.print(
+        f"{record['num_samples']} samples vs {ref.get('size', '-')} reference images "
+        f"({ref.get('source', '-')} {ref.get('split', '')}); {record['feature_extractor']['extractor']} "
+        f"weights {record['feature_extractor']['sha256'][:12]}; torch-fidelity {record['torch_fidelity']}"
+    )
+    if run_dir is not None:
+        console.print(f"recorded in {job.run.eval_path} and {job.run.metrics_path}")
 
 
 def main() -> None:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sagan_cli.fileio import atomic_write_json, atomic_write_text
 from sagan_cli.recipe import Recipe, recipe_dict
 
 DEFAULT_ROOT = Path("results")
@@ -35,52 +34,6 @@ PRESENTATION_ONLY = ("name", "description", "ablate")
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def fresh_path(path: Path) -> Path:
-    """``path``, or ``name-2.ext``, ``name-3.ext``... if taken: outputs never replace older ones."""
-    candidate, counter = path, 2
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem}-{counter}{path.suffix}")
-        counter += 1
-    return candidate
 
 
 def run_identity(recipe: Recipe) -> dict[str, Any]:
@@ -161,6 +114,17 @@ class RunDir:
             except json.JSONDecodeError:
                 continue  # a line torn by a crash
         return records
+
+    def read_evaluations(self) -> list[dict[str, Any]]:
+        try:
+            return list(json.loads(self.eval_path.read_text())["evaluations"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            return []
+
+    def record_evaluation(self, record: dict[str, Any]) -> None:
+        """Append to metrics.jsonl and to eval.json's list (earlier evaluations are kept)."""
+        self.append_metrics(record)
+        atomic_write_json(self.eval_path, {"evaluations": [*self.read_evaluations(), record]})
 
     def keep_metrics(self, keep: Iterable[dict[str, Any]]) -> None:
         """Rewrite metrics.jsonl with only ``keep`` (resume drops steps after its checkpoint)."""

@@ -34,6 +34,51 @@ def fresh_registry(monkeypatch):
     get_registry.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path_factory):
+    """No test reaches the network or the user's caches: downloads fail as they do here."""
+    import urllib.error
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
+    monkeypatch.setenv("SAGAN_CACHE_DIR", str(tmp_path_factory.mktemp("reference-cache")))
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory) -> Path:
+    """A randomly initialised torch-fidelity InceptionV3 state dict, saved as a weights file.
+
+    Kaiming-normal convs keep activations at unit scale through the ~50 layers
+    (PyTorch's default init shrinks them to ~1e-8, which would make every FID ~0).
+    """
+    import torch_fidelity.feature_extractor_inceptionv3 as inception
+    from torch import nn
+
+    class Untrained(inception.FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args, **kwargs):
+            return None
+
+    original = inception.load_state_dict_from_url
+    inception.load_state_dict_from_url = lambda *args, **kwargs: {}
+    try:
+        torch.manual_seed(0)
+        model = Untrained("inception-v3-compat", ["2048"])
+    finally:
+        inception.load_state_dict_from_url = original
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=module.in_features**-0.5)
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
 @pytest.fixture
 def cli():
     """Invoke ``sagan`` in-process: ``cli("plugins", "--json")`` -> typer Result."""

@@ -64,6 +64,10 @@ class DataSource(ABC):
     def split(self, name: str) -> ImageSet:
         """The images of split ``name`` (one of ``splits``)."""
 
+    def split_size(self, name: str) -> int:
+        """Images in split ``name``; override when counting is cheaper than ``split``."""
+        return len(self.split(name))
+
     def identity(self) -> dict[str, Any]:
         """What determines the images: keys the real-statistics cache."""
         return {

@@ -146,8 +146,11 @@ class ShapesSource(DataSource):
     def splits(self) -> tuple[str, ...]:
         return SPLITS
 
+    def split_size(self, name: str) -> int:
+        return self.params.num_images if name == "train" else self.params.test_images
+
     def split(self, name: str) -> ImageSet:
-        count = self.params.num_images if name == "train" else self.params.test_images
+        count = self.split_size(name)
         images, labels = [], []
         for chunk in range(math.ceil(count / CHUNK)):
             generator = _generator(self.params.seed, name, chunk)

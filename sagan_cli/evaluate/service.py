@@ -1,0 +1,314 @@
+"""Evaluating generators and image folders: what ``sagan eval`` and in-training evaluation call.
+
+Every result carries its provenance: sample count and seed, the reference set
+(source, split, size), the feature extractor with its weights file and
+SHA-256, and the torch-fidelity version, because FID values from different
+pipelines and reference sets are not comparable.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import Subset
+
+from sagan_cli.components import build_data_source, build_networks, num_classes_for
+from sagan_cli.datasets.base import DataSource
+from sagan_cli.datasets.files import IMAGE_SUFFIXES, ImageFolderParams, ImageFolderSource, NpzParams, NpzSource
+from sagan_cli.device import effective_precision, select_device
+from sagan_cli.errors import CheckpointError, DataError, ResultsError, SaganError
+from sagan_cli.evaluate.fidelity import LazyReference, ReferenceCache, ReferenceKey, calculate, default_cache_root
+from sagan_cli.evaluate.weights import InceptionWeights, resolve_inception_weights
+from sagan_cli.model.sampling import sample_images
+from sagan_cli.plugins import Registry
+from sagan_cli.recipe import load_recipe
+from sagan_cli.results import RunDir
+from sagan_cli.train.checkpoint import list_checkpoints, load_checkpoint
+from sagan_cli.train.data import decode_all
+
+EVAL_SEED_OFFSET = 2_000_003  # evaluation latents: fixed per run seed, distinct from sample grids
+REFERENCE_ORDER_SEED = 0
+
+
+@dataclass
+class Reference:
+    """A reference set for FID/KID: lazily decoded images plus what identifies them."""
+
+    images: LazyReference
+    key_identity: dict[str, Any]
+    split: str
+    description: dict[str, Any]
+
+
+def reference_from(source: DataSource, split: str, count: int) -> Reference:
+    """The first ``count`` images of a fixed shuffle of ``split`` (all of it if smaller)."""
+    if split not in source.splits:
+        raise DataError(
+            f"Data source '{source.name}' has no '{split}' split (it has {', '.join(source.splits)}). "
+            f"Use --reference {source.splits[0]}, or --reference PATH for a folder or .npz of real images."
+        )
+    available = source.split_size(split)
+    size = min(count, available)
+
+    def load() -> torch.Tensor:
+        images = source.split(split)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(REFERENCE_ORDER_SEED))
+        return decode_all(Subset(images, order[:size].tolist()), workers=4).images
+
+    description = {"source": source.name, "split": split, "size": size, "available": available}
+    return Reference(LazyReference(size, load), source.identity(), split, description)
+
+
+def reference_from_path(path: Path, resolution: int, count: int) -> Reference:
+    """Real images from a folder (resized and centre-cropped) or an .npz file."""
+    path = path.expanduser()
+    if path.suffix == ".npz":
+        source: DataSource = NpzSource("npz", NpzParams(path=str(path)), resolution)
+    elif path.is_dir():
+        source = ImageFolderSource("image-folder", ImageFolderParams(path=str(path)), resolution)
+    else:
+        raise DataError(
+            f"--reference {path}: not a folder of images or an .npz file. Use train, test, a folder "
+            f"of {'/'.join(IMAGE_SUFFIXES)} files, or an .npz of uint8 images."
+        )
+    source.check()
+    reference = reference_from(source, "train", count)
+    stat_key = _folder_fingerprint(path)
+    reference.key_identity = {**reference.key_identity, "fingerprint": stat_key}
+    reference.description = {**reference.description, "source": str(path.resolve()), "split": "path"}
+    return reference
+
+
+def _folder_fingerprint(path: Path) -> dict[str, Any]:
+    """File count, total size and newest mtime: changes when the reference files change."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    stats = [p.stat() for p in files]
+    return {
+        "files": len(stats),
+        "bytes": sum(s.st_size for s in stats),
+        "mtime": max((s.st_mtime for s in stats), default=0.0),
+    }
+
+
+def torch_fidelity_version() -> str:
+    try:
+        return importlib.metadata.version("torch-fidelity")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Evaluation:
+    """Scores uint8 images or a generator against one reference with one set of weights."""
+
+    def __init__(
+        self,
+        weights: InceptionWeights,
+        reference: Reference | None,
+        device: torch.device,
+        batch_size: int,
+        cache_root: Path | None = None,
+    ) -> None:
+        self.weights = weights
+        self.reference = reference
+        self.device = device
+        self.batch_size = batch_size
+        self.cache = ReferenceCache(cache_root or default_cache_root())
+
+    def score(self, images: torch.Tensor, metrics: list[str]) -> dict[str, Any]:
+        started = time.perf_counter()
+        cache = None
+        if self.reference is not None:
+            key = ReferenceKey(
+                self.reference.key_identity, self.reference.split, len(self.reference.images), self.weights.sha256
+            )
+            cache = (self.cache, key)
+        values = calculate(
+            images,
+            metrics,
+            self.weights,
+            self.device,
+            self.batch_size,
+            reference=None if self.reference is None else self.reference.images,
+            reference_cache=cache,
+        )
+        return {
+            **values,
+            "num_samples": len(images),
+            "reference": None if self.reference is None else self.reference.description,
+            "feature_extractor": self.weights.provenance(),
+            "torch_fidelity": torch_fidelity_version(),
+            "kid_subset_size": min(1000, len(images), len(self.reference.images)) if self.reference else None,
+            "seconds_metrics": round(time.perf_counter() - started, 3),
+        }
+
+
+class RunEvaluator:
+    """The evaluator training and ``sagan eval`` use: sample the EMA generator, then score."""
+
+    def __init__(self, evaluation: Evaluation, seed: int, precision: str) -> None:
+        self.evaluation = evaluation
+        self.seed = seed + EVAL_SEED_OFFSET
+        self.precision = precision
+
+    def evaluate(self, generator: nn.Module, step: int, metrics: list[str], num_samples: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        images = sample_images(
+            generator, num_samples, self.seed, self.evaluation.device, self.precision, self.evaluation.batch_size
+        )
+        generated_s = time.perf_counter() - started
+        record = self.evaluation.score(images, metrics)
+        return {**record, "sample_seed": self.seed, "seconds_generate": round(generated_s, 3)}
+
+
+METRICS = ("fid", "is", "kid")
+
+
+def parse_metrics(text: str) -> list[str]:
+    chosen = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown or not chosen:
+        raise SaganError(f"--metrics '{text}': choose from {', '.join(METRICS)} (comma-separated).")
+    return list(dict.fromkeys(chosen))
+
+
+def checkpoint_for(run: RunDir, choice: str) -> Path:
+    """``last`` (newest step checkpoint), ``best`` (best.pt) or a path."""
+    if choice == "last":
+        found = list_checkpoints(run.checkpoints)
+        if not found:
+            raise CheckpointError(f"{run.path} has no checkpoints yet; train it first (sagan train --resume {run.path}).")
+        return found[-1]
+    if choice == "best":
+        best = run.checkpoints / "best.pt"
+        if not best.is_file():
+            raise CheckpointError(
+                f"{run.path} has no best.pt: it is written when in-training FID runs (eval.every > 0). "
+                f"Use --checkpoint last."
+            )
+        return best
+    path = Path(choice).expanduser()
+    if not path.is_file() and (run.checkpoints / choice).is_file():
+        path = run.checkpoints / choice
+    if not path.is_file():
+        raise CheckpointError(f"--checkpoint {choice}: no such file (give last, best, or a checkpoint path).")
+    return path
+
+
+@dataclass
+class RunEvaluationJob:
+    run: RunDir
+    checkpoint: Path
+    generator: nn.Module
+    step: int
+    evaluator: RunEvaluator
+    metrics: list[str]
+    num_samples: int
+
+    def start(self) -> dict[str, Any]:
+        record = self.evaluator.evaluate(self.generator, self.step, self.metrics, self.num_samples)
+        record = {"kind": "eval", "step": self.step, "final": False, "checkpoint": self.checkpoint.name, **record}
+        self.run.record_evaluation(record)
+        return record
+
+
+def open_run_evaluation(
+    run_path: Path,
+    checkpoint: str,
+    metrics: list[str],
+    num_samples: int | None,
+    reference: str | None,
+    reference_samples: int | None,
+    batch_size: int | None,
+    inception_option: Path | None,
+    device: str,
+    registry: Registry,
+) -> RunEvaluationJob:
+    """Validate everything (run, checkpoint, weights, reference) before any sampling."""
+    run = RunDir(run_path.expanduser())
+    if not run.exists():
+        raise ResultsError(f"{run_path} is not a run folder (no recipe.toml). Give results/<experiment>/runs/<id>.")
+    recipe = load_recipe(run.recipe_path, registry=registry)
+    chosen = select_device(device)
+    weights = resolve_inception_weights(inception_option)
+    source = build_data_source(recipe, registry)
+    source.check()
+    count = reference_samples or recipe.eval.reference_samples
+    ref_choice = reference or recipe.eval.reference
+    if ref_choice in ("train", "test"):
+        ref = reference_from(source, ref_choice, count)
+    else:
+        ref = reference_from_path(Path(ref_choice), recipe.data.resolution, count)
+    path = checkpoint_for(run, checkpoint)
+    state = load_checkpoint(path, chosen, run.path)
+    generator, _ = build_networks(recipe, num_classes_for(recipe, source), registry)
+    try:
+        generator.load_state_dict(state["ema"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not fit the generator of {run.recipe_path}: {str(exc).splitlines()[0]}") from None
+    generator.to(chosen)
+    evaluation = Evaluation(weights, ref, chosen, batch_size or recipe.eval.batch_size)
+    evaluator = RunEvaluator(evaluation, recipe.seed, effective_precision(chosen, recipe.train.precision))
+    return RunEvaluationJob(run, path, generator, int(state["step"]), evaluator, metrics, num_samples or recipe.eval.num_samples)
+
+
+def load_image_folder(folder: Path) -> torch.Tensor:
+    """Every image under ``folder`` as uint8 (N, 3, H, W); all must share one size."""
+    folder = folder.expanduser()
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if not files:
+        raise DataError(f"--images {folder}: no .png/.jpg/.jpeg files found (searched recursively).")
+    images = []
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                images.append(torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1))
+        except OSError as exc:
+            raise DataError(f"Cannot read image {path}: {exc}. Remove or replace it.") from None
+        if images[-1].shape != images[0].shape:
+            raise DataError(
+                f"--images {folder}: {path.name} is {tuple(images[-1].shape[1:])} but {files[0].name} is "
+                f"{tuple(images[0].shape[1:])}; generated samples must share one resolution."
+            )
+    return torch.stack(images)
+
+
+def evaluate_folder(
+    images_dir: Path,
+    metrics: list[str],
+    reference: str | None,
+    recipe_ref: str | None,
+    reference_samples: int,
+    batch_size: int,
+    inception_option: Path | None,
+    device: str,
+    registry: Registry,
+) -> dict[str, Any]:
+    """Score a folder of samples from any codebase with the same pipeline as our runs."""
+    chosen = select_device(device)
+    weights = resolve_inception_weights(inception_option)
+    needs_reference = any(m in ("fid", "kid") for m in metrics)
+    images = load_image_folder(images_dir)
+    resolution = images.shape[-1]
+    ref = None
+    if needs_reference:
+        if reference is None:
+            raise SaganError("FID and KID need --reference: a folder or .npz of real images, or train/test with --recipe.")
+        if reference in ("train", "test"):
+            if recipe_ref is None:
+                raise SaganError(f"--reference {reference} names a split of a recipe's data: add --recipe RECIPE.")
+            recipe = load_recipe(recipe_ref, registry=registry)
+            source = build_data_source(recipe, registry)
+            source.check()
+            ref = reference_from(source, reference, reference_samples)
+        else:
+            ref = reference_from_path(Path(reference), resolution, reference_samples)
+    record = Evaluation(weights, ref, chosen, batch_size).score(images, metrics)
+    return {"images": str(images_dir), **record}

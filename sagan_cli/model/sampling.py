@@ -1,0 +1,68 @@
+"""Sampling a generator into uint8 images: one path for sample grids, scores and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from sagan_cli.device import autocast
+from sagan_cli.fileio import atomic_write
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats -> uint8 [0, 255], rounding to nearest (what a PNG of it holds)."""
+    return ((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def fixed_inputs(
+    count: int, z_dim: int, num_classes: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Latents from a CPU generator (the same on every device) and class-balanced labels."""
+    z = torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed))
+    labels = torch.arange(count) % num_classes if num_classes else None
+    return z, labels
+
+
+@torch.no_grad()
+def sample_images(
+    generator: nn.Module,
+    count: int,
+    seed: int,
+    device: torch.device,
+    precision: str = "fp32",
+    batch_size: int = 64,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> torch.Tensor:
+    """``count`` uint8 images (count, 3, R, R) on the CPU from ``generator`` in eval mode."""
+    was_training = generator.training
+    generator.eval()
+    z, labels = fixed_inputs(count, generator.z_dim, generator.num_classes, seed)
+    out = []
+    try:
+        for start in range(0, count, batch_size):
+            batch_z = z[start : start + batch_size].to(device)
+            batch_labels = None if labels is None else labels[start : start + batch_size].to(device)
+            with autocast(device, precision):
+                images = generator(batch_z, batch_labels)
+            out.append(to_uint8(images).cpu())
+            on_batch(len(batch_z))
+    finally:
+        generator.train(was_training)
+    return torch.cat(out)
+
+
+def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
+    """Tile uint8 images (N, 3, H, W) into one PNG, ``columns`` wide."""
+    count, _, height, width = images.shape
+    rows = -(-count // columns)
+    canvas = torch.zeros(3, rows * height, columns * width, dtype=torch.uint8)
+    for index in range(count):
+        row, col = divmod(index, columns)
+        canvas[:, row * height : (row + 1) * height, col * width : (col + 1) * width] = images[index]
+    image = Image.fromarray(np.ascontiguousarray(canvas.permute(1, 2, 0).numpy()))
+    atomic_write(path, lambda handle: image.save(handle, format="PNG"))

@@ -1,0 +1,207 @@
+"""``sagan train``: run folders, exact resume after SIGKILL, corrupt checkpoints, divergence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import assert_clean_error, sagan_command, sagan_subprocess_env
+
+from sagan_cli.device import select_device
+from sagan_cli.plugins import get_registry
+from sagan_cli.recipe import load_recipe, recipe_toml
+from sagan_cli.results import RunDir, run_dir_for
+from sagan_cli.train.loop import Observer, train_run
+
+
+def run_folder(root: Path, recipe_path: Path, *sets: str) -> RunDir:
+    recipe = load_recipe(recipe_path, list(sets))
+    return run_dir_for(root, recipe.name, recipe)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def records(run: RunDir, kind: str) -> list[dict]:
+    return [r for r in run.read_metrics() if r["kind"] == kind]
+
+
+def test_train_writes_a_complete_run_folder(cli, tiny_recipe, tmp_path):
+    result = cli("train", str(tiny_recipe), "--results", str(tmp_path), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    run = run_folder(tmp_path, tiny_recipe)
+    assert run.recipe_path.read_text() == recipe_toml(load_recipe(tiny_recipe))
+    status = run.read_status()
+    assert status["status"] == "done" and status["step"] == 6 and status["device"] == "cpu"
+    assert status["precision"] == "fp32"  # bf16 autocast is CUDA-only
+    assert status["versions"]["torch"] == torch.__version__
+    assert status["versions"]["plugins"]["model.attention"].startswith("sagan (sagan-cli")
+    assert "git_commit" in status and status["wall_time_s"] > 0
+    train = records(run, "train")
+    assert [r["step"] for r in train] == [2, 4, 6]
+    for record in train:
+        assert {"d_loss", "g_loss", "lr_g", "lr_d", "img_per_s", "gamma_g16", "gamma_d16"} <= set(record)
+        assert record["lr_d"] == 4 * record["lr_g"]  # TTUR
+    assert train[-1]["gamma_g16"] != 0.0  # the attention gain moved away from its init
+    assert [r["step"] for r in records(run, "structure")] == [0, 3, 6]
+    assert sorted(p.name for p in run.samples.iterdir()) == [f"step-{s:08d}.png" for s in (0, 3, 6)]
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["step-00000003.pt", "step-00000006.pt"]
+    state = torch.load(run.checkpoints / "step-00000006.pt", weights_only=True)
+    assert state["step"] == 6 and state["run_id"] == run.id
+
+
+def test_rerunning_a_finished_run_changes_nothing(cli, tiny_recipe, tmp_path):
+    assert cli("train", str(tiny_recipe), "--results", str(tmp_path)).exit_code == 0
+    run = run_folder(tmp_path, tiny_recipe)
+    before = snapshot(run.path)
+    again = cli("train", str(tiny_recipe), "--results", str(tmp_path))
+    assert again.exit_code == 0 and "already complete" in again.output
+    resumed = cli("train", "--resume", str(run.path))
+    assert resumed.exit_code == 0 and "already complete" in resumed.output
+    assert snapshot(run.path) == before
+
+
+def test_resume_options_are_checked(cli, tiny_recipe, tmp_path):
+    assert_clean_error(cli("train", "--resume", str(tmp_path / "nope")), "no run folder")
+    assert_clean_error(cli("train", str(tiny_recipe), "--checkpoint", "x.pt"), "--resume")
+    assert_clean_error(cli("train", str(tiny_recipe), "--resume", str(tmp_path)), "not both")
+    assert_clean_error(cli("train"), "Give a recipe")
+
+
+def _kill_when(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"training ended or stalled before {path.name} appeared")
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+KILL_SETS = ("train.steps=40", "train.checkpoint_every=5", "train.log_every=5", "train.sample_every=20")
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run_bit_for_bit(tiny_recipe, tmp_path):
+    sets = [arg for s in KILL_SETS for arg in ("--set", s)]
+    killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
+
+    def command(root: Path) -> list[str]:
+        return sagan_command("train", str(tiny_recipe), "--results", str(root), "--device", "cpu", "-q", *sets)
+
+    process = subprocess.Popen(command(killed_root), env=sagan_subprocess_env())
+    killed = run_folder(killed_root, tiny_recipe, *KILL_SETS)
+    _kill_when(killed.checkpoints / "step-00000010.pt", process)
+    assert killed.read_status()["status"] == "running"  # SIGKILL leaves no chance to say more
+    assert not (killed.checkpoints / "step-00000040.pt").exists()
+
+    subprocess.run(command(killed_root), env=sagan_subprocess_env(), check=True)  # the same command resumes
+    subprocess.run(command(clean_root), env=sagan_subprocess_env(), check=True)
+    clean = run_folder(clean_root, tiny_recipe, *KILL_SETS)
+
+    final_killed = torch.load(killed.checkpoints / "step-00000040.pt", weights_only=True)
+    final_clean = torch.load(clean.checkpoints / "step-00000040.pt", weights_only=True)
+    for part in ("generator", "discriminator", "ema"):
+        for name, tensor in final_clean[part].items():
+            assert torch.equal(tensor, final_killed[part][name]), f"{part}.{name}"
+    for part in ("opt_g", "opt_d"):
+        for index, state in final_clean[part]["state"].items():
+            for key, tensor in state.items():
+                assert torch.equal(tensor, final_killed[part]["state"][index][key]), f"{part}[{index}].{key}"
+    assert final_clean["data_position"] == final_killed["data_position"]
+    assert records(killed, "train") == [
+        {**r, "img_per_s": k["img_per_s"], "wall_time": k["wall_time"]}
+        for r, k in zip(records(clean, "train"), records(killed, "train"), strict=True)
+    ]
+    assert killed.read_status()["status"] == "done"
+
+
+class InterruptAt(Observer):
+    def __init__(self, step: int) -> None:
+        self.at = step
+
+    def advanced(self, step: int) -> None:
+        if step == self.at:
+            raise KeyboardInterrupt
+
+
+def test_interrupt_saves_a_checkpoint_and_corrupt_checkpoint_is_a_clear_error(cli, tiny_recipe, tmp_path):
+    recipe = load_recipe(tiny_recipe)
+    run = run_dir_for(tmp_path, recipe.name, recipe)
+    result = train_run(recipe, run, select_device("cpu"), get_registry(), InterruptAt(5))
+    assert result.status == "interrupted" and result.exit_code == 130
+    assert run.read_status()["status"] == "interrupted"
+    newest = run.checkpoints / "step-00000005.pt"
+    assert newest.exists()  # Ctrl-C keeps the work done so far
+
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])  # a torn write from a dying disk
+    before = snapshot(run.path)
+    failed = cli("train", str(tiny_recipe), "--results", str(tmp_path))
+    assert_clean_error(failed, "step-00000005.pt", "truncated or corrupt", "step-00000003.pt", "--checkpoint")
+    assert snapshot(run.path) == before  # nothing overwritten
+
+    resumed = cli("train", "--resume", str(run.path), "--checkpoint", "step-00000003.pt")
+    assert resumed.exit_code == 0, resumed.output
+    assert run.read_status()["status"] == "done"
+    superseded = list(run.checkpoints.glob("superseded-*/step-00000005.pt"))
+    assert len(superseded) == 1 and superseded[0].read_bytes() == data[: len(data) // 2]
+    assert [r["step"] for r in records(run, "train")] == [2, 4, 6]
+
+
+def test_checkpoint_of_another_run_is_refused(tiny_recipe, tmp_path):
+    from sagan_cli.errors import CheckpointError
+
+    recipe = load_recipe(tiny_recipe)
+    run = run_dir_for(tmp_path, recipe.name, recipe)
+    train_run(recipe, run, select_device("cpu"), get_registry(), InterruptAt(4))
+    other = load_recipe(tiny_recipe, ["seed=1"])
+    other_run = run_dir_for(tmp_path, other.name, other)
+    train_run(other, other_run, select_device("cpu"), get_registry(), InterruptAt(4))
+    (other_run.checkpoints / "step-00000004.pt").write_bytes((run.checkpoints / "step-00000004.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="belongs to run"):
+        train_run(other, other_run, select_device("cpu"), get_registry())
+
+
+def test_nan_loss_stops_the_run_as_diverged(cli, tiny_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAGAN_PLUGINS", "nan_loss")
+    sets = ["loss.name=nan_hinge", "loss.nan_from_call=5", "train.checkpoint_every=3", "train.log_every=2"]
+    result = cli("train", str(tiny_recipe), "--results", str(tmp_path), *[a for s in sets for a in ("--set", s)])
+    assert result.exit_code == 3, result.output
+    assert "diverged" in result.output and "step 5" in result.output
+    run = run_folder(tmp_path, tiny_recipe, *sets)
+    status = run.read_status()
+    assert status["status"] == "diverged" and status["diverged_step"] == 5
+    assert [p.name for p in run.checkpoints.iterdir()] == ["step-00000003.pt"]  # the last good one
+    assert run.read_metrics()[-1] == {"kind": "diverged", "step": 5}
+    again = cli("train", str(tiny_recipe), "--results", str(tmp_path), *[a for s in sets for a in ("--set", s)])
+    assert again.exit_code == 3 and "not resumed" in again.output
+
+
+def test_smoke_recipe_improves_its_structural_score(tmp_path):
+    """A real learning signal: the shapes' structure score falls well below the untrained one."""
+    recipe = load_recipe("smoke", ["train.steps=100", "train.sample_every=50", "train.checkpoint_every=100"])
+    run = run_dir_for(tmp_path, recipe.name, recipe)
+    result = train_run(recipe, run, select_device("cpu"), get_registry())
+    assert result.status == "done"
+    scores = {r["step"]: r["structure"] for r in records(run, "structure")}
+    assert set(scores) == {0, 50, 100}
+    assert scores[100] < 0.5 * scores[0], scores
+
+
+def test_metrics_lines_are_json(cli, tiny_recipe, tmp_path):
+    assert cli("train", str(tiny_recipe), "--results", str(tmp_path)).exit_code == 0
+    run = run_folder(tmp_path, tiny_recipe)
+    for line in run.metrics_path.read_text().splitlines():
+        json.loads(line)
