@@ -356,6 +356,135 @@ def eval_command(
         console.print(f"recorded in {job.run.eval_path} and {job.run.metrics_path}")
 
 
+def _summary_table(header: list[str], rows: list[list[str]], title: str) -> Table:
+    table = Table(*header, title=title)
+    for row in rows:
+        table.add_row(*(escape(c) for c in row))
+    return table
+
+
+@app.command("ablate")
+def ablate_command(
+    recipe: Annotated[str, typer.Argument(help="Base recipe (default: the shipped sagan_full).")] = "sagan_full",
+    vary: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="AXIS or AXIS=v1,v2 (values parsed as TOML, e.g. attention_layer=[],[16]). Repeat for a "
+            "cartesian product. Without values: the recipe's [ablate.axes], else built-in candidates.",
+            rich_help_panel="Grid",
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="A count (3 -> 0,1,2) or a list (0,4,7).", rich_help_panel="Grid")
+    ] = None,
+    set_: SetOption = None,
+    name: Annotated[
+        str | None, typer.Option(help="Experiment folder (default: recipe name + axes).", rich_help_panel="Output")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the numbered grid; run nothing.")] = False,
+    jobs: Annotated[int, typer.Option(min=1, help="Runs at once (one per GPU, or processes on CPU).")] = 1,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also re-run failed and diverged runs.")] = False,
+    results: Annotated[Path, typer.Option(help="Results root folder.", rich_help_panel="Output")] = Path("results"),
+    device: DeviceOption = "auto",
+    inception_weights: InceptionOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train and evaluate a grid of recipe variants x seeds; write summary.csv/md and plots.
+
+    Re-running the same command skips finished runs and resumes interrupted ones.
+    Exit code: the number of runs that failed or diverged (0: all done).
+    """
+    from sagan_cli.ablate.grid import format_value
+    from sagan_cli.ablate.runner import create_runs, prepare_experiment, run_grid
+    from sagan_cli.ablate.service import plan_ablation, write_summary
+    from sagan_cli.ablate.summary import display_rows
+    from sagan_cli.results import RunDir
+
+    registry = _registry()
+    plan = plan_ablation(
+        recipe, set_ or [], vary or [], seeds, name, results, device, jobs, inception_weights, registry, dry_run
+    )
+    if dry_run:
+        table = Table("#", *(a.label for a in plan.axes), "seed", "run id", "status", title=str(plan.folder))
+        for number, point in enumerate(plan.points, 1):
+            existing = RunDir(plan.folder / "runs" / point.run_id).read_status().get("status", "new")
+            table.add_row(
+                str(number), *(escape(format_value(point.settings[a.label])) for a in plan.axes),
+                str(point.seed), point.run_id, existing,
+            )
+        console.print(table)
+        console.print(f"{len(plan.points)} runs ({len({p.index for p in plan.points})} grid points); nothing was run.")
+        return
+    prepare_experiment(plan.folder, plan.base, plan.axes)
+    runs = create_runs(plan.folder, plan.points)
+    with progress_bar() as progress:
+        grid_task = progress.add_task("grid", total=len(runs), info="")
+        tasks: dict[Path, Any] = {}
+
+        def observer_for(point: Any, run: Any) -> TrainProgress:
+            # Off a terminal, one line per finished run says enough for a whole grid.
+            return TrainProgress(
+                quiet=quiet or progress.disable, progress=progress, label=f"#{point.index + 1} seed {point.seed}"
+            )
+
+        def poll(running: list[Any]) -> None:
+            for run in running:
+                status = run.read_status()
+                if run.path not in tasks:
+                    tasks[run.path] = progress.add_task(run.id, total=status.get("steps") or 1, info="")
+                progress.update(tasks[run.path], completed=status.get("step", 0))
+
+        def on_outcome(outcome: Any) -> None:
+            progress.advance(grid_task)
+            mark = {"done": "[green]✓[/]", "interrupted": "[yellow]…[/]"}.get(outcome.status, "[red]✗[/]")
+            note = " (already there)" if outcome.skipped else ""
+            detail = f": {outcome.message}" if outcome.status not in ("done",) and outcome.message else ""
+            if not quiet or outcome.status not in ("done",):
+                progress.console.print(
+                    f"{mark} #{outcome.point.index + 1} {escape(outcome.point.describe())} seed "
+                    f"{outcome.point.seed}: {outcome.status}{note}{escape(detail)}"
+                )
+
+        outcomes = run_grid(
+            plan.points, runs, plan.device, registry, plan.weights, jobs, retry_failed,
+            observer_for, on_outcome, poll,
+        )
+    report, written = write_summary(plan.folder)
+    header, rows = display_rows(report.table, report.keys)
+    console.print(_summary_table(header, rows, title=f"{plan.name} ({len(runs)} runs)"))
+    console.print("wrote " + ", ".join(str(p) for p in written))
+    if any(o.status == "interrupted" for o in outcomes):
+        err_console.print("interrupted: re-run the same command to resume.")
+        raise typer.Exit(130)
+    failed = sum(o.status in ("failed", "diverged") for o in outcomes)
+    if failed:
+        err_console.print(f"{failed} run(s) failed or diverged (see the table); --retry-failed re-runs them.")
+    raise typer.Exit(min(failed, 100))
+
+
+@app.command("report")
+def report_command(
+    experiments: Annotated[
+        list[str] | None, typer.Argument(help="Experiment names (under --results) or folders; default: all.")
+    ] = None,
+    format_: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
+    by: Annotated[str | None, typer.Option(help="Group by this axis only (others are pooled).")] = None,
+    results: Annotated[Path, typer.Option(help="Results root folder.")] = Path("results"),
+) -> None:
+    """Rebuild ablation tables from run folders alone; several experiments are merged."""
+    from sagan_cli.ablate.service import build_report, experiment_folders
+    from sagan_cli.ablate.summary import display_rows
+
+    if format_ not in ("table", "md", "csv", "json"):
+        raise SaganError(f"--format '{format_}': choose table, md, csv or json.")
+    report = build_report(experiment_folders(experiments or [], results), by)
+    if format_ == "table":
+        header, rows = display_rows(report.table, report.keys)
+        console.print(_summary_table(header, rows, title=report.title))
+    else:
+        sys.stdout.write({"md": report.markdown, "csv": report.csv, "json": report.json}[format_]())
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="sagan")

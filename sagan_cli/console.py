@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -20,7 +21,8 @@ from rich.progress import (
 from sagan_cli.results import RunDir
 from sagan_cli.train.loop import Observer
 
-console = Console(highlight=False)
+# Off a terminal (pipes, CI logs, files) tables get room instead of wrapping at 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 PLAIN_EVERY_S = 10.0  # how often plain (non-terminal) progress lines appear at most
 

@@ -235,18 +235,22 @@ def parse_override(text: str) -> Override:
             f"--set '{text}' is not KEY=VALUE with a dotted key, e.g. --set train.steps=200 "
             f"or --set model.attention_layer=[16,32]."
         )
+    return Override(parts, parse_value(raw_value, f"--set '{text}'"), text)
+
+
+def parse_value(raw_value: str, where: str) -> Any:
+    """A TOML value, or a bare word (``image-folder``, ``/data/x``) taken as a string."""
     raw_value = raw_value.strip()
     try:
-        value = tomllib.loads(f"v = {raw_value}")["v"]
+        return tomllib.loads(f"v = {raw_value}")["v"]
     except tomllib.TOMLDecodeError as exc:
         if not _BARE_STRING.match(raw_value):
             detail = str(exc).split(" (at line")[0]
             raise RecipeError(
-                f"--set '{text}': the value '{raw_value}' is not valid TOML ({detail}). Quote "
-                f"strings with spaces (--set 'description=\"my run\"') and write lists as [16,32]."
+                f"{where}: the value '{raw_value}' is not valid TOML ({detail}). Quote strings "
+                f"with spaces ('description=\"my run\"') and write lists as [16,32]."
             ) from None
-        value = raw_value
-    return Override(parts, value, text)
+        return raw_value
 
 
 def shipped_recipes_dir() -> Path:
@@ -508,3 +512,108 @@ def dumps_toml(data: dict[str, Any]) -> str:
 def recipe_toml(recipe: Recipe) -> str:
     return dumps_toml(recipe_dict(recipe))
 
+
+
+# ---- ablation axes ----------------------------------------------------------------------------
+
+AXIS_ALIASES = {
+    "attention": "model.attention.variant",
+    "loss": "loss.name",
+    "g_norm": "model.norm.generator",
+    "d_norm": "model.norm.discriminator",
+    "features": "model.norm.features",
+    "data": "data.source",
+}
+
+
+def host_field_paths(model: type[BaseModel] = Recipe, prefix: str = "") -> list[str]:
+    """Every dotted path to a value the recipe models define (plugin parameters excluded)."""
+    paths = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and not issubclass(annotation, _PluginTable):
+            paths.extend(host_field_paths(annotation, f"{path}."))
+        elif isinstance(annotation, type) and issubclass(annotation, _PluginTable):
+            paths.extend(f"{path}.{key}" for key in annotation.model_fields)
+        elif name != "axes":
+            paths.append(path)
+    return paths
+
+
+def resolve_axis(name: str, recipe: Recipe) -> str:
+    """An axis name -> the field path it varies: an alias, a path, or an unambiguous last part."""
+    if name in AXIS_ALIASES:
+        return AXIS_ALIASES[name]
+    fields = host_field_paths()
+    plugin_params = [
+        f"{slot.path}.{key}" for slot in PLUGIN_SLOTS for key in (_table_at(recipe, slot.path).model_extra or {})
+    ]
+    known = fields + plugin_params
+    if name in known or _slot_at(tuple(name.split("."))):
+        return name
+    matches = [path for path in known if path.split(".")[-len(name.split(".")) :] == name.split(".")]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise RecipeError(f"Axis '{name}' is ambiguous: it could be {', '.join(matches)}. Use the full path.")
+    short = sorted(set(AXIS_ALIASES) | {p.split(".")[-1] for p in known} | set(known))
+    raise RecipeError(
+        f"Unknown axis '{name}'.{did_you_mean(name, short)} An axis is a recipe field path "
+        f"(train.lr_d, model.attention.reduction), its last part when unambiguous (lr_d), or an "
+        f"alias: {', '.join(AXIS_ALIASES)}."
+    )
+
+
+def _table_at(recipe: Recipe, path: str) -> Any:
+    node: Any = recipe
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def axis_candidates(path: str, recipe: Recipe, registry: Registry) -> list[Any]:
+    """Built-in values for an axis given without values (``--vary attention_layer``)."""
+    res = recipe.data.resolution
+    sizes = {
+        "model.attention_layer": arch.shared_sizes(res),
+        "model.g_attention_layer": arch.generator_sizes(res),
+        "model.d_attention_layer": arch.discriminator_sizes(res),
+    }
+    if path in sizes:
+        return [[]] + [[size] for size in sizes[path]]
+    slot = _slot_at(tuple(path.split("."))) or next(
+        (s for s in PLUGIN_SLOTS if path == f"{s.path}.{s.name_key}"), None
+    )
+    if slot is not None:
+        entries = registry.all(slot.kind)
+        if slot.target:
+            entries = [e for e in entries if e.plugin.target == slot.target]
+            if slot.target == "feature":
+                entries = [e for e in entries if e.plugin.conditional == recipe.model.conditional]
+        names = [e.name for e in entries]
+        if "none" in names:  # the baseline first
+            names.insert(0, names.pop(names.index("none")))
+        return names
+    field = _field_for(path)
+    if field is not None:
+        if field.annotation is bool:
+            return [False, True]
+        literal = getattr(field.annotation, "__args__", None)
+        if getattr(field.annotation, "__origin__", None) is Literal and literal:
+            return list(literal)
+    raise RecipeError(
+        f"Axis '{path}' has no built-in values; give them: --vary {path.split('.')[-1]}=v1,v2 "
+        f"(or list them under [ablate.axes] in the recipe)."
+    )
+
+
+def _field_for(path: str) -> Any:
+    model: Any = Recipe
+    field = None
+    for part in path.split("."):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        field = model.model_fields[part]
+        model = field.annotation
+    return field

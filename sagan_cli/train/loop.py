@@ -30,7 +30,14 @@ import torch
 from torch import nn
 
 from sagan_cli import __version__
-from sagan_cli.components import build_data_source, build_loss, build_networks, num_classes_for, plugin_for
+from sagan_cli.components import (
+    build_data_source,
+    build_loss,
+    build_networks,
+    count_parameters,
+    num_classes_for,
+    plugin_for,
+)
 from sagan_cli.device import autocast, available_memory, describe, effective_precision, synchronize
 from sagan_cli.errors import CheckpointError, ResultsError, SaganError
 from sagan_cli.fileio import atomic_write, atomic_write_text
@@ -435,6 +442,11 @@ class TrainingSession:
             git_commit=git_commit(),
             host=platform.node(),
             pid=os.getpid(),
+            parameters={
+                "generator": count_parameters(self.generator),
+                "discriminator": count_parameters(self.discriminator),
+            },
+            resumed_from=self.start_checkpoint.name if self.start_checkpoint else None,
             error=None,
         )
         self.observer.started(run, self.step, cfg.steps, describe(self.device))

@@ -1,0 +1,148 @@
+"""``sagan ablate`` and ``sagan report``: plan and check a grid before any run, summarise after."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from sagan_cli.ablate.grid import Axis, GridPoint, build_axes, expand, parse_seeds
+from sagan_cli.ablate.plots import plot_curves, plot_samples
+from sagan_cli.ablate.runner import prepare_experiment
+from sagan_cli.ablate.summary import collect_runs, group_keys, summarize, to_csv, to_markdown
+from sagan_cli.components import build_data_source
+from sagan_cli.device import select_device
+from sagan_cli.errors import ResultsError, SaganError, did_you_mean
+from sagan_cli.evaluate.weights import InceptionWeights, resolve_inception_weights
+from sagan_cli.fileio import atomic_write_text
+from sagan_cli.plugins import Registry
+from sagan_cli.recipe import Recipe, find_recipe, parse_override, read_toml, resolve_recipe
+from sagan_cli.train.service import needs_evaluation
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass
+class AblationPlan:
+    name: str
+    folder: Path
+    base: Recipe
+    axes: list[Axis]
+    points: list[GridPoint]
+    device: torch.device
+    weights: InceptionWeights | None
+
+
+def plan_ablation(
+    recipe_ref: str,
+    overrides: list[str],
+    varies: list[str],
+    seeds: str | None,
+    name: str | None,
+    results_root: Path,
+    device: str,
+    jobs: int,
+    inception_option: Path | None,
+    registry: Registry,
+    dry_run: bool = False,
+) -> AblationPlan:
+    """The whole grid, resolved and validated; nothing is written."""
+    path = find_recipe(recipe_ref)
+    raw = read_toml(path)
+    parsed = [parse_override(o) for o in overrides]
+    base = resolve_recipe(raw, parsed, origin=str(path), registry=registry)
+    axes = build_axes(varies, base, registry)
+    points = expand(raw, parsed, axes, parse_seeds(seeds, base.seed), str(path), registry)
+    name = name or f"{base.name}-" + "-".join(axis.label.replace(".", "_") for axis in axes)
+    if not NAME.match(name):
+        raise SaganError(f"--name '{name}' must be letters, digits, '_', '-' and '.', starting with a letter or digit.")
+    folder = results_root / name
+    prepare_experiment(folder, base, axes, write=False)
+    chosen = select_device(device)
+    if chosen.type == "cuda" and chosen.index is None and jobs > torch.cuda.device_count():
+        raise SaganError(
+            f"--jobs {jobs} asks for more GPUs than the {torch.cuda.device_count()} visible: runs go one "
+            f"per GPU. Use --jobs {torch.cuda.device_count()} or fewer."
+        )
+    if chosen.type == "cuda" and chosen.index is not None and jobs > 1:
+        raise SaganError(f"--jobs {jobs} with --device {device}: parallel runs need one GPU each; use --device cuda.")
+    weights = None
+    if not dry_run:
+        checked: list[dict] = []
+        for point in points:
+            data = point.recipe.data.model_dump()
+            if data not in checked:
+                checked.append(data)
+                build_data_source(point.recipe, registry).check()
+        if any(needs_evaluation(p.recipe) for p in points):
+            weights = resolve_inception_weights(inception_option)
+    return AblationPlan(name, folder, base, axes, points, chosen, weights)
+
+
+def experiment_folders(targets: list[str], results_root: Path) -> list[Path]:
+    """Experiment names (under the results root) or folders; none means every experiment."""
+    available = sorted(p.name for p in results_root.glob("*") if (p / "runs").is_dir()) if results_root.is_dir() else []
+    if not targets:
+        if not available:
+            raise ResultsError(f"No experiments under {results_root}. Run sagan train or sagan ablate first.")
+        return [results_root / name for name in available]
+    folders = []
+    for target in targets:
+        direct = Path(target).expanduser()
+        folder = direct if (direct / "runs").is_dir() else results_root / target
+        if not (folder / "runs").is_dir():
+            raise ResultsError(
+                f"'{target}' is not an experiment folder (no runs/ inside) nor an experiment under "
+                f"{results_root}.{did_you_mean(target, available)} Available: {', '.join(available) or 'none'}."
+            )
+        folders.append(folder)
+    return folders
+
+
+@dataclass
+class Report:
+    runs: pd.DataFrame
+    table: pd.DataFrame
+    keys: list[str]
+    title: str
+
+    def markdown(self) -> str:
+        return to_markdown(self.table, self.keys, self.runs, self.title)
+
+    def csv(self) -> str:
+        return to_csv(self.table)
+
+    def json(self) -> str:
+        return json.dumps(
+            {"summary": json.loads(self.table.to_json(orient="records")), "runs": json.loads(self.runs.to_json(orient="records"))},
+            indent=2,
+        )
+
+
+def build_report(folders: list[Path], by: str | None = None) -> Report:
+    runs = collect_runs(folders)
+    if runs.empty:
+        raise ResultsError(f"No runs in {', '.join(str(f) for f in folders)} yet.")
+    keys = group_keys(runs, folders, None)
+    if by is not None:
+        if by not in keys:
+            raise SaganError(f"--by '{by}' is not an axis of these experiments; axes: {', '.join(keys)}.")
+        keys = [by]
+    title = " + ".join(f.name for f in folders)
+    return Report(runs, summarize(runs, keys), keys, title)
+
+
+def write_summary(folder: Path) -> tuple[Report, list[Path]]:
+    """summary.csv, summary.md and the plots of one experiment, rebuilt from its run folders."""
+    report = build_report([folder])
+    atomic_write_text(folder / "summary.csv", report.csv())
+    atomic_write_text(folder / "summary.md", report.markdown())
+    folders = {folder.name: folder}
+    written = [folder / "summary.csv", folder / "summary.md"]
+    written += plot_curves(report.runs, report.keys, folders, folder)
+    samples = plot_samples(report.runs, report.keys, folders, folder)
+    return report, written + ([samples] if samples else [])
