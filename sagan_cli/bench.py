@@ -1,5 +1,11 @@
 """Benchmarks a user would compare, written to ``results/bench/`` as CSV and Markdown.
 
+``train``: images/s of the full training iteration of a recipe (D and G updates
+and EMA, at its batch size, precision and optional ``torch.compile``) on
+synthetic data, so that the paper configurations can be timed anywhere.
+``fid``: seconds for reference features (cold), sample generation and the
+generated features plus FID (with the reference cached).
+
 ``attention``: forward + backward time and memory of every attention variant at
 square feature maps, the fused training path against the explicit-equation
 baseline. Memory is reported two ways: the bytes autograd keeps for backward
@@ -19,9 +25,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sagan_cli.datasets.base import DataSource, TensorImageSet
 from sagan_cli.device import autocast, synchronize
+from sagan_cli.evaluate.weights import InceptionWeights
 from sagan_cli.fileio import fresh_path
+from sagan_cli.model.attention import SelfAttention2d
 from sagan_cli.plugins import Registry
+from sagan_cli.recipe import Recipe
 
 EXPLICIT = " (explicit)"
 MB = 2**20
@@ -51,6 +61,12 @@ def _saved_bytes(run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = run()
     return out, sum(storages.values())
+
+
+def _explicit_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The paper's equations written out (the quadratic baseline)."""
+    assert isinstance(module, SelfAttention2d)
+    return module.forward_explicit(x)[0]
 
 
 def _explicit_bytes(channels: int, size: int, batch: int, variant: str) -> int:
@@ -116,13 +132,16 @@ def bench_attention(
             continue
         plans.append((name, name, lambda m, x: m(x)))
         if name in ("sagan", "sagan_pooled"):
-            plans.append((name + EXPLICIT, name, lambda m, x: m.forward_explicit(x)[0]))
+            plans.append((name + EXPLICIT, name, _explicit_forward))
     results = []
     for label, plugin_name, forward in plans:
         entry = registry.get("attention", plugin_name, key="variant")
         for size in sizes:
             row = AttentionResult(label, size, size * size, channels, batch, None, None, None, "ok")
-            if label.endswith(EXPLICIT) and _explicit_bytes(channels, size, batch, plugin_name) > memory_budget:
+            if (
+                label.endswith(EXPLICIT)
+                and _explicit_bytes(channels, size, batch, plugin_name) > memory_budget
+            ):
                 row.status = "skipped: N x M map over the memory budget"
             else:
                 torch.manual_seed(0)
@@ -196,9 +215,7 @@ def _markdown_table(table: pd.DataFrame, fmt: str) -> str:
     header = "| size | " + " | ".join(str(c) for c in table.columns) + " |"
     rule = "| ---: | " + " | ".join("---:" for _ in table.columns) + " |"
     rows = [
-        f"| {index} | "
-        + " | ".join("–" if pd.isna(v) else fmt.format(v) for v in row)
-        + " |"
+        f"| {index} | " + " | ".join("–" if pd.isna(v) else fmt.format(v) for v in row) + " |"
         for index, row in zip(table.index, table.itertuples(index=False), strict=True)
     ]
     return "\n".join([header, rule, *rows])
@@ -208,3 +225,179 @@ def bench_output_paths(out_dir: Path, kind: str, device: str, precision: str) ->
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = fresh_path(out_dir / f"{kind}-{device}-{precision}-{stamp}.csv")
     return base, base.with_suffix(".md")
+
+
+# ---- training step ------------------------------------------------------------------------------
+
+
+class SyntheticSource(DataSource):
+    """Random uint8 images with the recipe's shape: the training step without any data set."""
+
+    def __init__(self, resolution: int, num_classes: int, count: int) -> None:
+        super().__init__("synthetic", None, resolution)
+        self._classes = num_classes
+        self._count = count
+
+    @property
+    def num_classes(self) -> int:
+        return self._classes
+
+    def split(self, name: str) -> TensorImageSet:
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randint(
+            0,
+            256,
+            (self._count, 3, self.resolution, self.resolution),
+            dtype=torch.uint8,
+            generator=generator,
+        )
+        labels = torch.randint(max(self._classes, 1), (self._count,), generator=generator)
+        return TensorImageSet(images, labels if self._classes else None)
+
+    def identity(self) -> dict[str, object]:
+        return {"source": "synthetic", "resolution": self.resolution}
+
+
+@dataclass
+class TrainStepResult:
+    recipe: str
+    device: str
+    precision: str
+    compile: bool
+    batch: int
+    g_params: int
+    d_params: int
+    steps: int
+    ms_per_step: float
+    it_per_s: float
+    img_per_s: float
+    peak_mb: float | None
+
+
+def bench_train_step(
+    recipe: Recipe,
+    registry: Registry,
+    device: torch.device,
+    compiled: bool,
+    num_classes: int,
+    steps: int,
+    warmup: int,
+) -> TrainStepResult:
+    """Time ``steps`` full iterations (D update(s), G update, EMA) after ``warmup`` untimed ones."""
+    from sagan_cli.components import count_parameters
+    from sagan_cli.results import RunDir
+    from sagan_cli.train.data import BatchStream
+    from sagan_cli.train.loop import Observer, TrainingSession
+
+    recipe = recipe.model_copy(
+        update={"train": recipe.train.model_copy(update={"compile": compiled})}
+    )
+    classes = num_classes if recipe.model.conditional else 0
+    source = SyntheticSource(recipe.data.resolution, classes, recipe.train.batch_size * 4)
+    session = TrainingSession(recipe, RunDir(Path("unused")), device, registry, Observer(), source)
+    session.data = BatchStream(
+        source.split("train"),
+        recipe.train.batch_size,
+        0,
+        device,
+        recipe.data.hflip,
+        resident_limit=2**62,
+    )
+    for _ in range(warmup):
+        session.train_step()
+        session.step += 1
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        session.train_step()
+        session.step += 1
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / MB if device.type == "cuda" else None
+    return TrainStepResult(
+        recipe.name,
+        device.type,
+        session.precision,
+        compiled,
+        recipe.train.batch_size,
+        count_parameters(session.generator),
+        count_parameters(session.discriminator),
+        steps,
+        1000 * seconds / steps,
+        steps / seconds,
+        steps * recipe.train.batch_size / seconds,
+        peak,
+    )
+
+
+def rows_markdown(title: str, rows: list[dict[str, object]]) -> str:
+    """A plain Markdown table of result rows (keys as columns)."""
+    columns = list(rows[0])
+    lines = [
+        f"# {title}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "| " + " | ".join("---" for _ in columns) + " |",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+# ---- FID ------------------------------------------------------------------------------------------
+
+
+def bench_fid(
+    recipe: Recipe,
+    registry: Registry,
+    device: torch.device,
+    weights: InceptionWeights,
+    num_samples: int,
+    reference_samples: int,
+    batch_size: int,
+    cache_root: Path,
+) -> dict[str, object]:
+    """Where FID time goes: reference features (cold), then generation and scoring (warm cache)."""
+    from sagan_cli.components import build_data_source, build_networks, num_classes_for
+    from sagan_cli.device import effective_precision
+    from sagan_cli.evaluate.service import Evaluation, RunEvaluator, reference_from
+    from sagan_cli.model.sampling import sample_images
+
+    source = build_data_source(recipe, registry)
+    source.check()
+    torch.manual_seed(0)
+    generator, _ = build_networks(recipe, num_classes_for(recipe, source), registry)
+    generator.to(device)
+    precision = effective_precision(device, recipe.train.precision)
+    reference = reference_from(source, recipe.eval.reference, reference_samples)
+    evaluation = Evaluation(weights, reference, device, batch_size, cache_root)
+    start = time.perf_counter()
+    warm_up = sample_images(generator, min(num_samples, 64), 0, device, precision, batch_size)
+    evaluation.score(warm_up, ["fid"])  # computes and caches the reference features
+    cold = time.perf_counter() - start
+    record = RunEvaluator(evaluation, 0, precision).evaluate(generator, 0, ["fid"], num_samples)
+    return {
+        "recipe": recipe.name,
+        "device": device.type,
+        "resolution": recipe.data.resolution,
+        "num_samples": num_samples,
+        "reference_samples": reference.description["size"],
+        "reference_features_s (cold, incl. a 64-sample FID)": round(cold, 2),
+        "generate_s": record["seconds_generate"],
+        "features_and_fid_s": record["seconds_metrics"],
+        "total_warm_s": round(record["seconds_generate"] + record["seconds_metrics"], 2),
+        "fid": round(float(record["fid"]), 4),
+        "weights_sha256": weights.sha256[:12],
+    }

@@ -19,9 +19,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from sagan_cli import __version__
-from sagan_cli.errors import SaganError
-
 from sagan_cli.console import TrainProgress, console, err_console, progress_bar
+from sagan_cli.errors import SaganError
 
 
 class _ErrorHandlingGroup(TyperGroup):
@@ -114,7 +113,9 @@ def plugins_command(
     else:
         table = Table("kind", "name", "summary", "provider", "version")
         for entry in entries:
-            table.add_row(entry.kind, entry.name, entry.plugin.summary, entry.provider, entry.version)
+            table.add_row(
+                entry.kind, entry.name, entry.plugin.summary, entry.provider, entry.version
+            )
         console.print(table)
     _fail_on_plugin_failures(registry)
 
@@ -172,7 +173,11 @@ def model_summary(
     registry = _registry()
     resolved = load_recipe(recipe, set_ or [], registry=registry)
     if num_classes is None:
-        num_classes = num_classes_for(resolved, build_data_source(resolved, registry)) if resolved.model.conditional else 0
+        num_classes = (
+            num_classes_for(resolved, build_data_source(resolved, registry))
+            if resolved.model.conditional
+            else 0
+        )
     summary = summarize_networks(resolved, num_classes, registry)
     for title, rows, total in (
         ("Generator", summary.generator_rows, summary.generator_total),
@@ -206,7 +211,9 @@ def _int_list(text: str, option: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise SaganError(f"{option} '{text}' must be comma-separated integers, e.g. 8,16,32.") from None
+        raise SaganError(
+            f"{option} '{text}' must be comma-separated integers, e.g. 8,16,32."
+        ) from None
     if not values or min(values) < 1:
         raise SaganError(f"{option} '{text}' must list positive integers, e.g. 8,16,32.")
     return values
@@ -218,9 +225,15 @@ def bench_attention_command(
     precision: Annotated[
         str | None, typer.Option(help="bf16 or fp32 (default: bf16 on CUDA, fp32 elsewhere).")
     ] = None,
-    sizes: Annotated[str, typer.Option(help="Feature-map sizes (square), comma-separated.")] = "8,16,32,64,128",
-    channels: Annotated[int, typer.Option(min=8, help="Feature-map channels (256: G at 32x32).")] = 256,
-    batch: Annotated[int | None, typer.Option(min=1, help="Batch size (default 16 on CUDA, 4 on CPU).")] = None,
+    sizes: Annotated[
+        str, typer.Option(help="Feature-map sizes (square), comma-separated.")
+    ] = "8,16,32,64,128",
+    channels: Annotated[
+        int, typer.Option(min=8, help="Feature-map channels (256: G at 32x32).")
+    ] = 256,
+    batch: Annotated[
+        int | None, typer.Option(min=1, help="Batch size (default 16 on CUDA, 4 on CPU).")
+    ] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repetitions (median reported).")] = 10,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/bench"),
 ) -> None:
@@ -246,12 +259,121 @@ def bench_attention_command(
             progress.advance(task)
 
         frame = bench_attention(
-            registry, chosen, precision, size_list, channels, batch, repeats,
+            registry,
+            chosen,
+            precision,
+            size_list,
+            channels,
+            batch,
+            repeats,
             memory_budget=available_memory(chosen) // 2,
             on_result=report,
         )
     atomic_write_text(csv_path, frame.to_csv(index=False))
     atomic_write_text(md_path, attention_markdown(frame, chosen.type, precision) + "\n")
+    console.print(f"wrote {csv_path} and {md_path}")
+
+
+@bench_app.command("train")
+def bench_train_command(
+    recipes: Annotated[list[str], typer.Argument(help="Recipes to time (files or shipped names).")],
+    set_: SetOption = None,
+    device: DeviceOption = "auto",
+    compile_: Annotated[
+        str,
+        typer.Option("--compile", help="off, on, or both (time with and without torch.compile)."),
+    ] = "off",
+    steps: Annotated[int, typer.Option(min=1, help="Timed iterations.")] = 20,
+    warmup: Annotated[
+        int, typer.Option(min=1, help="Untimed iterations first (compilation happens here).")
+    ] = 5,
+    num_classes: Annotated[
+        int, typer.Option(min=1, help="Classes for conditional recipes (synthetic labels).")
+    ] = 1000,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/bench"),
+) -> None:
+    """Images/s of the full training iteration (D, G, EMA) on synthetic data of the recipe's shape."""
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from sagan_cli.bench import bench_output_paths, bench_train_step, rows_markdown
+    from sagan_cli.device import select_device
+    from sagan_cli.fileio import atomic_write_text
+    from sagan_cli.recipe import load_recipe
+
+    if compile_ not in ("off", "on", "both"):
+        raise SaganError(f"--compile '{compile_}': choose off, on or both.")
+    registry = _registry()
+    chosen = select_device(device)
+    loaded = [load_recipe(r, set_ or [], registry=registry) for r in recipes]
+    modes = {"off": [False], "on": [True], "both": [False, True]}[compile_]
+    rows = []
+    for recipe in loaded:
+        for compiled in modes:
+            result = bench_train_step(
+                recipe, registry, chosen, compiled, num_classes, steps, warmup
+            )
+            console.print(
+                f"{recipe.name} batch {result.batch} {result.precision} compile={compiled}: "
+                f"{result.img_per_s:.1f} img/s ({result.it_per_s:.2f} it/s)"
+            )
+            rows.append(asdict(result))
+    csv_path, md_path = bench_output_paths(out, "train", chosen.type, rows[0]["precision"])
+    atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_text(md_path, rows_markdown(f"Training iteration ({chosen.type})", rows))
+    console.print(f"wrote {csv_path} and {md_path}")
+
+
+@bench_app.command("fid")
+def bench_fid_command(
+    recipe: Annotated[
+        str, typer.Argument(help="Recipe whose data is the reference and whose G samples.")
+    ] = "smoke",
+    set_: SetOption = None,
+    num_samples: Annotated[int, typer.Option(min=2, help="Generated samples.")] = 1000,
+    reference_samples: Annotated[
+        int, typer.Option(min=2, help="Real images in the reference.")
+    ] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1)] = 100,
+    inception_weights: InceptionOption = None,
+    device: DeviceOption = "auto",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/bench"),
+) -> None:
+    """Seconds for FID: reference features (cold), generation, generated features + FID (warm)."""
+    import tempfile
+
+    from sagan_cli.bench import bench_fid, bench_output_paths, rows_markdown
+    from sagan_cli.device import select_device
+    from sagan_cli.evaluate.weights import resolve_inception_weights
+    from sagan_cli.fileio import atomic_write_text
+    from sagan_cli.recipe import load_recipe
+
+    registry = _registry()
+    resolved = load_recipe(recipe, set_ or [], registry=registry)
+    chosen = select_device(device)
+    weights = resolve_inception_weights(inception_weights)
+    with (
+        tempfile.TemporaryDirectory() as cache,
+        err_console.status("timing FID") if err_console.is_terminal else nullcontext(),
+    ):
+        row = bench_fid(
+            resolved,
+            registry,
+            chosen,
+            weights,
+            num_samples,
+            reference_samples,
+            batch_size,
+            Path(cache),
+        )
+    for key, value in row.items():
+        console.print(f"{key}: {value}")
+    csv_path, md_path = bench_output_paths(out, "fid", chosen.type, "fp32")
+    atomic_write_text(
+        csv_path, ",".join(row) + "\n" + ",".join(str(v) for v in row.values()) + "\n"
+    )
+    atomic_write_text(md_path, rows_markdown(f"FID timing ({chosen.type})", [row]))
     console.print(f"wrote {csv_path} and {md_path}")
 
 
@@ -263,14 +385,20 @@ def train_command(
     set_: SetOption = None,
     device: DeviceOption = "auto",
     resume: Annotated[
-        Path | None, typer.Option(help="Continue the run in this folder from its newest checkpoint.")
+        Path | None,
+        typer.Option(help="Continue the run in this folder from its newest checkpoint."),
     ] = None,
     checkpoint: Annotated[
         str | None, typer.Option(help="With --resume: continue from this checkpoint file instead.")
     ] = None,
-    results: Annotated[Path, typer.Option(help="Results root folder.", rich_help_panel="Output")] = Path("results"),
+    results: Annotated[
+        Path, typer.Option(help="Results root folder.", rich_help_panel="Output")
+    ] = Path("results"),
     name: Annotated[
-        str | None, typer.Option(help="Experiment folder (default: the recipe's name).", rich_help_panel="Output")
+        str | None,
+        typer.Option(
+            help="Experiment folder (default: the recipe's name).", rich_help_panel="Output"
+        ),
     ] = None,
     inception_weights: InceptionOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -289,31 +417,48 @@ def train_command(
     with progress_bar() if not quiet else nullcontext() as progress:
         observer.progress = progress
         result = job.start(observer)
-    summary = f"{result.status} at step {result.step}: {result.message}\nrun folder: {result.run.path}"
+    summary = (
+        f"{result.status} at step {result.step}: {result.message}\nrun folder: {result.run.path}"
+    )
     (console if result.status == "done" else err_console).print(escape(summary))
     raise typer.Exit(result.exit_code)
 
 
 @app.command("eval")
 def eval_command(
-    run_dir: Annotated[Path | None, typer.Argument(help="Run folder to evaluate (or use --images).")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="Run folder to evaluate (or use --images).")
+    ] = None,
     checkpoint: Annotated[str, typer.Option(help="last, best, or a checkpoint path.")] = "last",
     metrics: Annotated[str, typer.Option(help="Comma-separated: fid, is, kid.")] = "fid,is,kid",
-    num_samples: Annotated[int | None, typer.Option(min=2, help="Generated samples (default: eval.num_samples).")] = None,
+    num_samples: Annotated[
+        int | None, typer.Option(min=2, help="Generated samples (default: eval.num_samples).")
+    ] = None,
     reference: Annotated[
-        str | None, typer.Option(help="train, test, or a folder/.npz of real images (default: eval.reference).")
+        str | None,
+        typer.Option(
+            help="train, test, or a folder/.npz of real images (default: eval.reference)."
+        ),
     ] = None,
     reference_samples: Annotated[
-        int | None, typer.Option(min=2, help="Real images in the reference (default: eval.reference_samples).")
+        int | None,
+        typer.Option(min=2, help="Real images in the reference (default: eval.reference_samples)."),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Sampling and feature batch size.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Sampling and feature batch size.")
+    ] = None,
     images: Annotated[
-        Path | None, typer.Option(help="Score this folder of samples instead of a run.", rich_help_panel="Image folders")
+        Path | None,
+        typer.Option(
+            help="Score this folder of samples instead of a run.", rich_help_panel="Image folders"
+        ),
     ] = None,
     recipe: Annotated[
         str | None,
-        typer.Option(help="With --images and --reference train|test: the recipe whose data is the reference.",
-                     rich_help_panel="Image folders"),
+        typer.Option(
+            help="With --images and --reference train|test: the recipe whose data is the reference.",
+            rich_help_panel="Image folders",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
     inception_weights: InceptionOption = None,
@@ -326,16 +471,36 @@ def eval_command(
     chosen_metrics = parse_metrics(metrics)
     if (run_dir is None) == (images is None):
         raise SaganError("Give a run folder to evaluate, or --images DIR, but not both.")
-    with err_console.status("evaluating", spinner="dots") if err_console.is_terminal else nullcontext():
+    with (
+        err_console.status("evaluating", spinner="dots")
+        if err_console.is_terminal
+        else nullcontext()
+    ):
         if images is not None:
             record = evaluate_folder(
-                images, chosen_metrics, reference, recipe, reference_samples or 10_000,
-                batch_size or 64, inception_weights, device, registry,
+                images,
+                chosen_metrics,
+                reference,
+                recipe,
+                reference_samples or 10_000,
+                batch_size or 64,
+                inception_weights,
+                device,
+                registry,
             )
         else:
+            assert run_dir is not None
             job = open_run_evaluation(
-                run_dir, checkpoint, chosen_metrics, num_samples, reference, reference_samples,
-                batch_size, inception_weights, device, registry,
+                run_dir,
+                checkpoint,
+                chosen_metrics,
+                num_samples,
+                reference,
+                reference_samples,
+                batch_size,
+                inception_weights,
+                device,
+                registry,
             )
             record = job.start()
     if as_json:
@@ -365,7 +530,9 @@ def _summary_table(header: list[str], rows: list[list[str]], title: str) -> Tabl
 
 @app.command("ablate")
 def ablate_command(
-    recipe: Annotated[str, typer.Argument(help="Base recipe (default: the shipped sagan_full).")] = "sagan_full",
+    recipe: Annotated[
+        str, typer.Argument(help="Base recipe (default: the shipped sagan_full).")
+    ] = "sagan_full",
     vary: Annotated[
         list[str] | None,
         typer.Option(
@@ -375,16 +542,28 @@ def ablate_command(
         ),
     ] = None,
     seeds: Annotated[
-        str | None, typer.Option(help="A count (3 -> 0,1,2) or a list (0,4,7).", rich_help_panel="Grid")
+        str | None,
+        typer.Option(help="A count (3 -> 0,1,2) or a list (0,4,7).", rich_help_panel="Grid"),
     ] = None,
     set_: SetOption = None,
     name: Annotated[
-        str | None, typer.Option(help="Experiment folder (default: recipe name + axes).", rich_help_panel="Output")
+        str | None,
+        typer.Option(
+            help="Experiment folder (default: recipe name + axes).", rich_help_panel="Output"
+        ),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the numbered grid; run nothing.")] = False,
-    jobs: Annotated[int, typer.Option(min=1, help="Runs at once (one per GPU, or processes on CPU).")] = 1,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also re-run failed and diverged runs.")] = False,
-    results: Annotated[Path, typer.Option(help="Results root folder.", rich_help_panel="Output")] = Path("results"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the numbered grid; run nothing.")
+    ] = False,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="Runs at once (one per GPU, or processes on CPU).")
+    ] = 1,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Also re-run failed and diverged runs.")
+    ] = False,
+    results: Annotated[
+        Path, typer.Option(help="Results root folder.", rich_help_panel="Output")
+    ] = Path("results"),
     device: DeviceOption = "auto",
     inception_weights: InceptionOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -402,18 +581,37 @@ def ablate_command(
 
     registry = _registry()
     plan = plan_ablation(
-        recipe, set_ or [], vary or [], seeds, name, results, device, jobs, inception_weights, registry, dry_run
+        recipe,
+        set_ or [],
+        vary or [],
+        seeds,
+        name,
+        results,
+        device,
+        jobs,
+        inception_weights,
+        registry,
+        dry_run,
     )
     if dry_run:
-        table = Table("#", *(a.label for a in plan.axes), "seed", "run id", "status", title=str(plan.folder))
+        table = Table(
+            "#", *(a.label for a in plan.axes), "seed", "run id", "status", title=str(plan.folder)
+        )
         for number, point in enumerate(plan.points, 1):
-            existing = RunDir(plan.folder / "runs" / point.run_id).read_status().get("status", "new")
+            existing = (
+                RunDir(plan.folder / "runs" / point.run_id).read_status().get("status", "new")
+            )
             table.add_row(
-                str(number), *(escape(format_value(point.settings[a.label])) for a in plan.axes),
-                str(point.seed), point.run_id, existing,
+                str(number),
+                *(escape(format_value(point.settings[a.label])) for a in plan.axes),
+                str(point.seed),
+                point.run_id,
+                existing,
             )
         console.print(table)
-        console.print(f"{len(plan.points)} runs ({len({p.index for p in plan.points})} grid points); nothing was run.")
+        console.print(
+            f"{len(plan.points)} runs ({len({p.index for p in plan.points})} grid points); nothing was run."
+        )
         return
     prepare_experiment(plan.folder, plan.base, plan.axes)
     runs = create_runs(plan.folder, plan.points)
@@ -424,21 +622,31 @@ def ablate_command(
         def observer_for(point: Any, run: Any) -> TrainProgress:
             # Off a terminal, one line per finished run says enough for a whole grid.
             return TrainProgress(
-                quiet=quiet or progress.disable, progress=progress, label=f"#{point.index + 1} seed {point.seed}"
+                quiet=quiet or progress.disable,
+                progress=progress,
+                label=f"#{point.index + 1} seed {point.seed}",
             )
 
         def poll(running: list[Any]) -> None:
             for run in running:
                 status = run.read_status()
                 if run.path not in tasks:
-                    tasks[run.path] = progress.add_task(run.id, total=status.get("steps") or 1, info="")
+                    tasks[run.path] = progress.add_task(
+                        run.id, total=status.get("steps") or 1, info=""
+                    )
                 progress.update(tasks[run.path], completed=status.get("step", 0))
 
         def on_outcome(outcome: Any) -> None:
             progress.advance(grid_task)
-            mark = {"done": "[green]✓[/]", "interrupted": "[yellow]…[/]"}.get(outcome.status, "[red]✗[/]")
+            mark = {"done": "[green]✓[/]", "interrupted": "[yellow]…[/]"}.get(
+                outcome.status, "[red]✗[/]"
+            )
             note = " (already there)" if outcome.skipped else ""
-            detail = f": {outcome.message}" if outcome.status not in ("done",) and outcome.message else ""
+            detail = (
+                f": {outcome.message}"
+                if outcome.status not in ("done",) and outcome.message
+                else ""
+            )
             if not quiet or outcome.status not in ("done",):
                 progress.console.print(
                     f"{mark} #{outcome.point.index + 1} {escape(outcome.point.describe())} seed "
@@ -446,8 +654,16 @@ def ablate_command(
                 )
 
         outcomes = run_grid(
-            plan.points, runs, plan.device, registry, plan.weights, jobs, retry_failed,
-            observer_for, on_outcome, poll,
+            plan.points,
+            runs,
+            plan.device,
+            registry,
+            plan.weights,
+            jobs,
+            retry_failed,
+            observer_for,
+            on_outcome,
+            poll,
         )
     report, written = write_summary(plan.folder)
     header, rows = display_rows(report.table, report.keys)
@@ -458,17 +674,22 @@ def ablate_command(
         raise typer.Exit(130)
     failed = sum(o.status in ("failed", "diverged") for o in outcomes)
     if failed:
-        err_console.print(f"{failed} run(s) failed or diverged (see the table); --retry-failed re-runs them.")
+        err_console.print(
+            f"{failed} run(s) failed or diverged (see the table); --retry-failed re-runs them."
+        )
     raise typer.Exit(min(failed, 100))
 
 
 @app.command("report")
 def report_command(
     experiments: Annotated[
-        list[str] | None, typer.Argument(help="Experiment names (under --results) or folders; default: all.")
+        list[str] | None,
+        typer.Argument(help="Experiment names (under --results) or folders; default: all."),
     ] = None,
     format_: Annotated[str, typer.Option("--format", help="table, md, csv or json.")] = "table",
-    by: Annotated[str | None, typer.Option(help="Group by this axis only (others are pooled).")] = None,
+    by: Annotated[
+        str | None, typer.Option(help="Group by this axis only (others are pooled).")
+    ] = None,
     results: Annotated[Path, typer.Option(help="Results root folder.")] = Path("results"),
 ) -> None:
     """Rebuild ablation tables from run folders alone; several experiments are merged."""

@@ -18,7 +18,9 @@ from sagan_cli.plugins import Plugin, Registry, get_registry
 from sagan_cli.recipe import PLUGIN_SLOTS, Recipe
 
 
-def plugin_for(recipe: Recipe, path: str, registry: Registry | None = None) -> tuple[Plugin, BaseModel]:
+def plugin_for(
+    recipe: Recipe, path: str, registry: Registry | None = None
+) -> tuple[Plugin, BaseModel]:
     """The plugin named at recipe table ``path`` and its validated parameters."""
     slot = next(s for s in PLUGIN_SLOTS if s.path == path)
     table: Any = recipe
@@ -128,10 +130,14 @@ def _rows(network: nn.Module, run: Callable[[], Any]) -> list[tuple[str, str, in
     for hook in hooks:
         hook.remove()
     modules = dict(network.named_modules())
-    return [(name, shape, count_parameters(modules[name])) for name, shape in shapes.items()]  # forward order
+    return [
+        (name, shape, count_parameters(modules[name])) for name, shape in shapes.items()
+    ]  # forward order
 
 
-def summarize_networks(recipe: Recipe, num_classes: int, registry: Registry | None = None) -> NetworkSummary:
+def summarize_networks(
+    recipe: Recipe, num_classes: int, registry: Registry | None = None
+) -> NetworkSummary:
     """Build G and D for ``recipe`` and trace one tiny batch to report shapes and counts."""
     generator, discriminator = build_networks(recipe, num_classes, registry)
     generator.eval()

@@ -45,11 +45,17 @@ def describe_record(record: dict[str, Any]) -> str:
     """One short line for a metrics record."""
     kind = record.get("kind")
     if kind == "train":
-        return f"D {record['d_loss']:.3f}  G {record['g_loss']:.3f}  {record['img_per_s']:.1f} img/s"
+        return (
+            f"D {record['d_loss']:.3f}  G {record['g_loss']:.3f}  {record['img_per_s']:.1f} img/s"
+        )
     if kind == "structure":
         return f"structure {record['structure']:.3f} (asym {record['asymmetry']:.3f})"
     if kind == "eval":
-        parts = [f"{name.upper()} {record[name]:.2f}" for name in ("fid",) if record.get(name) is not None]
+        parts = [
+            f"{name.upper()} {record[name]:.2f}"
+            for name in ("fid",)
+            if record.get(name) is not None
+        ]
         if record.get("is_mean") is not None:
             parts.append(f"IS {record['is_mean']:.2f}")
         if record.get("kid_mean") is not None:
@@ -61,7 +67,9 @@ def describe_record(record: dict[str, Any]) -> str:
 class TrainProgress(Observer):
     """One run's progress: a live bar on a terminal, else a plain line every log interval."""
 
-    def __init__(self, quiet: bool = False, progress: Progress | None = None, label: str = "train") -> None:
+    def __init__(
+        self, quiet: bool = False, progress: Progress | None = None, label: str = "train"
+    ) -> None:
         self.quiet = quiet
         self.progress = progress
         self.label = label
@@ -77,7 +85,9 @@ class TrainProgress(Observer):
     def started(self, run: RunDir, start_step: int, total: int, device: str) -> None:
         self.total = total
         if self.progress is not None:
-            self.task = self.progress.add_task(self.label, total=total, completed=start_step, info="")
+            self.task = self.progress.add_task(
+                self.label, total=total, completed=start_step, info=""
+            )
         if not self.quiet:
             self.print(f"{self.label}: {run.path} on {device}, step {start_step}/{total}")
 
@@ -95,14 +105,20 @@ class TrainProgress(Observer):
                 self.print(f"step {record['step']}: {describe_record(record)}")
             return
         now = time.monotonic()
-        if record.get("kind") != "train" or now - self.last_plain >= PLAIN_EVERY_S or record["step"] == self.total:
+        if (
+            record.get("kind") != "train"
+            or now - self.last_plain >= PLAIN_EVERY_S
+            or record["step"] == self.total
+        ):
             self.last_plain = now
-            self.print(f"{self.label} step {record['step']}/{self.total}  {describe_record(record)}")
+            self.print(
+                f"{self.label} step {record['step']}/{self.total}  {describe_record(record)}"
+            )
 
     def message(self, text: str) -> None:
         if not self.quiet:
             self.print(text)
 
     def print(self, text: str) -> None:
-        target = self.progress.console if self.live else err_console
+        target = self.progress.console if self.progress is not None and self.live else err_console
         target.print(escape(text))

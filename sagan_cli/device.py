@@ -26,11 +26,17 @@ def select_device(requested: str | None = None) -> torch.device:
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SaganError(f"--device {requested}: CUDA is not available here. Use --device cpu.")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
         raise SaganError(
             f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s) are visible."
         )
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise SaganError(f"--device {requested}: MPS is not available here. Use --device cpu.")
     return device
 

@@ -311,7 +311,9 @@ def load_registry(extra_modules: Iterable[Any] = ()) -> Registry:
                 impl.function(register=collected.append)
             except Exception as exc:
                 registry.failures.append(
-                    LoadFailure(impl.plugin_name, f"{provider} {version}", f"{hook_name} raised {exc!r}")
+                    LoadFailure(
+                        impl.plugin_name, f"{provider} {version}", f"{hook_name} raised {exc!r}"
+                    )
                 )
                 continue
             for plugin in collected:

@@ -25,10 +25,11 @@ from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from sagan_cli.errors import RecipeError, SaganError, did_you_mean
 from sagan_cli.model import arch
-from sagan_cli.plugins import Registry, get_registry
+from sagan_cli.plugins import NormalizationPlugin, Plugin, Registry, get_registry
 
 try:
     import tomllib
@@ -159,7 +160,11 @@ class Recipe(_Strict):
         checks = [
             ("model.attention_layer", self.model.attention_layer, arch.shared_sizes(res)),
             ("model.g_attention_layer", self.model.g_attention_layer, arch.generator_sizes(res)),
-            ("model.d_attention_layer", self.model.d_attention_layer, arch.discriminator_sizes(res)),
+            (
+                "model.d_attention_layer",
+                self.model.d_attention_layer,
+                arch.discriminator_sizes(res),
+            ),
         ]
         for key, sizes, valid in checks:
             bad = [s for s in sizes or [] if s not in valid]
@@ -269,7 +274,10 @@ def find_recipe(ref: str | Path) -> Path:
     if path.is_file():
         return path
     if path.parent in (Path("."), Path("recipes")):
-        for candidate in (Path("recipes") / f"{path.stem}.toml", shipped_recipes_dir() / f"{path.stem}.toml"):
+        for candidate in (
+            Path("recipes") / f"{path.stem}.toml",
+            shipped_recipes_dir() / f"{path.stem}.toml",
+        ):
             if candidate.is_file():
                 return candidate
     names = shipped_recipe_names()
@@ -323,12 +331,14 @@ def resolve_recipe(
         params = {k: v for k, v in table.items() if k not in slot.host_keys}
         try:
             entry = registry.get(slot.kind, name, key=f"{slot.path}.{slot.name_key}")
-            if slot.target and getattr(entry.plugin, "target", None) != slot.target:
+            if slot.target and _normalization(entry.plugin).target != slot.target:
                 fitting = [
-                    e.name for e in registry.all(slot.kind) if getattr(e.plugin, "target", None) == slot.target
+                    e.name
+                    for e in registry.all(slot.kind)
+                    if _normalization(e.plugin).target == slot.target
                 ]
                 raise RecipeError(
-                    f"{slot.path}.{slot.name_key} = '{name}' is a {entry.plugin.target} "
+                    f"{slot.path}.{slot.name_key} = '{name}' is a {_normalization(entry.plugin).target} "
                     f"normalization; this key takes a {slot.target} normalization: "
                     f"{', '.join(fitting)}."
                 )
@@ -345,18 +355,26 @@ def resolve_recipe(
     return recipe
 
 
+def _normalization(plugin: Plugin) -> NormalizationPlugin:
+    """The registry only holds NormalizationPlugin descriptors under that kind."""
+    assert isinstance(plugin, NormalizationPlugin)
+    return plugin
+
+
 def _check_conditioning(recipe: Recipe, registry: Registry, origin: str) -> None:
     features = recipe.model.norm.features.name
-    entry = registry.get("normalization", features, key="model.norm.features.name")
-    if entry.plugin.conditional and not recipe.model.conditional:
+    plugin = _normalization(
+        registry.get("normalization", features, key="model.norm.features.name").plugin
+    )
+    if plugin.conditional and not recipe.model.conditional:
         raise RecipeError(
             f"{origin}: model.norm.features = '{features}' needs class labels but "
             f"model.conditional = false. Set model.conditional = true (with a labelled data "
             f"source) or use model.norm.features = 'batchnorm'."
         )
-    if recipe.model.conditional and not entry.plugin.conditional:
+    if recipe.model.conditional and not plugin.conditional:
         conditional = [
-            e.name for e in registry.all("normalization") if getattr(e.plugin, "conditional", False)
+            e.name for e in registry.all("normalization") if _normalization(e.plugin).conditional
         ]
         raise RecipeError(
             f"{origin}: model.conditional = true but model.norm.features = '{features}' ignores "
@@ -418,7 +436,9 @@ def _validate(data: dict[str, Any], origin: str, overrides: Sequence[Override]) 
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = _loc_key(err["loc"]) or str(err["msg"]).removeprefix("Value error, ").split(" ")[0]
+            key = (
+                _loc_key(err["loc"]) or str(err["msg"]).removeprefix("Value error, ").split(" ")[0]
+            )
             problems.append(_explain(err) + _blame(key, overrides))
         raise RecipeError(
             f"{origin}: " + " ".join(problems) + " Fix it in the recipe or in --set."
@@ -429,7 +449,7 @@ def _loc_key(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def _explain(err: dict[str, Any]) -> str:
+def _explain(err: ErrorDetails) -> str:
     loc = tuple(str(p) for p in err["loc"])
     key = ".".join(loc)
     msg = str(err["msg"]).removeprefix("Value error, ")
@@ -449,16 +469,23 @@ def _explain(err: dict[str, Any]) -> str:
 def _fields_at(loc: tuple[str, ...]) -> list[str]:
     model: Any = Recipe
     for part in loc:
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        is_model = isinstance(model, type) and issubclass(model, BaseModel)
+        field = model.model_fields.get(part) if is_model else None
         if field is None:
             return []
         model = field.annotation
-    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+    return (
+        list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+    )
 
 
 def _blame(key: str, overrides: Sequence[Override]) -> str:
     for override in overrides:
-        if key == override.key or key.startswith(override.key + ".") or override.key.startswith(key + "."):
+        if (
+            key == override.key
+            or key.startswith(override.key + ".")
+            or override.key.startswith(key + ".")
+        ):
             return f" (set by --set {override.text})"
     return ""
 
@@ -513,7 +540,6 @@ def recipe_toml(recipe: Recipe) -> str:
     return dumps_toml(recipe_dict(recipe))
 
 
-
 # ---- ablation axes ----------------------------------------------------------------------------
 
 AXIS_ALIASES = {
@@ -532,7 +558,11 @@ def host_field_paths(model: type[BaseModel] = Recipe, prefix: str = "") -> list[
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and not issubclass(annotation, _PluginTable):
+        if (
+            isinstance(annotation, type)
+            and issubclass(annotation, BaseModel)
+            and not issubclass(annotation, _PluginTable)
+        ):
             paths.extend(host_field_paths(annotation, f"{path}."))
         elif isinstance(annotation, type) and issubclass(annotation, _PluginTable):
             paths.extend(f"{path}.{key}" for key in annotation.model_fields)
@@ -547,16 +577,22 @@ def resolve_axis(name: str, recipe: Recipe) -> str:
         return AXIS_ALIASES[name]
     fields = host_field_paths()
     plugin_params = [
-        f"{slot.path}.{key}" for slot in PLUGIN_SLOTS for key in (_table_at(recipe, slot.path).model_extra or {})
+        f"{slot.path}.{key}"
+        for slot in PLUGIN_SLOTS
+        for key in (_table_at(recipe, slot.path).model_extra or {})
     ]
     known = fields + plugin_params
     if name in known or _slot_at(tuple(name.split("."))):
         return name
-    matches = [path for path in known if path.split(".")[-len(name.split(".")) :] == name.split(".")]
+    matches = [
+        path for path in known if path.split(".")[-len(name.split(".")) :] == name.split(".")
+    ]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise RecipeError(f"Axis '{name}' is ambiguous: it could be {', '.join(matches)}. Use the full path.")
+        raise RecipeError(
+            f"Axis '{name}' is ambiguous: it could be {', '.join(matches)}. Use the full path."
+        )
     short = sorted(set(AXIS_ALIASES) | {p.split(".")[-1] for p in known} | set(known))
     raise RecipeError(
         f"Unknown axis '{name}'.{did_you_mean(name, short)} An axis is a recipe field path "
@@ -588,9 +624,13 @@ def axis_candidates(path: str, recipe: Recipe, registry: Registry) -> list[Any]:
     if slot is not None:
         entries = registry.all(slot.kind)
         if slot.target:
-            entries = [e for e in entries if e.plugin.target == slot.target]
+            entries = [e for e in entries if _normalization(e.plugin).target == slot.target]
             if slot.target == "feature":
-                entries = [e for e in entries if e.plugin.conditional == recipe.model.conditional]
+                entries = [
+                    e
+                    for e in entries
+                    if _normalization(e.plugin).conditional == recipe.model.conditional
+                ]
         names = [e.name for e in entries]
         if "none" in names:  # the baseline first
             names.insert(0, names.pop(names.index("none")))
@@ -612,7 +652,10 @@ def _field_for(path: str) -> Any:
     model: Any = Recipe
     field = None
     for part in path.split("."):
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+        if (
+            not (isinstance(model, type) and issubclass(model, BaseModel))
+            or part not in model.model_fields
+        ):
             return None
         field = model.model_fields[part]
         model = field.annotation

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FIXTURE_PLUGINS, TINY_RECIPE
 from typer.testing import CliRunner
 
 from sagan_cli.cli import app
 from sagan_cli.plugins import get_registry
 
-from helpers import FIXTURE_PLUGINS, TINY_RECIPE
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
@@ -26,7 +26,12 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def fresh_registry(monkeypatch):
     """Each test sees only the plugins its own environment installs."""
-    for name in ("SAGAN_DISABLED_PLUGINS", "SAGAN_PLUGINS", "SAGAN_DEBUG", "SAGAN_INCEPTION_WEIGHTS"):
+    for name in (
+        "SAGAN_DISABLED_PLUGINS",
+        "SAGAN_PLUGINS",
+        "SAGAN_DEBUG",
+        "SAGAN_INCEPTION_WEIGHTS",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.syspath_prepend(str(FIXTURE_PLUGINS))
     get_registry.cache_clear()
@@ -111,4 +116,3 @@ def fake_entry_points(monkeypatch):
         get_registry.cache_clear()
 
     return install
-

@@ -40,8 +40,15 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 def test_two_axes_two_seeds_make_eight_runs_and_four_rows_that_add_up(cli, tiny_recipe, tmp_path):
     result = cli(
-        "ablate", str(tiny_recipe), *vary("attention_layer=[],[16]", "lr_d=4e-4,2e-4"), "--seeds", "2",
-        "--name", "grid", "--results", str(tmp_path),
+        "ablate",
+        str(tiny_recipe),
+        *vary("attention_layer=[],[16]", "lr_d=4e-4,2e-4"),
+        "--seeds",
+        "2",
+        "--name",
+        "grid",
+        "--results",
+        str(tmp_path),
     )
     assert result.exit_code == 0, result.output
     folder = tmp_path / "grid"
@@ -53,8 +60,10 @@ def test_two_axes_two_seeds_make_eight_runs_and_four_rows_that_add_up(cli, tiny_
     assert list(summary["lr_d"]) == [0.0004, 0.0002, 0.0004, 0.0002]
     for row in summary.itertuples():
         members = [
-            r for r in runs
-            if r.read_status()["axis_labels"] == {"attention_layer": row.attention_layer, "lr_d": format(row.lr_d, "g")}
+            r
+            for r in runs
+            if r.read_status()["axis_labels"]
+            == {"attention_layer": row.attention_layer, "lr_d": format(row.lr_d, "g")}
         ]
         values = pd.Series([final_structure(r) for r in members])
         assert len(members) == 2 and row.structure_n == 2
@@ -62,20 +71,46 @@ def test_two_axes_two_seeds_make_eight_runs_and_four_rows_that_add_up(cli, tiny_
         assert row.structure_std == pytest.approx(values.std(ddof=1), rel=1e-12)
         assert row.g_params == members[0].read_status()["parameters"]["generator"]
     assert summary.loc[0, "baseline"]  # attention_layer = [] is the baseline row
-    assert summary["structure_delta"].iloc[2] == pytest.approx(summary["structure_mean"].iloc[2] - summary["structure_mean"].iloc[0])
+    assert summary["structure_delta"].iloc[2] == pytest.approx(
+        summary["structure_mean"].iloc[2] - summary["structure_mean"].iloc[0]
+    )
     markdown = (folder / "summary.md").read_text()
     assert "| attention_layer | lr_d | structure |" in markdown and "± " in markdown
-    assert (folder / "structure_vs_step.png").stat().st_size > 0 and (folder / "samples.png").exists()
+    assert (folder / "structure_vs_step.png").stat().st_size > 0 and (
+        folder / "samples.png"
+    ).exists()
 
     report = cli("report", "grid", "--results", str(tmp_path), "--format", "csv")
     assert report.exit_code == 0
     assert report.stdout == (folder / "summary.csv").read_text()  # rebuilt from the folders alone
-    by_axis = pd.read_csv(io.StringIO(cli("report", "grid", "--results", str(tmp_path), "--format", "csv", "--by", "attention_layer").stdout))
+    by_axis = pd.read_csv(
+        io.StringIO(
+            cli(
+                "report",
+                "grid",
+                "--results",
+                str(tmp_path),
+                "--format",
+                "csv",
+                "--by",
+                "attention_layer",
+            ).stdout
+        )
+    )
     assert list(by_axis["structure_n"]) == [4, 4]
 
     before = snapshot(folder / "runs")
-    again = cli("ablate", str(tiny_recipe), *vary("attention_layer=[],[16]", "lr_d=4e-4,2e-4"), "--seeds", "2",
-                "--name", "grid", "--results", str(tmp_path))
+    again = cli(
+        "ablate",
+        str(tiny_recipe),
+        *vary("attention_layer=[],[16]", "lr_d=4e-4,2e-4"),
+        "--seeds",
+        "2",
+        "--name",
+        "grid",
+        "--results",
+        str(tmp_path),
+    )
     assert again.exit_code == 0 and "already there" in again.output
     assert snapshot(folder / "runs") == before
 
@@ -89,10 +124,22 @@ def test_dry_run_prints_the_numbered_grid_and_writes_nothing(cli, tmp_path):
 
 
 def test_built_in_candidates_and_recipe_axes(cli, tmp_path):
-    result = cli("ablate", "smoke", "--vary", "attention_layer", "--seeds", "0,3", "--dry-run", "--results", str(tmp_path))
+    result = cli(
+        "ablate",
+        "smoke",
+        "--vary",
+        "attention_layer",
+        "--seeds",
+        "0,3",
+        "--dry-run",
+        "--results",
+        str(tmp_path),
+    )
     assert result.exit_code == 0
     assert "6 runs (3 grid points)" in result.stdout  # none, [8], [16] at 32x32, two seeds each
-    attention = cli("ablate", "smoke", "--vary", "attention", "--dry-run", "--results", str(tmp_path))
+    attention = cli(
+        "ablate", "smoke", "--vary", "attention", "--dry-run", "--results", str(tmp_path)
+    )
     assert "none" in attention.stdout and "sagan_pooled" in attention.stdout
 
 
@@ -107,10 +154,25 @@ def _kill_when(path: Path, process: subprocess.Popen, timeout: float = 120.0) ->
     process.wait()
 
 
+@pytest.mark.slow
 def test_killed_ablation_resumes_without_retraining_finished_runs(tiny_recipe, tmp_path):
     command = sagan_command(
-        "ablate", str(tiny_recipe), *vary("attention_layer=[],[16]"), "--name", "k", "--results", str(tmp_path),
-        "--device", "cpu", "-q", *sets("train.steps=40", "train.checkpoint_every=5", "train.log_every=5", "train.sample_every=20"),
+        "ablate",
+        str(tiny_recipe),
+        *vary("attention_layer=[],[16]"),
+        "--name",
+        "k",
+        "--results",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "-q",
+        *sets(
+            "train.steps=40",
+            "train.checkpoint_every=5",
+            "train.log_every=5",
+            "train.sample_every=20",
+        ),
     )
     process = subprocess.Popen(command, env=sagan_subprocess_env())
     folder = tmp_path / "k"
@@ -130,23 +192,44 @@ def test_killed_ablation_resumes_without_retraining_finished_runs(tiny_recipe, t
     assert list(summary["status"]) == ["1 done", "1 done"] and list(summary["steps"]) == [40, 40]
 
 
-def test_a_diverging_run_is_recorded_while_the_others_finish(cli, tiny_recipe, tmp_path, monkeypatch):
+def test_a_diverging_run_is_recorded_while_the_others_finish(
+    cli, tiny_recipe, tmp_path, monkeypatch
+):
     monkeypatch.setenv("SAGAN_PLUGINS", "nan_loss")
-    args = ("ablate", str(tiny_recipe), *sets("loss.name=nan_hinge"), *vary("loss.nan_from_call=4,1000"),
-            "--name", "d", "--results", str(tmp_path))
+    args = (
+        "ablate",
+        str(tiny_recipe),
+        *sets("loss.name=nan_hinge"),
+        *vary("loss.nan_from_call=4,1000"),
+        "--name",
+        "d",
+        "--results",
+        str(tmp_path),
+    )
     result = cli(*args)
     assert result.exit_code == 1, result.output  # one run did not finish
     summary = pd.read_csv(tmp_path / "d" / "summary.csv")
     assert list(summary["status"]) == ["1 diverged", "1 done"]
     assert "diverged" in (tmp_path / "d" / "summary.md").read_text()
     again = cli(*args)
-    assert again.exit_code == 1 and "already there" in again.output  # not retried without --retry-failed
+    assert (
+        again.exit_code == 1 and "already there" in again.output
+    )  # not retried without --retry-failed
 
 
 def test_parallel_jobs_on_cpu_use_processes(cli, tiny_recipe, tmp_path):
     result = cli(
-        "ablate", str(tiny_recipe), *vary("attention_layer=[],[16]"), "--jobs", "2", "--name", "p",
-        "--results", str(tmp_path), "--device", "cpu",
+        "ablate",
+        str(tiny_recipe),
+        *vary("attention_layer=[],[16]"),
+        "--jobs",
+        "2",
+        "--name",
+        "p",
+        "--results",
+        str(tmp_path),
+        "--device",
+        "cpu",
     )
     assert result.exit_code == 0, result.output
     statuses = [r.read_status() for r in list_runs(tmp_path / "p")]
@@ -160,8 +243,14 @@ def test_parallel_jobs_on_cpu_use_processes(cli, tiny_recipe, tmp_path):
 @pytest.mark.parametrize(
     "arguments, fragments",
     [
-        (vary("atention_layer"), ["Unknown axis 'atention_layer'", "Did you mean 'attention_layer'"]),
-        (vary("attention_layer=[32]"), ["Grid point #1 (attention_layer=[32], seed 0)", "Valid: [8, 16]"]),
+        (
+            vary("atention_layer"),
+            ["Unknown axis 'atention_layer'", "Did you mean 'attention_layer'"],
+        ),
+        (
+            vary("attention_layer=[32]"),
+            ["Grid point #1 (attention_layer=[32], seed 0)", "Valid: [8, 16]"],
+        ),
         (vary("lr_d=0.0004"), ["changes nothing", "same recipe as the base recipe"]),
         (vary("attention=sagan,sagan"), ["lists a value twice"]),
         (vary("attention_layer="), ["no values", "empty"]),
@@ -170,24 +259,52 @@ def test_parallel_jobs_on_cpu_use_processes(cli, tiny_recipe, tmp_path):
         ([*vary("attention_layer"), "--seeds", "zero"], ["--seeds 'zero'"]),
     ],
 )
-def test_bad_grids_are_refused_before_anything_runs(cli, tiny_recipe, tmp_path, arguments, fragments):
+def test_bad_grids_are_refused_before_anything_runs(
+    cli, tiny_recipe, tmp_path, arguments, fragments
+):
     result = cli("ablate", str(tiny_recipe), *arguments, "--results", str(tmp_path / "results"))
     assert_clean_error(result, *fragments)
     assert not (tmp_path / "results").exists()
 
 
 def test_nothing_to_vary(cli, tiny_recipe, tmp_path):
-    assert_clean_error(cli("ablate", str(tiny_recipe), "--results", str(tmp_path)), "Nothing to vary")
+    assert_clean_error(
+        cli("ablate", str(tiny_recipe), "--results", str(tmp_path)), "Nothing to vary"
+    )
 
 
 def test_a_name_made_from_another_recipe_is_refused(cli, tiny_recipe, tmp_path):
-    first = cli("ablate", str(tiny_recipe), *vary("attention_layer=[],[16]"), "--name", "x", "--results", str(tmp_path))
+    first = cli(
+        "ablate",
+        str(tiny_recipe),
+        *vary("attention_layer=[],[16]"),
+        "--name",
+        "x",
+        "--results",
+        str(tmp_path),
+    )
     assert first.exit_code == 0, first.output
     before = snapshot(tmp_path / "x")
-    other = cli("ablate", str(tiny_recipe), *vary("attention_layer=[],[16]"), *sets("train.lr_g=2e-4"),
-                "--name", "x", "--results", str(tmp_path))
+    other = cli(
+        "ablate",
+        str(tiny_recipe),
+        *vary("attention_layer=[],[16]"),
+        *sets("train.lr_g=2e-4"),
+        "--name",
+        "x",
+        "--results",
+        str(tmp_path),
+    )
     assert_clean_error(other, "different recipe", "train.lr_g", "another --name")
-    other_axes = cli("ablate", str(tiny_recipe), *vary("lr_d=1e-4,2e-4"), "--name", "x", "--results", str(tmp_path))
+    other_axes = cli(
+        "ablate",
+        str(tiny_recipe),
+        *vary("lr_d=1e-4,2e-4"),
+        "--name",
+        "x",
+        "--results",
+        str(tmp_path),
+    )
     assert_clean_error(other_axes, "attention_layer", "another --name")
     assert snapshot(tmp_path / "x") == before
 
@@ -195,18 +312,48 @@ def test_a_name_made_from_another_recipe_is_refused(cli, tiny_recipe, tmp_path):
 def test_more_jobs_than_gpus_is_refused(cli, tiny_recipe, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    result = cli("ablate", str(tiny_recipe), *vary("attention_layer=[],[16]"), "--device", "cuda", "--jobs", "2",
-                 "--dry-run", "--results", str(tmp_path))
+    result = cli(
+        "ablate",
+        str(tiny_recipe),
+        *vary("attention_layer=[],[16]"),
+        "--device",
+        "cuda",
+        "--jobs",
+        "2",
+        "--dry-run",
+        "--results",
+        str(tmp_path),
+    )
     assert_clean_error(result, "--jobs 2", "1 visible")
 
 
 def test_report_errors_and_merging(cli, tiny_recipe, tmp_path):
     assert_clean_error(cli("report", "--results", str(tmp_path)), "No experiments")
     for name, values in (("a", "[],[16]"), ("b", "[],[8]")):
-        assert cli("ablate", str(tiny_recipe), *vary(f"attention_layer={values}"), "--name", name, "--results", str(tmp_path)).exit_code == 0
-    assert_clean_error(cli("report", "c", "--results", str(tmp_path)), "'c' is not an experiment", "a, b")
-    assert_clean_error(cli("report", "a", "--results", str(tmp_path), "--by", "loss"), "attention_layer")
+        assert (
+            cli(
+                "ablate",
+                str(tiny_recipe),
+                *vary(f"attention_layer={values}"),
+                "--name",
+                name,
+                "--results",
+                str(tmp_path),
+            ).exit_code
+            == 0
+        )
+    assert_clean_error(
+        cli("report", "c", "--results", str(tmp_path)), "'c' is not an experiment", "a, b"
+    )
+    assert_clean_error(
+        cli("report", "a", "--results", str(tmp_path), "--by", "loss"), "attention_layer"
+    )
     merged = cli("report", "a", "b", "--results", str(tmp_path), "--format", "json")
     assert merged.exit_code == 0
     rows = json.loads(merged.stdout)["summary"]
-    assert [(r["experiment"], r["attention_layer"]) for r in rows] == [("a", "[]"), ("a", "[16]"), ("b", "[]"), ("b", "[8]")]
+    assert [(r["experiment"], r["attention_layer"]) for r in rows] == [
+        ("a", "[]"),
+        ("a", "[16]"),
+        ("b", "[]"),
+        ("b", "[8]"),
+    ]

@@ -19,7 +19,9 @@ from sagan_cli.train.data import BatchStream, batch_indices
 
 
 def source_for(data: dict, resolution: int = 32):
-    recipe = resolve_recipe({"name": "t", "data": {"resolution": resolution, **data}}, origin="test")
+    recipe = resolve_recipe(
+        {"name": "t", "data": {"resolution": resolution, **data}}, origin="test"
+    )
     return build_data_source(recipe)
 
 
@@ -160,7 +162,9 @@ def test_cifar10_from_a_local_root(tmp_path, monkeypatch):
     import torchvision.datasets.cifar as cifar
 
     write_fake_cifar10(tmp_path)
-    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)  # fake files, real loader
+    monkeypatch.setattr(
+        cifar, "check_integrity", lambda *args, **kwargs: True
+    )  # fake files, real loader
     source = source_for({"source": "cifar10", "root": str(tmp_path)})
     source.check()
     train, test = source.split("train"), source.split("test")
@@ -171,7 +175,9 @@ def test_cifar10_from_a_local_root(tmp_path, monkeypatch):
 def test_cifar_missing_files_say_where_to_put_them(tmp_path, cli):
     with pytest.raises(DataError, match="cifar-10-batches-py lacks data_batch_1"):
         source_for({"source": "cifar10", "root": str(tmp_path)}).check()
-    result = cli("train", "sagan_cifar10", "--set", f"data.root={tmp_path}", "--results", str(tmp_path / "r"))
+    result = cli(
+        "train", "sagan_cifar10", "--set", f"data.root={tmp_path}", "--results", str(tmp_path / "r")
+    )
     assert_clean_error(result, "cifar-10-python.tar.gz", "data.download = true", str(tmp_path))
     assert not (tmp_path / "r").exists()  # nothing started
 
@@ -194,8 +200,14 @@ def test_bad_data_stops_train_before_any_work(tmp_path, cli, setup, fragment):
     if setup == "unreadable":
         (folder / "x.png").write_bytes(b"junk")
     result = cli(
-        "train", "smoke", "--set", "data.source=image-folder", "--set", f"data.path={folder}",
-        "--results", str(tmp_path / "r"),
+        "train",
+        "smoke",
+        "--set",
+        "data.source=image-folder",
+        "--set",
+        f"data.path={folder}",
+        "--results",
+        str(tmp_path / "r"),
     )
     assert_clean_error(result, fragment)
     assert not (tmp_path / "r").exists()
@@ -207,9 +219,13 @@ def test_bad_data_stops_train_before_any_work(tmp_path, cli, setup, fragment):
 def test_batch_order_resumes_exactly_from_a_position():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()
     data = TensorImageSet(images, torch.arange(10))
-    full = BatchStream(data, 4, seed=3, device=torch.device("cpu"), hflip=True, resident_limit=10**9)
+    full = BatchStream(
+        data, 4, seed=3, device=torch.device("cpu"), hflip=True, resident_limit=10**9
+    )
     batches = [full.next() for _ in range(6)]  # crosses two epoch boundaries
-    resumed = BatchStream(data, 4, seed=3, device=torch.device("cpu"), hflip=True, position=8, resident_limit=10**9)
+    resumed = BatchStream(
+        data, 4, seed=3, device=torch.device("cpu"), hflip=True, position=8, resident_limit=10**9
+    )
     for expected in batches[2:]:
         images_out, labels_out = resumed.next()
         assert torch.equal(images_out, expected[0]) and torch.equal(labels_out, expected[1])

@@ -20,9 +20,10 @@ from sagan_cli.components import build_data_source, build_networks
 from sagan_cli.evaluate.service import Evaluation, reference_from
 from sagan_cli.evaluate.weights import cached_weights_path, file_sha256, resolve_inception_weights
 from sagan_cli.model.sampling import sample_images
-from sagan_cli.recipe import load_recipe, resolve_recipe
+from sagan_cli.recipe import resolve_recipe
 
 CPU = torch.device("cpu")
+inception_runs = pytest.mark.slow  # InceptionV3 runs at ~7 images/s on a 2-core CPU
 
 
 def shapes_source(**params):
@@ -32,7 +33,10 @@ def shapes_source(**params):
 
 def tiny_generator_samples(count: int) -> torch.Tensor:
     recipe = resolve_recipe(
-        {"name": "t", "model": {"g_channels": 2, "d_channels": 2, "z_dim": 8, "attention_layer": [16]}},
+        {
+            "name": "t",
+            "model": {"g_channels": 2, "d_channels": 2, "z_dim": 8, "attention_layer": [16]},
+        },
         origin="test",
     )
     torch.manual_seed(0)
@@ -46,6 +50,7 @@ def save_pngs(images: torch.Tensor, folder) -> None:
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:05d}.png")
 
 
+@inception_runs
 def test_our_metrics_equal_torch_fidelity_on_png_folders(inception_weights, tmp_path):
     generated = tiny_generator_samples(24)
     reference = reference_from(shapes_source(num_images=200), "train", 24)
@@ -75,12 +80,15 @@ def test_our_metrics_equal_torch_fidelity_on_png_folders(inception_weights, tmp_
     assert ours["reference"] == {"source": "shapes", "split": "train", "size": 24, "available": 200}
 
 
+@inception_runs
 def test_fid_against_itself_is_zero_and_against_noise_large(inception_weights):
     weights = resolve_inception_weights(inception_weights)
     reference = reference_from(shapes_source(num_images=24), "train", 24)
     evaluation = Evaluation(weights, reference, CPU, batch_size=24)
     same = evaluation.score(reference.images.images(), ["fid", "kid"])
-    noise = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    noise = torch.randint(
+        0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     different = evaluation.score(noise, ["fid", "kid"])
     assert abs(same["fid"]) < 1e-4 * different["fid"]  # sqrtm round-off at 24 samples in 2048-d
     assert different["fid"] > 1.0
@@ -89,13 +97,16 @@ def test_fid_against_itself_is_zero_and_against_noise_large(inception_weights):
     assert different["kid_mean"] > same["kid_mean"]
 
 
+@inception_runs
 def test_reference_statistics_are_cached_and_invalidated(inception_weights, tmp_path):
     weights = resolve_inception_weights(inception_weights)
     generated = tiny_generator_samples(8)
 
     def score(**params):
         reference = reference_from(shapes_source(**params), "train", 8)
-        Evaluation(weights, reference, CPU, batch_size=8, cache_root=tmp_path).score(generated, ["fid"])
+        Evaluation(weights, reference, CPU, batch_size=8, cache_root=tmp_path).score(
+            generated, ["fid"]
+        )
         return reference.images.loads
 
     assert score(num_images=64) == 1  # computed
@@ -103,7 +114,11 @@ def test_reference_statistics_are_cached_and_invalidated(inception_weights, tmp_
     assert score(num_images=64, seed=1) == 1  # other data parameters: other statistics
     assert len(list(tmp_path.iterdir())) == 2
 
-    folder = next(p for p in tmp_path.iterdir() if json.loads((p / "meta.json").read_text())["identity"]["params"]["seed"] == 0)
+    folder = next(
+        p
+        for p in tmp_path.iterdir()
+        if json.loads((p / "meta.json").read_text())["identity"]["params"]["seed"] == 0
+    )
     (folder / "meta.json").unlink()  # as if the process died before committing
     assert score(num_images=64) == 1
     for cached in folder.glob("*.pt"):
@@ -152,7 +167,9 @@ def test_offline_without_weights_is_a_clear_error_before_any_work(cli, trained_r
 
 
 def test_training_that_needs_weights_fails_before_starting_offline(cli, tiny_recipe, tmp_path):
-    result = cli("train", str(tiny_recipe), "--set", "eval.final=true", "--results", str(tmp_path / "r"))
+    result = cli(
+        "train", str(tiny_recipe), "--set", "eval.final=true", "--results", str(tmp_path / "r")
+    )
     assert_clean_error(result, "Inception weights", "--inception-weights")
     assert not (tmp_path / "r").exists()
 
@@ -160,16 +177,22 @@ def test_training_that_needs_weights_fails_before_starting_offline(cli, tiny_rec
 def test_corrupt_and_wrong_shape_weights_are_named(cli, trained_run, inception_weights, tmp_path):
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"definitely not a state dict")
-    assert_clean_error(cli("eval", str(trained_run), "--inception-weights", str(corrupt)), str(corrupt), "corrupt")
+    assert_clean_error(
+        cli("eval", str(trained_run), "--inception-weights", str(corrupt)), str(corrupt), "corrupt"
+    )
     state = torch.load(inception_weights, weights_only=True)
     state["fc.weight"] = torch.zeros(10, 2048)
     wrong = tmp_path / "wrong.pth"
     torch.save(state, wrong)
     assert_clean_error(
-        cli("eval", str(trained_run), "--inception-weights", str(wrong)), str(wrong), "fc.weight", "(1008, 2048)"
+        cli("eval", str(trained_run), "--inception-weights", str(wrong)),
+        str(wrong),
+        "fc.weight",
+        "(1008, 2048)",
     )
 
 
+@inception_runs
 def test_eval_a_run_records_results_with_provenance(cli, trained_run, inception_weights):
     args = ("eval", str(trained_run), *SMALL, "--inception-weights", str(inception_weights))
     first = cli(*args, "--metrics", "fid,is,kid")
@@ -191,45 +214,107 @@ def test_eval_a_run_records_results_with_provenance(cli, trained_run, inception_
 def test_eval_checks_its_options(cli, trained_run, inception_weights):
     with_weights = ("--inception-weights", str(inception_weights))
     assert_clean_error(cli("eval", str(trained_run), "--metrics", "fid,lpips"), "fid, is, kid")
-    assert_clean_error(cli("eval", str(trained_run), "--checkpoint", "best", *with_weights), "no best.pt")
+    assert_clean_error(
+        cli("eval", str(trained_run), "--checkpoint", "best", *with_weights), "no best.pt"
+    )
     assert_clean_error(cli("eval", str(trained_run / "missing")), "not a run folder")
     assert_clean_error(cli("eval"), "run folder")
-    assert_clean_error(cli("eval", str(trained_run), "--reference", "/no/such/place", *with_weights), "/no/such/place")
+    assert_clean_error(
+        cli("eval", str(trained_run), "--reference", "/no/such/place", *with_weights),
+        "/no/such/place",
+    )
 
 
+@inception_runs
 def test_in_training_fid_keeps_the_best_checkpoint(cli, tiny_recipe, tmp_path, inception_weights):
-    sets = ["eval.every=3", "eval.final=true", "eval.num_samples=16", "eval.reference_samples=16", "eval.batch_size=16"]
+    sets = [
+        "eval.every=3",
+        "eval.final=true",
+        "eval.num_samples=16",
+        "eval.reference_samples=16",
+        "eval.batch_size=16",
+    ]
     result = cli(
-        "train", str(tiny_recipe), "--results", str(tmp_path), "--inception-weights", str(inception_weights),
+        "train",
+        str(tiny_recipe),
+        "--results",
+        str(tmp_path),
+        "--inception-weights",
+        str(inception_weights),
         *[a for s in sets for a in ("--set", s)],
     )
     assert result.exit_code == 0, result.output
     run = next((tmp_path / "tiny" / "runs").iterdir())
-    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    evals = [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if '"eval"' in line
+    ]
     assert [(e["step"], e["final"]) for e in evals] == [(3, False), (6, False), (6, True)]
     assert "is_mean" not in evals[0] and "is_mean" in evals[2]  # in-training: FID only
     best_step = min(evals[:2], key=lambda e: e["fid"])["step"]
     assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["step"] == best_step
-    again = cli("eval", str(run), "--checkpoint", "best", *SMALL, "--metrics", "fid", "--inception-weights", str(inception_weights))
+    again = cli(
+        "eval",
+        str(run),
+        "--checkpoint",
+        "best",
+        *SMALL,
+        "--metrics",
+        "fid",
+        "--inception-weights",
+        str(inception_weights),
+    )
     assert again.exit_code == 0, again.output
 
 
+@inception_runs
 def test_eval_an_image_folder_from_another_codebase(cli, tmp_path, inception_weights):
     generated = tiny_generator_samples(16)
     save_pngs(generated, tmp_path / "samples")
     reference = reference_from(shapes_source(num_images=16), "train", 16).images.images()
     np.savez(tmp_path / "real.npz", images=reference.permute(0, 2, 3, 1).numpy())
     result = cli(
-        "eval", "--images", str(tmp_path / "samples"), "--reference", str(tmp_path / "real.npz"),
-        "--metrics", "fid,kid", "--inception-weights", str(inception_weights), "--json",
+        "eval",
+        "--images",
+        str(tmp_path / "samples"),
+        "--reference",
+        str(tmp_path / "real.npz"),
+        "--metrics",
+        "fid,kid",
+        "--inception-weights",
+        str(inception_weights),
+        "--json",
     )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["num_samples"] == 16 and record["fid"] > 0
     by_split = cli(
-        "eval", "--images", str(tmp_path / "samples"), "--reference", "train", "--recipe", "smoke",
-        "--reference-samples", "16", "--metrics", "fid", "--inception-weights", str(inception_weights), "--json",
+        "eval",
+        "--images",
+        str(tmp_path / "samples"),
+        "--reference",
+        "train",
+        "--recipe",
+        "smoke",
+        "--reference-samples",
+        "16",
+        "--metrics",
+        "fid",
+        "--inception-weights",
+        str(inception_weights),
+        "--json",
     )
     assert by_split.exit_code == 0, by_split.output
-    assert_clean_error(cli("eval", "--images", str(tmp_path / "samples"), "--reference", "train",
-                           "--inception-weights", str(inception_weights)), "--recipe")
+    assert_clean_error(
+        cli(
+            "eval",
+            "--images",
+            str(tmp_path / "samples"),
+            "--reference",
+            "train",
+            "--inception-weights",
+            str(inception_weights),
+        ),
+        "--recipe",
+    )

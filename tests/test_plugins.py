@@ -56,8 +56,14 @@ def test_plugins_json_lists_kind_name_summary_provider_version(cli):
 def test_plugins_table_and_kind_filter(cli):
     result = cli("plugins", "--kind", "loss")
     assert result.exit_code == 0
-    assert "hinge" in result.stdout and "wasserstein" in result.stdout and "spectral" not in result.stdout
-    assert_clean_error(cli("plugins", "--kind", "optimizer"), "attention, normalization, loss, data")
+    assert (
+        "hinge" in result.stdout
+        and "wasserstein" in result.stdout
+        and "spectral" not in result.stdout
+    )
+    assert_clean_error(
+        cli("plugins", "--kind", "optimizer"), "attention, normalization, loss, data"
+    )
 
 
 @needs_extra_plugin
@@ -112,7 +118,13 @@ def test_duplicate_name_names_both_providers(cli, fake_entry_points):
     fake_entry_points(clash="duplicate_sagan")
     with pytest.raises(PluginError, match="sagan-cli .* and one from duplicate_sagan"):
         load_registry()
-    assert_clean_error(cli("plugins"), "attention 'sagan'", "sagan-cli", "duplicate_sagan", "SAGAN_DISABLED_PLUGINS")
+    assert_clean_error(
+        cli("plugins"),
+        "attention 'sagan'",
+        "sagan-cli",
+        "duplicate_sagan",
+        "SAGAN_DISABLED_PLUGINS",
+    )
 
 
 def test_plugin_raising_on_import_is_named_and_others_load(cli, fake_entry_points):

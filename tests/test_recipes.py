@@ -6,7 +6,6 @@ import os
 
 import pydantic
 import pytest
-
 from helpers import assert_clean_error
 
 from sagan_cli.errors import RecipeError
@@ -51,7 +50,11 @@ def test_defaults_fill_every_section_and_plugin_parameters():
     assert data["train"]["betas"] == [0.0, 0.9]
     assert data["loss"]["name"] == "hinge"
     assert data["model"]["attention"] == {"variant": "sagan", "reduction": 8}
-    assert data["model"]["norm"]["generator"] == {"name": "spectral", "power_iterations": 1, "eps": 1e-12}
+    assert data["model"]["norm"]["generator"] == {
+        "name": "spectral",
+        "power_iterations": 1,
+        "eps": 1e-12,
+    }
     assert data["data"]["num_images"] == 10_000  # shapes' own default
 
 
@@ -92,7 +95,11 @@ def test_overrides_apply_and_validate():
 def test_switching_a_plugin_drops_the_old_plugins_parameters():
     raw = {"name": "x", "model": {"attention": {"variant": "sagan", "reduction": 4}}}
     switched = resolve_recipe(raw, ["model.attention.variant=sagan_pooled"], origin="test")
-    assert switched.model.attention.model_extra == {"key_reduction": 8, "value_reduction": 2, "pool": 2}
+    assert switched.model.attention.model_extra == {
+        "key_reduction": 8,
+        "value_reduction": 2,
+        "pool": 2,
+    }
     kept = resolve_recipe(raw, ["model.attention.variant=sagan"], origin="test")
     assert kept.model.attention.model_extra == {"reduction": 4}
     with_param = resolve_recipe(
@@ -103,7 +110,15 @@ def test_switching_a_plugin_drops_the_old_plugins_parameters():
 
 def test_norm_shorthand_string_and_table():
     recipe = resolve_recipe(
-        {"name": "x", "model": {"norm": {"generator": "none", "discriminator": {"name": "spectral", "power_iterations": 3}}}},
+        {
+            "name": "x",
+            "model": {
+                "norm": {
+                    "generator": "none",
+                    "discriminator": {"name": "spectral", "power_iterations": 3},
+                }
+            },
+        },
         origin="test",
     )
     assert recipe.model.norm.generator.name == "none"
@@ -119,7 +134,11 @@ def test_shipped_recipe_found_by_name_and_by_recipes_path_from_anywhere(tmp_path
 
 def test_per_network_attention_overrides():
     recipe = resolve_recipe(
-        {"name": "x", "data": {"resolution": 32}, "model": {"attention_layer": [], "g_attention_layer": [32]}},
+        {
+            "name": "x",
+            "data": {"resolution": 32},
+            "model": {"attention_layer": [], "g_attention_layer": [32]},
+        },
         origin="test",
     )
     assert recipe.g_attention == [32] and recipe.d_attention == []
@@ -157,7 +176,10 @@ def test_unknown_key_in_a_plugin_table_suggests_the_parameter(cli, tmp_path):
 @pytest.mark.parametrize(
     "override, fragments",
     [
-        ("train.steps=-5", ["train.steps", "-5", "greater than or equal to 1", "--set train.steps=-5"]),
+        (
+            "train.steps=-5",
+            ["train.steps", "-5", "greater than or equal to 1", "--set train.steps=-5"],
+        ),
         ("train.precision=fp8", ["train.precision", "'fp8'", "'bf16' or 'fp32'"]),
         ("train.steps=many", ["train.steps", "valid integer"]),
         ("data.resolution=48", ["data.resolution", "32, 64 or 128"]),
@@ -172,7 +194,14 @@ def test_wrong_type_or_range_names_key_and_allowed(cli, override, fragments):
 
 def test_unknown_plugin_name_lists_available(cli):
     result = cli("recipe", "show", "smoke", "--set", "model.attention.variant=sagn")
-    assert_clean_error(result, "model.attention.variant", "'sagn'", "Did you mean 'sagan'", "sagan_pooled", "residual")
+    assert_clean_error(
+        result,
+        "model.attention.variant",
+        "'sagn'",
+        "Did you mean 'sagan'",
+        "sagan_pooled",
+        "residual",
+    )
 
 
 def test_invalid_plugin_parameter_points_at_recipe_key(cli):
@@ -190,7 +219,9 @@ def test_conditional_mismatch_is_explained(cli):
     assert_clean_error(result, "model.conditional", "conditional_batchnorm")
 
 
-@pytest.mark.parametrize("bad", ["trainsteps200", "=3", "train..steps=3", "model.attention_layer=[16"])
+@pytest.mark.parametrize(
+    "bad", ["trainsteps200", "=3", "train..steps=3", "model.attention_layer=[16"]
+)
 def test_malformed_set(cli, bad):
     result = cli("recipe", "show", "smoke", "--set", bad)
     assert_clean_error(result, bad.split("=")[0] if "[" not in bad else "not valid TOML")

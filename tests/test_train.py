@@ -51,12 +51,17 @@ def test_train_writes_a_complete_run_folder(cli, tiny_recipe, tmp_path):
     train = records(run, "train")
     assert [r["step"] for r in train] == [2, 4, 6]
     for record in train:
-        assert {"d_loss", "g_loss", "lr_g", "lr_d", "img_per_s", "gamma_g16", "gamma_d16"} <= set(record)
+        assert {"d_loss", "g_loss", "lr_g", "lr_d", "img_per_s", "gamma_g16", "gamma_d16"} <= set(
+            record
+        )
         assert record["lr_d"] == 4 * record["lr_g"]  # TTUR
     assert train[-1]["gamma_g16"] != 0.0  # the attention gain moved away from its init
     assert [r["step"] for r in records(run, "structure")] == [0, 3, 6]
     assert sorted(p.name for p in run.samples.iterdir()) == [f"step-{s:08d}.png" for s in (0, 3, 6)]
-    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["step-00000003.pt", "step-00000006.pt"]
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == [
+        "step-00000003.pt",
+        "step-00000006.pt",
+    ]
     state = torch.load(run.checkpoints / "step-00000006.pt", weights_only=True)
     assert state["step"] == 6 and state["run_id"] == run.id
 
@@ -90,15 +95,23 @@ def _kill_when(path: Path, process: subprocess.Popen, timeout: float = 120.0) ->
     process.wait()
 
 
-KILL_SETS = ("train.steps=40", "train.checkpoint_every=5", "train.log_every=5", "train.sample_every=20")
+KILL_SETS = (
+    "train.steps=40",
+    "train.checkpoint_every=5",
+    "train.log_every=5",
+    "train.sample_every=20",
+)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run_bit_for_bit(tiny_recipe, tmp_path):
     sets = [arg for s in KILL_SETS for arg in ("--set", s)]
     killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
 
     def command(root: Path) -> list[str]:
-        return sagan_command("train", str(tiny_recipe), "--results", str(root), "--device", "cpu", "-q", *sets)
+        return sagan_command(
+            "train", str(tiny_recipe), "--results", str(root), "--device", "cpu", "-q", *sets
+        )
 
     process = subprocess.Popen(command(killed_root), env=sagan_subprocess_env())
     killed = run_folder(killed_root, tiny_recipe, *KILL_SETS)
@@ -106,7 +119,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run_bit_for_bit(tiny_recipe
     assert killed.read_status()["status"] == "running"  # SIGKILL leaves no chance to say more
     assert not (killed.checkpoints / "step-00000040.pt").exists()
 
-    subprocess.run(command(killed_root), env=sagan_subprocess_env(), check=True)  # the same command resumes
+    subprocess.run(
+        command(killed_root), env=sagan_subprocess_env(), check=True
+    )  # the same command resumes
     subprocess.run(command(clean_root), env=sagan_subprocess_env(), check=True)
     clean = run_folder(clean_root, tiny_recipe, *KILL_SETS)
 
@@ -118,7 +133,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run_bit_for_bit(tiny_recipe
     for part in ("opt_g", "opt_d"):
         for index, state in final_clean[part]["state"].items():
             for key, tensor in state.items():
-                assert torch.equal(tensor, final_killed[part]["state"][index][key]), f"{part}[{index}].{key}"
+                assert torch.equal(tensor, final_killed[part]["state"][index][key]), (
+                    f"{part}[{index}].{key}"
+                )
     assert final_clean["data_position"] == final_killed["data_position"]
     assert records(killed, "train") == [
         {**r, "img_per_s": k["img_per_s"], "wall_time": k["wall_time"]}
@@ -136,7 +153,9 @@ class InterruptAt(Observer):
             raise KeyboardInterrupt
 
 
-def test_interrupt_saves_a_checkpoint_and_corrupt_checkpoint_is_a_clear_error(cli, tiny_recipe, tmp_path):
+def test_interrupt_saves_a_checkpoint_and_corrupt_checkpoint_is_a_clear_error(
+    cli, tiny_recipe, tmp_path
+):
     recipe = load_recipe(tiny_recipe)
     run = run_dir_for(tmp_path, recipe.name, recipe)
     result = train_run(recipe, run, select_device("cpu"), get_registry(), InterruptAt(5))
@@ -149,7 +168,9 @@ def test_interrupt_saves_a_checkpoint_and_corrupt_checkpoint_is_a_clear_error(cl
     newest.write_bytes(data[: len(data) // 2])  # a torn write from a dying disk
     before = snapshot(run.path)
     failed = cli("train", str(tiny_recipe), "--results", str(tmp_path))
-    assert_clean_error(failed, "step-00000005.pt", "truncated or corrupt", "step-00000003.pt", "--checkpoint")
+    assert_clean_error(
+        failed, "step-00000005.pt", "truncated or corrupt", "step-00000003.pt", "--checkpoint"
+    )
     assert snapshot(run.path) == before  # nothing overwritten
 
     resumed = cli("train", "--resume", str(run.path), "--checkpoint", "step-00000003.pt")
@@ -169,15 +190,28 @@ def test_checkpoint_of_another_run_is_refused(tiny_recipe, tmp_path):
     other = load_recipe(tiny_recipe, ["seed=1"])
     other_run = run_dir_for(tmp_path, other.name, other)
     train_run(other, other_run, select_device("cpu"), get_registry(), InterruptAt(4))
-    (other_run.checkpoints / "step-00000004.pt").write_bytes((run.checkpoints / "step-00000004.pt").read_bytes())
+    (other_run.checkpoints / "step-00000004.pt").write_bytes(
+        (run.checkpoints / "step-00000004.pt").read_bytes()
+    )
     with pytest.raises(CheckpointError, match="belongs to run"):
         train_run(other, other_run, select_device("cpu"), get_registry())
 
 
 def test_nan_loss_stops_the_run_as_diverged(cli, tiny_recipe, tmp_path, monkeypatch):
     monkeypatch.setenv("SAGAN_PLUGINS", "nan_loss")
-    sets = ["loss.name=nan_hinge", "loss.nan_from_call=5", "train.checkpoint_every=3", "train.log_every=2"]
-    result = cli("train", str(tiny_recipe), "--results", str(tmp_path), *[a for s in sets for a in ("--set", s)])
+    sets = [
+        "loss.name=nan_hinge",
+        "loss.nan_from_call=5",
+        "train.checkpoint_every=3",
+        "train.log_every=2",
+    ]
+    result = cli(
+        "train",
+        str(tiny_recipe),
+        "--results",
+        str(tmp_path),
+        *[a for s in sets for a in ("--set", s)],
+    )
     assert result.exit_code == 3, result.output
     assert "diverged" in result.output and "step 5" in result.output
     run = run_folder(tmp_path, tiny_recipe, *sets)
@@ -185,13 +219,22 @@ def test_nan_loss_stops_the_run_as_diverged(cli, tiny_recipe, tmp_path, monkeypa
     assert status["status"] == "diverged" and status["diverged_step"] == 5
     assert [p.name for p in run.checkpoints.iterdir()] == ["step-00000003.pt"]  # the last good one
     assert run.read_metrics()[-1] == {"kind": "diverged", "step": 5}
-    again = cli("train", str(tiny_recipe), "--results", str(tmp_path), *[a for s in sets for a in ("--set", s)])
+    again = cli(
+        "train",
+        str(tiny_recipe),
+        "--results",
+        str(tmp_path),
+        *[a for s in sets for a in ("--set", s)],
+    )
     assert again.exit_code == 3 and "not resumed" in again.output
 
 
+@pytest.mark.slow
 def test_smoke_recipe_improves_its_structural_score(tmp_path):
     """A real learning signal: the shapes' structure score falls well below the untrained one."""
-    recipe = load_recipe("smoke", ["train.steps=100", "train.sample_every=50", "train.checkpoint_every=100"])
+    recipe = load_recipe(
+        "smoke", ["train.steps=100", "train.sample_every=50", "train.checkpoint_every=100"]
+    )
     run = run_dir_for(tmp_path, recipe.name, recipe)
     result = train_run(recipe, run, select_device("cpu"), get_registry())
     assert result.status == "done"

@@ -34,7 +34,9 @@ class Axis:
 
     def overrides(self, value: Any) -> list[Override]:
         pairs = value.items() if self.path is None else [(self.path, value)]
-        return [Override(tuple(path.split(".")), v, f"{path}={format_value(v)}") for path, v in pairs]
+        return [
+            Override(tuple(path.split(".")), v, f"{path}={format_value(v)}") for path, v in pairs
+        ]
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,16 @@ def parse_vary(text: str) -> tuple[str, list[Any] | None]:
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not name:
-        raise RecipeError(f"--vary '{text}' has no axis name; write --vary AXIS or --vary AXIS=v1,v2.")
+        raise RecipeError(
+            f"--vary '{text}' has no axis name; write --vary AXIS or --vary AXIS=v1,v2."
+        )
     if not sep:
         return name, None
     values = [parse_value(v, f"--vary {name}") for v in split_values(raw) if v != ""]
     if not values:
-        raise RecipeError(f"--vary {name}= gives no values: the grid would be empty. List them: --vary {name}=v1,v2.")
+        raise RecipeError(
+            f"--vary {name}= gives no values: the grid would be empty. List them: --vary {name}=v1,v2."
+        )
     return name, values
 
 
@@ -160,29 +166,44 @@ def expand(
     points = []
     for index, combination in enumerate(itertools.product(*(axis.values for axis in axes))):
         settings = {axis.label: value for axis, value in zip(axes, combination, strict=True)}
-        overrides = [o for axis, value in zip(axes, combination, strict=True) for o in axis.overrides(value)]
+        overrides = [
+            o for axis, value in zip(axes, combination, strict=True) for o in axis.overrides(value)
+        ]
         for seed in seeds:
             seed_override = Override(("seed",), seed, f"seed={seed}")
             try:
-                recipe = resolve_recipe(raw, [*base_overrides, *overrides, seed_override], origin=origin, registry=registry)
+                recipe = resolve_recipe(
+                    raw,
+                    [*base_overrides, *overrides, seed_override],
+                    origin=origin,
+                    registry=registry,
+                )
             except SaganError as exc:
                 described = ", ".join(f"{k}={format_value(v)}" for k, v in settings.items())
-                raise RecipeError(f"Grid point #{index + 1} ({described}, seed {seed}) is invalid: {exc}") from None
+                raise RecipeError(
+                    f"Grid point #{index + 1} ({described}, seed {seed}) is invalid: {exc}"
+                ) from None
             points.append(GridPoint(index, seed, settings, recipe, run_id(recipe)))
     first_seed = Override(("seed",), seeds[0], f"seed={seeds[0]}")
     base = resolve_recipe(raw, [*base_overrides, first_seed], origin=origin, registry=registry)
-    _check_every_axis_changes_something(axes, points, json.dumps(run_identity(base), sort_keys=True))
+    _check_every_axis_changes_something(
+        axes, points, json.dumps(run_identity(base), sort_keys=True)
+    )
     return points
 
 
-def _check_every_axis_changes_something(axes: list[Axis], points: list[GridPoint], base: str) -> None:
+def _check_every_axis_changes_something(
+    axes: list[Axis], points: list[GridPoint], base: str
+) -> None:
     """Each axis must yield distinct recipes, and not only the base recipe itself."""
     first_seed = points[0].seed
     for position, axis in enumerate(axes):
         others = [a for i, a in enumerate(axes) if i != position]
         along = [
-            p for p in points
-            if p.seed == first_seed and all(format_value(p.settings[a.label]) == format_value(a.values[0]) for a in others)
+            p
+            for p in points
+            if p.seed == first_seed
+            and all(format_value(p.settings[a.label]) == format_value(a.values[0]) for a in others)
         ]
         identities: dict[str, list[str]] = {}
         for point in along:

@@ -15,11 +15,18 @@ from PIL import Image  # noqa: E402
 from sagan_cli.fileio import atomic_write  # noqa: E402
 from sagan_cli.results import RunDir  # noqa: E402
 
-CURVES = {"fid": ("eval", "fid", "FID"), "structure": ("structure", "structure", "structural score")}
+CURVES = {
+    "fid": ("eval", "fid", "FID"),
+    "structure": ("structure", "structure", "structural score"),
+}
 
 
 def _series(run: RunDir, kind: str, field: str) -> pd.Series:
-    points = {r["step"]: r[field] for r in run.read_metrics() if r.get("kind") == kind and r.get(field) is not None}
+    points = {
+        r["step"]: r[field]
+        for r in run.read_metrics()
+        if r.get("kind") == kind and r.get(field) is not None
+    }
     return pd.Series(points, dtype=float)
 
 
@@ -28,11 +35,15 @@ def _label(row: pd.Series, keys: list[str]) -> str:
 
 
 def _save(figure: plt.Figure, path: Path) -> None:
-    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=120, bbox_inches="tight"))
+    atomic_write(
+        path, lambda handle: figure.savefig(handle, format="png", dpi=120, bbox_inches="tight")
+    )
     plt.close(figure)
 
 
-def plot_curves(runs: pd.DataFrame, keys: list[str], folders: dict[str, Path], out_dir: Path) -> list[Path]:
+def plot_curves(
+    runs: pd.DataFrame, keys: list[str], folders: dict[str, Path], out_dir: Path
+) -> list[Path]:
     """``<metric>_vs_step.png`` for FID and the structural score, where any run has them."""
     written = []
     for name, (kind, field, title) in CURVES.items():
@@ -40,7 +51,8 @@ def plot_curves(runs: pd.DataFrame, keys: list[str], folders: dict[str, Path], o
         drawn = False
         for _, group in runs.groupby(keys, sort=False):
             series = [
-                _series(RunDir(folders[r.experiment] / "runs" / r.run_id), kind, field) for r in group.itertuples()
+                _series(RunDir(folders[r.experiment] / "runs" / r.run_id), kind, field)
+                for r in group.itertuples()
             ]
             series = [s for s in series if len(s)]
             if not series:
@@ -49,7 +61,13 @@ def plot_curves(runs: pd.DataFrame, keys: list[str], folders: dict[str, Path], o
             mean = frame.mean(axis=1)
             (line,) = axes.plot(mean.index, mean.values, label=_label(group.iloc[0], keys))
             if frame.shape[1] > 1:
-                axes.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), alpha=0.2, color=line.get_color())
+                axes.fill_between(
+                    frame.index,
+                    frame.min(axis=1),
+                    frame.max(axis=1),
+                    alpha=0.2,
+                    color=line.get_color(),
+                )
             drawn = True
         if drawn:
             axes.set_xlabel("step")
@@ -64,12 +82,16 @@ def plot_curves(runs: pd.DataFrame, keys: list[str], folders: dict[str, Path], o
     return written
 
 
-def plot_samples(runs: pd.DataFrame, keys: list[str], folders: dict[str, Path], out_dir: Path) -> Path | None:
+def plot_samples(
+    runs: pd.DataFrame, keys: list[str], folders: dict[str, Path], out_dir: Path
+) -> Path | None:
     """The newest sample grid of each grid point's first seed, side by side."""
     panels = []
     for _, group in runs.groupby(keys, sort=False):
         first = group.iloc[0]
-        samples = sorted((folders[first.experiment] / "runs" / first.run_id / "samples").glob("step-*.png"))
+        samples = sorted(
+            (folders[first.experiment] / "runs" / first.run_id / "samples").glob("step-*.png")
+        )
         if samples:
             panels.append((_label(first, keys), samples[-1]))
     if not panels:

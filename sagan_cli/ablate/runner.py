@@ -74,7 +74,9 @@ def prepare_experiment(folder: Path, base: Recipe, axes: list[Axis], write: bool
             f"Choose another --name."
         )
     if write:
-        atomic_write_json(marker, {"name": folder.name, "axes": labels, "base": identity, "created": now()})
+        atomic_write_json(
+            marker, {"name": folder.name, "axes": labels, "base": identity, "created": now()}
+        )
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -145,7 +147,9 @@ def _claim_device(counter: Any, device_type: str, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _train_in_worker(run_path: str, weights: InceptionWeights | None, retry: bool) -> tuple[str, str]:
+def _train_in_worker(
+    run_path: str, weights: InceptionWeights | None, retry: bool
+) -> tuple[str, str]:
     run = RunDir(Path(run_path))
     registry = get_registry()
     recipe = load_recipe(run.recipe_path, registry=registry)
@@ -172,14 +176,18 @@ def run_grid(
         if should_run(status, retry_failed):
             pending.append(position)
         else:
-            outcome = Outcome(point, run, status or "queued", run.read_status().get("error") or "", skipped=True)
+            outcome = Outcome(
+                point, run, status or "queued", run.read_status().get("error") or "", skipped=True
+            )
             outcomes[position] = outcome
             on_outcome(outcome)
 
     if jobs == 1:
         for position in pending:
             point, run = points[position], runs[position]
-            status, message = run_one(point.recipe, run, device, registry, weights, observer_for(point, run), retry_failed)
+            status, message = run_one(
+                point.recipe, run, device, registry, weights, observer_for(point, run), retry_failed
+            )
             outcomes[position] = Outcome(point, run, status, message)
             on_outcome(outcomes[position])
             if status == "interrupted":
@@ -189,11 +197,14 @@ def run_grid(
         context = multiprocessing.get_context("spawn")
         counter = context.Value("i", device.index or 0)
         with ProcessPoolExecutor(
-            max_workers=jobs, mp_context=context, initializer=_claim_device,
+            max_workers=jobs,
+            mp_context=context,
+            initializer=_claim_device,
             initargs=(counter, device.type, threads),
         ) as pool:
             futures: dict[Future, int] = {
-                pool.submit(_train_in_worker, str(runs[p].path), weights, retry_failed): p for p in pending
+                pool.submit(_train_in_worker, str(runs[p].path), weights, retry_failed): p
+                for p in pending
             }
             while futures:
                 done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)

@@ -59,7 +59,9 @@ def plan_ablation(
     points = expand(raw, parsed, axes, parse_seeds(seeds, base.seed), str(path), registry)
     name = name or f"{base.name}-" + "-".join(axis.label.replace(".", "_") for axis in axes)
     if not NAME.match(name):
-        raise SaganError(f"--name '{name}' must be letters, digits, '_', '-' and '.', starting with a letter or digit.")
+        raise SaganError(
+            f"--name '{name}' must be letters, digits, '_', '-' and '.', starting with a letter or digit."
+        )
     folder = results_root / name
     prepare_experiment(folder, base, axes, write=False)
     chosen = select_device(device)
@@ -69,7 +71,9 @@ def plan_ablation(
             f"per GPU. Use --jobs {torch.cuda.device_count()} or fewer."
         )
     if chosen.type == "cuda" and chosen.index is not None and jobs > 1:
-        raise SaganError(f"--jobs {jobs} with --device {device}: parallel runs need one GPU each; use --device cuda.")
+        raise SaganError(
+            f"--jobs {jobs} with --device {device}: parallel runs need one GPU each; use --device cuda."
+        )
     weights = None
     if not dry_run:
         checked: list[dict] = []
@@ -85,10 +89,16 @@ def plan_ablation(
 
 def experiment_folders(targets: list[str], results_root: Path) -> list[Path]:
     """Experiment names (under the results root) or folders; none means every experiment."""
-    available = sorted(p.name for p in results_root.glob("*") if (p / "runs").is_dir()) if results_root.is_dir() else []
+    available = (
+        sorted(p.name for p in results_root.glob("*") if (p / "runs").is_dir())
+        if results_root.is_dir()
+        else []
+    )
     if not targets:
         if not available:
-            raise ResultsError(f"No experiments under {results_root}. Run sagan train or sagan ablate first.")
+            raise ResultsError(
+                f"No experiments under {results_root}. Run sagan train or sagan ablate first."
+            )
         return [results_root / name for name in available]
     folders = []
     for target in targets:
@@ -118,7 +128,10 @@ class Report:
 
     def json(self) -> str:
         return json.dumps(
-            {"summary": json.loads(self.table.to_json(orient="records")), "runs": json.loads(self.runs.to_json(orient="records"))},
+            {
+                "summary": json.loads(self.table.to_json(orient="records")),
+                "runs": json.loads(self.runs.to_json(orient="records")),
+            },
             indent=2,
         )
 
@@ -130,7 +143,9 @@ def build_report(folders: list[Path], by: str | None = None) -> Report:
     keys = group_keys(runs, folders, None)
     if by is not None:
         if by not in keys:
-            raise SaganError(f"--by '{by}' is not an axis of these experiments; axes: {', '.join(keys)}.")
+            raise SaganError(
+                f"--by '{by}' is not an axis of these experiments; axes: {', '.join(keys)}."
+            )
         keys = [by]
     title = " + ".join(f.name for f in folders)
     return Report(runs, summarize(runs, keys), keys, title)

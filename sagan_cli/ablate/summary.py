@@ -32,7 +32,11 @@ def experiment_axes(folder: Path) -> list[str]:
 
 
 def _final_eval(evals: list[dict[str, Any]], last_step: int) -> dict[str, Any]:
-    at_end = [e for e in evals if e.get("step") == last_step and e.get("fid", e.get("is_mean")) is not None]
+    at_end = [
+        e
+        for e in evals
+        if e.get("step") == last_step and e.get("fid", e.get("is_mean")) is not None
+    ]
     finals = [e for e in at_end if e.get("final")]
     return (finals or at_end or [{}])[-1]
 
@@ -66,7 +70,9 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
             "structure": structure[-1]["structure"] if structure else None,
             "structure_best": min(r["structure"] for r in structure) if structure else None,
             "wall_time_s": status.get("wall_time_s"),
-            "img_per_s": float(np.median([r["img_per_s"] for r in train[1:] or train])) if train else None,
+            "img_per_s": float(np.median([r["img_per_s"] for r in train[1:] or train]))
+            if train
+            else None,
             "g_params": (status.get("parameters") or {}).get("generator"),
             "d_params": (status.get("parameters") or {}).get("discriminator"),
             "grid_index": status.get("grid_index", 0),
@@ -102,14 +108,16 @@ def _provenance(record: dict[str, Any]) -> str:
 
 def collect_runs(folders: list[Path]) -> pd.DataFrame:
     """One row per run folder of the given experiments, in grid order."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for folder in folders:
         axes = experiment_axes(folder)
         rows.extend(run_row(run, folder.name, axes) for run in list_runs(folder))
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    return frame.sort_values(["experiment", "grid_index", "seed"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(["experiment", "grid_index", "seed"], kind="stable").reset_index(
+        drop=True
+    )
 
 
 def group_keys(runs: pd.DataFrame, folders: list[Path], by: str | None) -> list[str]:
@@ -125,7 +133,7 @@ def group_keys(runs: pd.DataFrame, folders: list[Path], by: str | None) -> list[
 
 def summarize(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """One row per group: metric mean/std/n over seeds, baseline deltas, cost columns."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for values, group in runs.fillna({k: "" for k in keys}).groupby(keys, sort=False):
         values = values if isinstance(values, tuple) else (values,)
         row: dict[str, Any] = dict(zip(keys, values, strict=True))
@@ -173,15 +181,26 @@ def cell(row: pd.Series, metric: str, digits: int = 3) -> str:
 def display_rows(table: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[list[str]]]:
     """Header and string rows for Markdown and the terminal: only metrics that have values."""
     present = [m for m in METRICS if table[f"{m}_n"].sum() > 0]
-    header = [*keys, *present, *(f"Δ {m}" for m in DELTA_METRICS if m in present),
-              "steps", "wall s", "img/s", "G params", "D params", "status"]
+    header = [
+        *keys,
+        *present,
+        *(f"Δ {m}" for m in DELTA_METRICS if m in present),
+        "steps",
+        "wall s",
+        "img/s",
+        "G params",
+        "D params",
+        "status",
+    ]
     rows = []
     for _, row in table.iterrows():
         line = [str(row[k]) for k in keys] + [cell(row, m) for m in present]
         for metric in DELTA_METRICS:
             if metric in present:
                 delta = row[f"{metric}_delta"]
-                line.append("baseline" if row["baseline"] else ("–" if pd.isna(delta) else f"{delta:+.3f}"))
+                line.append(
+                    "baseline" if row["baseline"] else ("–" if pd.isna(delta) else f"{delta:+.3f}")
+                )
         line += [
             str(row["steps"]),
             "–" if pd.isna(row["wall_time_s"]) else f"{row['wall_time_s']:.1f}",
@@ -196,7 +215,12 @@ def display_rows(table: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[
 
 def to_markdown(table: pd.DataFrame, keys: list[str], runs: pd.DataFrame, title: str) -> str:
     header, rows = display_rows(table, keys)
-    lines = [f"# {title}", "", "Mean ± sample std (n seeds). Lower is better for FID, KID and structure.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        "Mean ± sample std (n seeds). Lower is better for FID, KID and structure.",
+        "",
+    ]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("| " + " | ".join("---" for _ in header) + " |")
     lines.extend("| " + " | ".join(r) + " |" for r in rows)

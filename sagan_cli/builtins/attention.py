@@ -22,7 +22,9 @@ class PooledParams(PluginParams):
 class ResidualParams(PluginParams):
     kernel_size: int = Field(3, ge=1, description="odd conv kernel size")
     hidden_reduction: int = Field(
-        1, ge=1, description="inner width C/hidden_reduction (raise it to match a block's parameters)"
+        1,
+        ge=1,
+        description="inner width C/hidden_reduction (raise it to match a block's parameters)",
     )
 
     @field_validator("kernel_size")

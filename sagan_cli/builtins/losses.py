@@ -26,7 +26,9 @@ class GANLoss:
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def penalty(self, critic: Critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
+    def penalty(
+        self, critic: Critic, real: torch.Tensor, fake: torch.Tensor
+    ) -> torch.Tensor | None:
         """An extra D term computed from the critic itself (``None``: no penalty)."""
         return None
 
@@ -73,7 +75,9 @@ class WassersteinGP(GANLoss):
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         return -fake_logits.mean()
 
-    def penalty(self, critic: Critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
+    def penalty(
+        self, critic: Critic, real: torch.Tensor, fake: torch.Tensor
+    ) -> torch.Tensor | None:
         if self.gp_weight == 0:
             return None
         mix = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)

@@ -57,7 +57,7 @@ class DataSource(ABC):
     def splits(self) -> tuple[str, ...]:
         return ("train",)
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - a source with nothing to check keeps this no-op
         """Raise ``DataError`` if the data cannot be delivered as configured."""
 
     @abstractmethod

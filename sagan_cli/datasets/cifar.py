@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,14 +20,16 @@ ARCHIVE_URLS = {
 
 
 class CifarParams(PluginParams):
-    root: str = Field("~/.cache/sagan-cli/datasets", description="folder holding the extracted archive")
+    root: str = Field(
+        "~/.cache/sagan-cli/datasets", description="folder holding the extracted archive"
+    )
     download: bool = Field(False, description="let torchvision download the archive if missing")
 
 
 class CifarSource(DataSource):
     params: CifarParams
 
-    def _dataset_class(self) -> type:
+    def _dataset_class(self) -> Any:
         from torchvision.datasets import CIFAR10, CIFAR100
 
         return CIFAR10 if self.name == "cifar10" else CIFAR100
@@ -73,12 +76,16 @@ class CifarSource(DataSource):
     def split(self, name: str) -> ImageSet:
         self.check()
         try:
-            dataset = self._dataset_class()(str(self._root()), train=name == "train", download=False)
+            dataset = self._dataset_class()(
+                str(self._root()), train=name == "train", download=False
+            )
         except RuntimeError as exc:
             raise DataError(
                 f"{self.name} under {self._root()} failed torchvision's integrity check ({exc}). "
                 f"The files are corrupt or from a partial download: delete "
                 f"{self._root() / self._dataset_class().base_folder} and extract the archive again."
             ) from None
-        images = torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
+        images = (
+            torch.from_numpy(np.ascontiguousarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
+        )
         return TensorImageSet(images, torch.tensor(dataset.targets, dtype=torch.long))

@@ -30,15 +30,15 @@ class NpzParams(PluginParams):
 def load_image(path: Path, resolution: int) -> torch.Tensor:
     """Decode, convert to RGB, resize the shorter side to ``resolution`` and centre-crop."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            width, height = image.size
-            scale = resolution / min(width, height)
-            size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-            left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-            image = image.crop((left, top, left + resolution, top + resolution))
-            return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        with Image.open(path) as opened:
+            rgb = opened.convert("RGB")
+        width, height = rgb.size
+        scale = resolution / min(width, height)
+        size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+        resized = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+        cropped = resized.crop((left, top, left + resolution, top + resolution))
+        return torch.from_numpy(np.asarray(cropped).copy()).permute(2, 0, 1)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(
             f"Cannot read image {path}: {exc}. Remove or replace the file, or point data.path "
@@ -74,7 +74,9 @@ class ImageFolderSource(DataSource):
                 f"data.path = '{self.params.path}' is not a folder ({root.resolve()}). Point "
                 f"data.path at a folder of .png/.jpg images."
             )
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = sorted(
+            p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
         if not files:
             raise DataError(
                 f"data.path = '{self.params.path}' holds no .png, .jpg or .jpeg files (searched "
@@ -119,7 +121,9 @@ class NpzSource(DataSource):
                 f"data.path at an .npz file of uint8 images (N, H, W, C)."
             ) from None
         except (OSError, ValueError) as exc:
-            raise DataError(f"data.path = '{self.params.path}' is not a readable .npz file: {exc}.") from None
+            raise DataError(
+                f"data.path = '{self.params.path}' is not a readable .npz file: {exc}."
+            ) from None
         with archive:
             keys = list(archive.keys())
             if self.params.images_key not in keys:
@@ -130,7 +134,9 @@ class NpzSource(DataSource):
             images = archive[self.params.images_key]
             labels = archive[self.params.labels_key] if self.params.labels_key in keys else None
         self._check_images(path, images)
-        if labels is not None and (labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu"):
+        if labels is not None and (
+            labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu"
+        ):
             raise DataError(
                 f"{path}: '{self.params.labels_key}' must be integers of shape ({images.shape[0]},), "
                 f"got {labels.dtype} {labels.shape}."
@@ -167,5 +173,6 @@ class NpzSource(DataSource):
         if tensor.shape[1] == 1:
             tensor = tensor.expand(-1, 3, -1, -1)
         return TensorImageSet(
-            tensor.contiguous(), None if labels is None else torch.from_numpy(labels.astype(np.int64))
+            tensor.contiguous(),
+            None if labels is None else torch.from_numpy(labels.astype(np.int64)),
         )

@@ -126,7 +126,9 @@ def structural_score(images: torch.Tensor) -> dict[str, float]:
     asymmetry = (x - x.flip(-1)).abs().mean(dim=(1, 2, 3))
     border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], dim=-1)
     background = border.median(dim=-1).values[:, :, None, None]
-    foreground = ((x - background).abs().amax(dim=1) > FOREGROUND_THRESHOLD).float().mean(dim=(1, 2))
+    foreground = (
+        ((x - background).abs().amax(dim=1) > FOREGROUND_THRESHOLD).float().mean(dim=(1, 2))
+    )
     blankness = (1 - foreground / min_foreground_share(images.shape[-1])).clamp(min=0)
     return {
         "structure": float((asymmetry + blankness).mean()),

@@ -51,7 +51,9 @@ class Images(Dataset):
 
     def __init__(self, images: torch.Tensor) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"expected uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
         self.images = images
 
     def __len__(self) -> int:
@@ -126,8 +128,14 @@ class ReferenceCache:
     def commit(self, key: ReferenceKey) -> None:
         atomic_write_json(
             self.folder(key) / "meta.json",
-            {"format": CACHE_FORMAT, "identity": key.identity, "split": key.split, "count": key.count,
-             "extractor": EXTRACTOR, "weights_sha256": key.weights_sha256},
+            {
+                "format": CACHE_FORMAT,
+                "identity": key.identity,
+                "split": key.split,
+                "count": key.count,
+                "extractor": EXTRACTOR,
+                "weights_sha256": key.weights_sha256,
+            },
         )
 
     def discard(self, key: ReferenceKey) -> None:
@@ -160,8 +168,9 @@ def calculate(
         **{METRIC_FLAGS[m]: True for m in metrics},
     }
     if needs_reference:
+        assert reference is not None
         kwargs["input2"] = reference
-        count = min(len(generated), len(reference))
+        count = min(len(generated), len(reference))  # type: ignore[arg-type]
         kwargs["kid_subset_size"] = min(1000, count)
     if needs_reference and reference_cache is not None:
         cache, key = reference_cache

@@ -17,16 +17,28 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from torch.utils.data import Subset
 
 from sagan_cli.components import build_data_source, build_networks, num_classes_for
 from sagan_cli.datasets.base import DataSource
-from sagan_cli.datasets.files import IMAGE_SUFFIXES, ImageFolderParams, ImageFolderSource, NpzParams, NpzSource
+from sagan_cli.datasets.files import (
+    IMAGE_SUFFIXES,
+    ImageFolderParams,
+    ImageFolderSource,
+    NpzParams,
+    NpzSource,
+)
 from sagan_cli.device import effective_precision, select_device
 from sagan_cli.errors import CheckpointError, DataError, ResultsError, SaganError
-from sagan_cli.evaluate.fidelity import LazyReference, ReferenceCache, ReferenceKey, calculate, default_cache_root
+from sagan_cli.evaluate.fidelity import (
+    LazyReference,
+    ReferenceCache,
+    ReferenceKey,
+    calculate,
+    default_cache_root,
+)
 from sagan_cli.evaluate.weights import InceptionWeights, resolve_inception_weights
+from sagan_cli.model.networks import Generator
 from sagan_cli.model.sampling import sample_images
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import load_recipe
@@ -60,7 +72,9 @@ def reference_from(source: DataSource, split: str, count: int) -> Reference:
 
     def load() -> torch.Tensor:
         images = source.split(split)
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(REFERENCE_ORDER_SEED))
+        order = torch.randperm(
+            len(images), generator=torch.Generator().manual_seed(REFERENCE_ORDER_SEED)
+        )
         return decode_all(Subset(images, order[:size].tolist()), workers=4).images
 
     description = {"source": source.name, "split": split, "size": size, "available": available}
@@ -83,13 +97,21 @@ def reference_from_path(path: Path, resolution: int, count: int) -> Reference:
     reference = reference_from(source, "train", count)
     stat_key = _folder_fingerprint(path)
     reference.key_identity = {**reference.key_identity, "fingerprint": stat_key}
-    reference.description = {**reference.description, "source": str(path.resolve()), "split": "path"}
+    reference.description = {
+        **reference.description,
+        "source": str(path.resolve()),
+        "split": "path",
+    }
     return reference
 
 
 def _folder_fingerprint(path: Path) -> dict[str, Any]:
     """File count, total size and newest mtime: changes when the reference files change."""
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    files = (
+        [path]
+        if path.is_file()
+        else [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    )
     stats = [p.stat() for p in files]
     return {
         "files": len(stats),
@@ -127,7 +149,10 @@ class Evaluation:
         cache = None
         if self.reference is not None:
             key = ReferenceKey(
-                self.reference.key_identity, self.reference.split, len(self.reference.images), self.weights.sha256
+                self.reference.key_identity,
+                self.reference.split,
+                len(self.reference.images),
+                self.weights.sha256,
             )
             cache = (self.cache, key)
         values = calculate(
@@ -145,7 +170,9 @@ class Evaluation:
             "reference": None if self.reference is None else self.reference.description,
             "feature_extractor": self.weights.provenance(),
             "torch_fidelity": torch_fidelity_version(),
-            "kid_subset_size": min(1000, len(images), len(self.reference.images)) if self.reference else None,
+            "kid_subset_size": min(1000, len(images), len(self.reference.images))
+            if self.reference
+            else None,
             "seconds_metrics": round(time.perf_counter() - started, 3),
         }
 
@@ -158,10 +185,17 @@ class RunEvaluator:
         self.seed = seed + EVAL_SEED_OFFSET
         self.precision = precision
 
-    def evaluate(self, generator: nn.Module, step: int, metrics: list[str], num_samples: int) -> dict[str, Any]:
+    def evaluate(
+        self, generator: Generator, step: int, metrics: list[str], num_samples: int
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         images = sample_images(
-            generator, num_samples, self.seed, self.evaluation.device, self.precision, self.evaluation.batch_size
+            generator,
+            num_samples,
+            self.seed,
+            self.evaluation.device,
+            self.precision,
+            self.evaluation.batch_size,
         )
         generated_s = time.perf_counter() - started
         record = self.evaluation.score(images, metrics)
@@ -184,7 +218,9 @@ def checkpoint_for(run: RunDir, choice: str) -> Path:
     if choice == "last":
         found = list_checkpoints(run.checkpoints)
         if not found:
-            raise CheckpointError(f"{run.path} has no checkpoints yet; train it first (sagan train --resume {run.path}).")
+            raise CheckpointError(
+                f"{run.path} has no checkpoints yet; train it first (sagan train --resume {run.path})."
+            )
         return found[-1]
     if choice == "best":
         best = run.checkpoints / "best.pt"
@@ -198,7 +234,9 @@ def checkpoint_for(run: RunDir, choice: str) -> Path:
     if not path.is_file() and (run.checkpoints / choice).is_file():
         path = run.checkpoints / choice
     if not path.is_file():
-        raise CheckpointError(f"--checkpoint {choice}: no such file (give last, best, or a checkpoint path).")
+        raise CheckpointError(
+            f"--checkpoint {choice}: no such file (give last, best, or a checkpoint path)."
+        )
     return path
 
 
@@ -206,7 +244,7 @@ def checkpoint_for(run: RunDir, choice: str) -> Path:
 class RunEvaluationJob:
     run: RunDir
     checkpoint: Path
-    generator: nn.Module
+    generator: Generator
     step: int
     evaluator: RunEvaluator
     metrics: list[str]
@@ -214,7 +252,13 @@ class RunEvaluationJob:
 
     def start(self) -> dict[str, Any]:
         record = self.evaluator.evaluate(self.generator, self.step, self.metrics, self.num_samples)
-        record = {"kind": "eval", "step": self.step, "final": False, "checkpoint": self.checkpoint.name, **record}
+        record = {
+            "kind": "eval",
+            "step": self.step,
+            "final": False,
+            "checkpoint": self.checkpoint.name,
+            **record,
+        }
         self.run.record_evaluation(record)
         return record
 
@@ -234,7 +278,9 @@ def open_run_evaluation(
     """Validate everything (run, checkpoint, weights, reference) before any sampling."""
     run = RunDir(run_path.expanduser())
     if not run.exists():
-        raise ResultsError(f"{run_path} is not a run folder (no recipe.toml). Give results/<experiment>/runs/<id>.")
+        raise ResultsError(
+            f"{run_path} is not a run folder (no recipe.toml). Give results/<experiment>/runs/<id>."
+        )
     recipe = load_recipe(run.recipe_path, registry=registry)
     chosen = select_device(device)
     weights = resolve_inception_weights(inception_option)
@@ -252,24 +298,44 @@ def open_run_evaluation(
     try:
         generator.load_state_dict(state["ema"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not fit the generator of {run.recipe_path}: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path} does not fit the generator of {run.recipe_path}: {str(exc).splitlines()[0]}"
+        ) from None
     generator.to(chosen)
     evaluation = Evaluation(weights, ref, chosen, batch_size or recipe.eval.batch_size)
-    evaluator = RunEvaluator(evaluation, recipe.seed, effective_precision(chosen, recipe.train.precision))
-    return RunEvaluationJob(run, path, generator, int(state["step"]), evaluator, metrics, num_samples or recipe.eval.num_samples)
+    evaluator = RunEvaluator(
+        evaluation, recipe.seed, effective_precision(chosen, recipe.train.precision)
+    )
+    return RunEvaluationJob(
+        run,
+        path,
+        generator,
+        int(state["step"]),
+        evaluator,
+        metrics,
+        num_samples or recipe.eval.num_samples,
+    )
 
 
 def load_image_folder(folder: Path) -> torch.Tensor:
     """Every image under ``folder`` as uint8 (N, 3, H, W); all must share one size."""
     folder = folder.expanduser()
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    files = (
+        sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if folder.is_dir()
+        else []
+    )
     if not files:
-        raise DataError(f"--images {folder}: no .png/.jpg/.jpeg files found (searched recursively).")
+        raise DataError(
+            f"--images {folder}: no .png/.jpg/.jpeg files found (searched recursively)."
+        )
     images = []
     for path in files:
         try:
             with Image.open(path) as image:
-                images.append(torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1))
+                images.append(
+                    torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+                )
         except OSError as exc:
             raise DataError(f"Cannot read image {path}: {exc}. Remove or replace it.") from None
         if images[-1].shape != images[0].shape:
@@ -300,10 +366,14 @@ def evaluate_folder(
     ref = None
     if needs_reference:
         if reference is None:
-            raise SaganError("FID and KID need --reference: a folder or .npz of real images, or train/test with --recipe.")
+            raise SaganError(
+                "FID and KID need --reference: a folder or .npz of real images, or train/test with --recipe."
+            )
         if reference in ("train", "test"):
             if recipe_ref is None:
-                raise SaganError(f"--reference {reference} names a split of a recipe's data: add --recipe RECIPE.")
+                raise SaganError(
+                    f"--reference {reference} names a split of a recipe's data: add --recipe RECIPE."
+                )
             recipe = load_recipe(recipe_ref, registry=registry)
             source = build_data_source(recipe, registry)
             source.check()

@@ -45,7 +45,12 @@ class InceptionWeights:
     origin: str  # "option", "environment", "torch-fidelity cache", "downloaded"
 
     def provenance(self) -> dict[str, str]:
-        return {"extractor": EXTRACTOR, "weights": str(self.path), "sha256": self.sha256, "origin": self.origin}
+        return {
+            "extractor": EXTRACTOR,
+            "weights": str(self.path),
+            "sha256": self.sha256,
+            "origin": self.origin,
+        }
 
 
 @lru_cache(maxsize=8)
@@ -62,7 +67,9 @@ def file_sha256(path: Path) -> str:
     return _sha256(path.resolve(), stat.st_size, stat.st_mtime)
 
 
-def resolve_inception_weights(option: Path | None = None, download: bool = True) -> InceptionWeights:
+def resolve_inception_weights(
+    option: Path | None = None, download: bool = True
+) -> InceptionWeights:
     """Find (or download) the weights file and check that it is a loadable Inception state dict."""
     if option is not None:
         path, origin = Path(option).expanduser(), "option"
@@ -71,7 +78,9 @@ def resolve_inception_weights(option: Path | None = None, download: bool = True)
     elif os.environ.get(ENV):
         path, origin = Path(os.environ[ENV]).expanduser(), "environment"
         if not path.is_file():
-            raise WeightsError(f"{ENV}={os.environ[ENV]}: no such file. Fix the variable or unset it.")
+            raise WeightsError(
+                f"{ENV}={os.environ[ENV]}: no such file. Fix the variable or unset it."
+            )
     else:
         path, origin = cached_weights_path(), "torch-fidelity cache"
         if not path.is_file():
@@ -89,10 +98,14 @@ def _download(path: Path) -> None:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             payload = response.read()
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise _missing_error(f"downloading it from {url} failed: {getattr(exc, 'reason', exc)}") from None
+        raise _missing_error(
+            f"downloading it from {url} failed: {getattr(exc, 'reason', exc)}"
+        ) from None
     expected_prefix = path.stem.rsplit("-", 1)[-1]
     if not hashlib.sha256(payload).hexdigest().startswith(expected_prefix):
-        raise WeightsError(f"The download of {url} does not match its hash prefix {expected_prefix}; try again.")
+        raise WeightsError(
+            f"The download of {url} does not match its hash prefix {expected_prefix}; try again."
+        )
     atomic_write(path, lambda handle: handle.write(payload))
 
 
@@ -120,7 +133,9 @@ def check_weights_file(path: Path) -> None:
         ) from None
     expected = expected_inception_shapes()
     if not isinstance(state, dict):
-        raise WeightsError(f"Inception weights file {path} holds a {type(state).__name__}, not a state dict.")
+        raise WeightsError(
+            f"Inception weights file {path} holds a {type(state).__name__}, not a state dict."
+        )
     missing = sorted(set(expected) - set(state))
     wrong = sorted(
         k for k in expected if k in state and tuple(getattr(state[k], "shape", ())) != expected[k]
@@ -144,7 +159,7 @@ def expected_inception_shapes() -> dict[str, tuple[int, ...]]:
     import torch_fidelity.feature_extractor_inceptionv3 as inception
 
     class _Skeleton(inception.FeatureExtractorInceptionV3):
-        def load_state_dict(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        def load_state_dict(self, *args: object, **kwargs: object) -> None:
             return None
 
     original = inception.load_state_dict_from_url

@@ -38,7 +38,12 @@ class GeneratorBlock(nn.Module):
     """norm-ReLU-up-conv-norm-ReLU-conv, plus an upsampled 1x1-conv shortcut."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, num_classes: int, weight_norm: WeightNorm, feature_norm: FeatureNorm
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_classes: int,
+        weight_norm: WeightNorm,
+        feature_norm: FeatureNorm,
     ) -> None:
         super().__init__()
         self.norm1 = feature_norm(in_channels, num_classes)
@@ -57,7 +62,12 @@ class DiscriminatorBlock(nn.Module):
     """(ReLU)-conv-ReLU-conv-(avgpool), plus a shortcut; the first block skips the leading ReLU."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, downsample: bool, first: bool, weight_norm: WeightNorm
+        self,
+        in_channels: int,
+        out_channels: int,
+        downsample: bool,
+        first: bool,
+        weight_norm: WeightNorm,
     ) -> None:
         super().__init__()
         self.first = first
@@ -109,7 +119,9 @@ class Generator(nn.Module):
         channels = self.start_channels
         for block in layout.blocks:
             out_channels = block.width * base_channels
-            self.blocks.append(GeneratorBlock(channels, out_channels, num_classes, weight_norm, feature_norm))
+            self.blocks.append(
+                GeneratorBlock(channels, out_channels, num_classes, weight_norm, feature_norm)
+            )
             channels = out_channels
             if block.size in attention_sizes:
                 self.attention[str(block.size)] = attention(channels)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 from sagan_cli.device import autocast
 from sagan_cli.fileio import atomic_write
+from sagan_cli.model.networks import Generator
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -30,7 +30,7 @@ def fixed_inputs(
 
 @torch.no_grad()
 def sample_images(
-    generator: nn.Module,
+    generator: Generator,
     count: int,
     seed: int,
     device: torch.device,
@@ -63,6 +63,8 @@ def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
     canvas = torch.zeros(3, rows * height, columns * width, dtype=torch.uint8)
     for index in range(count):
         row, col = divmod(index, columns)
-        canvas[:, row * height : (row + 1) * height, col * width : (col + 1) * width] = images[index]
+        canvas[:, row * height : (row + 1) * height, col * width : (col + 1) * width] = images[
+            index
+        ]
     image = Image.fromarray(np.ascontiguousarray(canvas.permute(1, 2, 0).numpy()))
     atomic_write(path, lambda handle: image.save(handle, format="PNG"))

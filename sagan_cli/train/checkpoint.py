@@ -40,7 +40,9 @@ def save_checkpoint(state: dict[str, Any], folder: Path, keep: int) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, device: torch.device, run_dir: Path | None = None) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, device: torch.device, run_dir: Path | None = None
+) -> dict[str, Any]:
     """Load and check a checkpoint; a bad one is a clear error offering the one before it."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)

@@ -60,7 +60,9 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
 
 
 def decode_all(
-    images: ImageSet | Subset, workers: int, on_progress: Callable[[int, int], None] = lambda done, total: None
+    images: ImageSet | Subset,
+    workers: int,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> TensorImageSet:
     """Decode a whole split into one uint8 tensor (with worker processes for file sources)."""
     if isinstance(images, TensorImageSet):
@@ -68,16 +70,18 @@ def decode_all(
     if isinstance(images, Subset) and isinstance(images.dataset, TensorImageSet):
         index = torch.as_tensor(images.indices)
         labels = images.dataset.labels
-        return TensorImageSet(images.dataset.images[index], None if labels is None else labels[index])
+        return TensorImageSet(
+            images.dataset.images[index], None if labels is None else labels[index]
+        )
     workers = min(workers, os.cpu_count() or 1)
     loader = DataLoader(images, batch_size=256, num_workers=workers, shuffle=False)
-    chunks, labels, done = [], [], 0
+    chunks: list[torch.Tensor] = []
+    label_chunks: list[torch.Tensor] = []
     for batch, batch_labels in loader:
         chunks.append(batch)
-        labels.append(batch_labels)
-        done += len(batch)
-        on_progress(done, len(images))
-    all_labels = torch.cat(labels)
+        label_chunks.append(batch_labels)
+        on_progress(sum(len(c) for c in chunks), len(images))
+    all_labels = torch.cat(label_chunks)
     return TensorImageSet(torch.cat(chunks), None if (all_labels < 0).all() else all_labels)
 
 
@@ -126,7 +130,9 @@ class BatchStream:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.resident:
-            index = batch_indices(self.size, self.seed, self.position, self.batch_size).to(self.device)
+            index = batch_indices(self.size, self.seed, self.position, self.batch_size).to(
+                self.device
+            )
             images = self.images[index]
             labels = None if self.labels is None else self.labels[index]
         else:

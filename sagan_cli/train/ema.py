@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import copy
+from typing import Generic, TypeVar
 
 import torch
 from torch import nn
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-class EMA:
+
+class EMA(Generic[ModuleT]):
     """``ema = decay * ema + (1 - decay) * weights`` after every G update.
 
     Until ``start`` (and always when ``decay == 0``) the average copies G. Buffers
     (BN running statistics, spectral norm's u and v) are copied, as BigGAN does.
     """
 
-    def __init__(self, model: nn.Module, decay: float, start: int) -> None:
+    def __init__(self, model: ModuleT, decay: float, start: int) -> None:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = decay
         self.start = start
 
     @torch.no_grad()
     def update(self, source: nn.Module, step: int) -> None:
-        ema_params = list(self.model.parameters())
+        ema_params: list[torch.Tensor] = list(self.model.parameters())
         params = [p.detach() for p in source.parameters()]
         if step <= self.start or self.decay == 0:
             torch._foreach_copy_(ema_params, params)

@@ -13,6 +13,7 @@ resumed run continues bit for bit in deterministic mode.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.metadata
 import os
@@ -21,13 +22,11 @@ import subprocess
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 from sagan_cli import __version__
 from sagan_cli.components import (
@@ -38,9 +37,11 @@ from sagan_cli.components import (
     num_classes_for,
     plugin_for,
 )
+from sagan_cli.datasets.base import DataSource
 from sagan_cli.device import autocast, available_memory, describe, effective_precision, synchronize
 from sagan_cli.errors import CheckpointError, ResultsError, SaganError
 from sagan_cli.fileio import atomic_write, atomic_write_text
+from sagan_cli.model.networks import Generator
 from sagan_cli.model.sampling import sample_images, save_grid
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import PLUGIN_SLOTS, Recipe, recipe_toml
@@ -57,7 +58,9 @@ GRID_SIZE = 64
 class Evaluator(Protocol):
     """Computes metrics of a generator (see ``sagan_cli.evaluate``)."""
 
-    def evaluate(self, generator: nn.Module, step: int, metrics: list[str], num_samples: int) -> dict[str, Any]: ...
+    def evaluate(
+        self, generator: Generator, step: int, metrics: list[str], num_samples: int
+    ) -> dict[str, Any]: ...
 
 
 class Observer:
@@ -103,10 +106,12 @@ def prepare_run(recipe: Recipe, run: RunDir) -> None:
         return
     run.path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.recipe_path, recipe_toml(recipe))
-    run.update_status(status="queued", run_id=run.id, experiment=run.path.parent.parent.name, created=now())
+    run.update_status(
+        status="queued", run_id=run.id, experiment=run.path.parent.parent.name, created=now()
+    )
 
 
-@contextmanager
+@contextlib.contextmanager
 def run_lock(run: RunDir):  # noqa: ANN201 - a context manager
     """Only one process trains a run at a time; the lock dies with its process (even on SIGKILL)."""
     lock_path = run.path / ".lock"
@@ -133,12 +138,14 @@ def run_lock(run: RunDir):  # noqa: ANN201 - a context manager
 
 
 def versions(recipe: Recipe, registry: Registry) -> dict[str, Any]:
-    found = {"sagan-cli": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    found: dict[str, Any] = {
+        "sagan-cli": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     for dist in ("torch-fidelity", "torchvision"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     plugins = {}
     for slot in PLUGIN_SLOTS:
         plugin, _ = plugin_for(recipe, slot.path, registry)
@@ -153,11 +160,20 @@ def git_commit() -> str | None:
     source = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=source, capture_output=True, text=True, timeout=5, check=True,
+            cwd=source,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -188,26 +204,30 @@ class TrainingSession:
         device: torch.device,
         registry: Registry,
         observer: Observer,
-        evaluator: Evaluator | None = None,
+        source: DataSource | None = None,
     ) -> None:
         self.recipe, self.run, self.device, self.observer = recipe, run, device, observer
-        self.evaluator = evaluator
+        self.evaluator: Evaluator | None = None
         self.registry = registry
         cfg = recipe.train
         self.precision = effective_precision(device, cfg.precision)
-        self.source = build_data_source(recipe, registry)
+        self.source = source or build_data_source(recipe, registry)
         self.source.check()
         self.num_classes = num_classes_for(recipe, self.source)
         torch.manual_seed(recipe.seed)  # weight initialisation
         generator, discriminator = build_networks(recipe, self.num_classes, registry)
         memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-        self.generator = generator.to(device, memory_format=memory_format)
-        self.discriminator = discriminator.to(device, memory_format=memory_format)
+        self.generator = generator.to(device).to(memory_format=memory_format)
+        self.discriminator = discriminator.to(device).to(memory_format=memory_format)
         self.ema = EMA(self.generator, cfg.ema_decay, cfg.ema_start)
         self.loss = build_loss(recipe, registry)
         fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas, **fused)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas, **fused)
+        self.opt_g = torch.optim.Adam(
+            self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas, **fused
+        )
+        self.opt_d = torch.optim.Adam(
+            self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas, **fused
+        )
         self.noise = torch.Generator(device=device).manual_seed(recipe.seed + 1)
         self.g_step = torch.compile(self.generator) if cfg.compile else self.generator
         self.d_step = torch.compile(self.discriminator) if cfg.compile else self.discriminator
@@ -275,9 +295,13 @@ class TrainingSession:
         chosen = self.run.checkpoints / checkpoint_name
         if not chosen.is_file():
             names = ", ".join(p.name for p in available) or "none"
-            raise CheckpointError(f"--checkpoint {checkpoint_name}: no such file in {self.run.checkpoints} (there: {names}).")
+            raise CheckpointError(
+                f"--checkpoint {checkpoint_name}: no such file in {self.run.checkpoints} (there: {names})."
+            )
         newer = [p for p in available if p.name > chosen.name]
-        if newer and not dry_run:  # they belong to the abandoned continuation: keep them, out of the way
+        if (
+            newer and not dry_run
+        ):  # they belong to the abandoned continuation: keep them, out of the way
             aside = self.run.checkpoints / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
             aside.mkdir()
             for path in newer:
@@ -300,17 +324,22 @@ class TrainingSession:
         self.discriminator.requires_grad_(True)
         for _ in range(cfg.d_steps):
             real, real_labels = self.data.next()
-            z = torch.randn(batch, self.recipe.model.z_dim, generator=self.noise, device=self.device)
+            z = torch.randn(
+                batch, self.recipe.model.z_dim, generator=self.noise, device=self.device
+            )
             fake_labels = self._fake_labels(batch)
             with torch.no_grad(), autocast(self.device, self.precision):
                 fake = self.g_step(z, fake_labels)
-            labels = None if fake_labels is None else torch.cat([real_labels, fake_labels])
+            labels = None
+            if fake_labels is not None:
+                assert (
+                    real_labels is not None
+                )  # conditional models are built only for labelled data
+                labels = torch.cat([real_labels, fake_labels])
             with autocast(self.device, self.precision):
                 logits = self.d_step(torch.cat([real, fake.to(real.dtype)]), labels).float()
             d_loss = self.loss.d_loss(logits[:batch], logits[batch:])
-            penalty = self.loss.penalty(
-                lambda x: self.d_step(x, real_labels).float(), real, fake.to(real.dtype)
-            )
+            penalty = self.loss.penalty(self._critic(real_labels), real, fake.to(real.dtype))
             if penalty is not None:
                 d_loss = d_loss + penalty
             self.opt_d.zero_grad(set_to_none=True)
@@ -330,6 +359,10 @@ class TrainingSession:
         self.ema.update(self.generator, self.step + 1)
         return torch.stack([d_total / cfg.d_steps, g_loss.detach()])
 
+    def _critic(self, labels: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """D as a function of images alone (for penalties), conditioned on the real labels."""
+        return lambda images: self.d_step(images, labels).float()
+
     # ---- side work -------------------------------------------------------------------------
 
     def check_finite(self, interval: _Interval) -> torch.Tensor | None:
@@ -340,7 +373,9 @@ class TrainingSession:
         bad = (~torch.isfinite(losses)).any(dim=1).nonzero()
         if len(bad):
             index = int(bad[0])
-            raise Diverged(interval.first_step + index, float(losses[index, 0]), float(losses[index, 1]))
+            raise Diverged(
+                interval.first_step + index, float(losses[index, 0]), float(losses[index, 1])
+            )
         return losses
 
     def gammas(self) -> dict[str, float]:
@@ -387,9 +422,15 @@ class TrainingSession:
     def evaluate(self, final: bool) -> None:
         assert self.evaluator is not None
         cfg = self.recipe.eval
-        metrics = list(cfg.metrics) if final else ["fid"]
+        metrics: list[str] = list(cfg.metrics) if final else ["fid"]
         record = self.evaluator.evaluate(self.ema.model, self.step, metrics, cfg.num_samples)
-        record = {"kind": "eval", "step": self.step, "final": final, "checkpoint": "training", **record}
+        record = {
+            "kind": "eval",
+            "step": self.step,
+            "final": final,
+            "checkpoint": "training",
+            **record,
+        }
         if final:
             self.run.record_evaluation(record)
         else:
@@ -400,7 +441,9 @@ class TrainingSession:
             self.best_fid = fid
             atomic_write(
                 self.run.checkpoints / "best.pt",
-                lambda handle: torch.save({"format": ckpt.FORMAT, **self.state(), "fid": fid}, handle),
+                lambda handle: torch.save(
+                    {"format": ckpt.FORMAT, **self.state(), "fid": fid}, handle
+                ),
             )
 
     def save(self) -> None:
@@ -472,7 +515,11 @@ class TrainingSession:
                 if self.step % cfg.sample_every == 0 or self.step == cfg.steps:
                     self.check_finite(interval)
                     self.write_samples()
-                if self.evaluator and self.recipe.eval.every and self.step % self.recipe.eval.every == 0:
+                if (
+                    self.evaluator
+                    and self.recipe.eval.every
+                    and self.step % self.recipe.eval.every == 0
+                ):
                     self.check_finite(interval)
                     self.evaluate(final=False)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
@@ -487,7 +534,13 @@ class TrainingSession:
                 f"change the loss and start a new run."
             )
             run.append_metrics({"kind": "diverged", "step": stop.step})
-            run.update_status(status="diverged", diverged_step=stop.step, step=stop.step, error=message, finished=now())
+            run.update_status(
+                status="diverged",
+                diverged_step=stop.step,
+                step=stop.step,
+                error=message,
+                finished=now(),
+            )
             return TrainResult(run, "diverged", stop.step, message)
         except KeyboardInterrupt:
             saved = ""
@@ -497,13 +550,23 @@ class TrainingSession:
                 saved = f"; saved a checkpoint at step {self.step}"
             except Diverged:
                 pass
-            run.update_status(status="interrupted", step=self.step, error="interrupted by the user", finished=now())
+            run.update_status(
+                status="interrupted",
+                step=self.step,
+                error="interrupted by the user",
+                finished=now(),
+            )
             return TrainResult(
-                run, "interrupted", self.step, f"interrupted at step {self.step}{saved}; re-run the same command to resume"
+                run,
+                "interrupted",
+                self.step,
+                f"interrupted at step {self.step}{saved}; re-run the same command to resume",
             )
         if self.evaluator and self.recipe.eval.final:
             self.evaluate(final=True)
-        run.update_status(status="done", step=self.step, finished=now(), wall_time_s=round(self.wall_time, 3))
+        run.update_status(
+            status="done", step=self.step, finished=now(), wall_time_s=round(self.wall_time, 3)
+        )
         return TrainResult(run, "done", self.step, "done")
 
 
@@ -527,13 +590,24 @@ def train_run(
     with run_lock(run):
         status = run.read_status()
         if status.get("status") == "done" and checkpoint_name is None:
-            return TrainResult(run, "done", status.get("step", recipe.train.steps), "already complete")
+            return TrainResult(
+                run, "done", status.get("step", recipe.train.steps), "already complete"
+            )
         if status.get("status") == "diverged" and not retry_diverged and checkpoint_name is None:
             return TrainResult(
-                run, "diverged", status.get("diverged_step", 0), f"{status.get('error')} (not resumed)"
+                run,
+                "diverged",
+                status.get("diverged_step", 0),
+                f"{status.get('error')} (not resumed)",
             )
         previous = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(recipe.train.deterministic)
+        if recipe.train.deterministic and device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # CUDA's fused attention backward has no deterministic kernel: warn there instead of
+        # failing. Bit-exact resume is guaranteed (and tested) on CPU.
+        torch.use_deterministic_algorithms(
+            recipe.train.deterministic, warn_only=device.type == "cuda"
+        )
         try:
             # Pre-flight: errors here leave the run folder exactly as it was.
             session = TrainingSession(recipe, run, device, registry, observer)
@@ -547,7 +621,9 @@ def train_run(
                 raise
             except Exception as exc:
                 atomic_write_text(run.path / "error.log", traceback.format_exc())
-                run.update_status(status="failed", error=f"{type(exc).__name__}: {exc}", finished=now())
+                run.update_status(
+                    status="failed", error=f"{type(exc).__name__}: {exc}", finished=now()
+                )
                 raise
         finally:
             torch.use_deterministic_algorithms(previous)

@@ -28,7 +28,9 @@ def evaluator_factory(
     def build(recipe: Recipe, source: DataSource) -> RunEvaluator:
         reference = reference_from(source, recipe.eval.reference, recipe.eval.reference_samples)
         evaluation = Evaluation(weights, reference, device, recipe.eval.batch_size)
-        return RunEvaluator(evaluation, recipe.seed, effective_precision(device, recipe.train.precision))
+        return RunEvaluator(
+            evaluation, recipe.seed, effective_precision(device, recipe.train.precision)
+        )
 
     return build
 
@@ -80,9 +82,13 @@ def open_training(
         recipe = load_recipe(run.recipe_path, registry=registry)
     else:
         if recipe_ref is None:
-            raise SaganError("Give a recipe (a .toml file or a shipped name such as smoke), or --resume RUN_DIR.")
+            raise SaganError(
+                "Give a recipe (a .toml file or a shipped name such as smoke), or --resume RUN_DIR."
+            )
         if checkpoint is not None:
-            raise SaganError("--checkpoint chooses where a resumed run continues; use it with --resume RUN_DIR.")
+            raise SaganError(
+                "--checkpoint chooses where a resumed run continues; use it with --resume RUN_DIR."
+            )
         recipe = load_recipe(recipe_ref, overrides, registry=registry)
         run = run_dir_for(results_root, experiment or recipe.name, recipe)
     chosen = select_device(device)
@@ -91,5 +97,7 @@ def open_training(
     try:
         run.path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ResultsError(f"Cannot create the results folder {run.path.parent}: {exc.strerror}.") from None
+        raise ResultsError(
+            f"Cannot create the results folder {run.path.parent}: {exc.strerror}."
+        ) from None
     return TrainingJob(recipe, run, chosen, registry, weights, checkpoint)

@@ -1,9 +1,8 @@
 """The plugin package's own tests: its modules keep the attention contract."""
 
 import pytest
-import torch
-
 import sagan_extra_attention as extra
+import torch
 
 
 @pytest.mark.parametrize(
@@ -46,6 +45,8 @@ def test_multihead_uses_a_fused_kernel_without_an_n_by_n_map():
     module = extra.build_multihead(16, extra.MultiHeadParams(heads=2), lambda layer: layer)
     saved = []
     x = torch.randn(1, 16, 32, 32, requires_grad=True)
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel()) or t, lambda t: t
+    ):
         module(x)
     assert max(saved) < 1024 * 1024 // 4  # an N x N map per head would be 2 x 1024 x 1024
