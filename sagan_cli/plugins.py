@@ -216,17 +216,27 @@ class Registry:
         return entry
 
     def validate_params(
-        self, kind: str, name: str, values: Mapping[str, Any], *, key: str
+        self,
+        kind: str,
+        name: str,
+        values: Mapping[str, Any],
+        *,
+        key: str,
+        table_keys: Iterable[str] = (),
     ) -> BaseModel:
-        """Validate ``values`` with the plugin's own model; errors point at ``key.<param>``."""
-        model = self.get(kind, name, key=f"{key}").plugin.params
+        """Validate ``values`` with the plugin's own model; errors point at ``key.<param>``.
+
+        ``table_keys`` are the host's keys in the same table, offered as suggestions too.
+        """
+        model = self.get(kind, name, key=key).plugin.params
         unknown = sorted(set(values) - set(model.model_fields))
         problems = []
         for param in unknown:
             allowed = ", ".join(model.model_fields) or "none"
+            suggestions = [*model.model_fields, *table_keys]
             problems.append(
                 f"{key}.{param}: '{name}' has no parameter '{param}'."
-                f"{did_you_mean(param, model.model_fields)} Its parameters: {allowed}."
+                f"{did_you_mean(param, suggestions)} Its parameters: {allowed}."
             )
         if not problems:
             try:
@@ -251,8 +261,8 @@ def _builtin_modules() -> list[Any]:
     return [attention, norms, losses, data]
 
 
-def load_registry(extra_modules: Iterable[Any] = ()) -> Registry:
-    """Build a fresh registry from built-ins, entry points, ``SAGAN_PLUGINS`` and ``extra_modules``."""
+def load_registry() -> Registry:
+    """Build a fresh registry from built-ins, entry points and ``SAGAN_PLUGINS``."""
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(_Hookspecs)
     disabled = _disabled_names()
@@ -291,9 +301,6 @@ def load_registry(extra_modules: Iterable[Any] = ()) -> Registry:
             )
             continue
         add_module(module, module_name, (module_name, "local"))
-
-    for module in extra_modules:
-        add_module(module, module.__name__, (module.__name__, "local"))
 
     try:
         manager.check_pending()

@@ -342,7 +342,9 @@ def resolve_recipe(
                     f"normalization; this key takes a {slot.target} normalization: "
                     f"{', '.join(fitting)}."
                 )
-            validated = registry.validate_params(slot.kind, name, params, key=slot.path)
+            validated = registry.validate_params(
+                slot.kind, name, params, key=slot.path, table_keys=slot.host_keys
+            )
         except SaganError as exc:
             problems.append(f"{exc}{_blame(slot.path, parsed)}")
             continue

@@ -250,9 +250,15 @@ def test_in_training_fid_keeps_the_best_checkpoint(cli, tiny_recipe, tmp_path, i
         for line in (run / "metrics.jsonl").read_text().splitlines()
         if '"eval"' in line
     ]
-    assert [(e["step"], e["final"]) for e in evals] == [(3, False), (6, False), (6, True)]
-    assert "is_mean" not in evals[0] and "is_mean" in evals[2]  # in-training: FID only
     best_step = min(evals[:2], key=lambda e: e["fid"])["step"]
+    assert [(e["step"], e["final"], e["checkpoint"]) for e in evals] == [
+        (3, False, "training"),
+        (6, False, "training"),
+        (6, True, "training"),
+        (best_step, False, "best.pt"),  # the best checkpoint gets the full metrics too
+    ]
+    assert "is_mean" not in evals[0] and "is_mean" in evals[2] and "is_mean" in evals[3]
+    assert evals[3]["fid"] == pytest.approx(evals[best_step // 3 - 1]["fid"], rel=1e-6)
     assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["step"] == best_step
     again = cli(
         "eval",

@@ -166,6 +166,11 @@ def test_unknown_key_suggests_the_closest(cli, tmp_path):
     assert_clean_error(result, "typo.toml", "train.stpes", "Did you mean 'steps'")
 
 
+def test_unknown_key_in_a_plugin_table_suggests_host_keys_too(cli):
+    result = cli("recipe", "show", "smoke", "--set", "data.resolutoin=64")
+    assert_clean_error(result, "data.resolutoin", "Did you mean 'resolution'", "num_images")
+
+
 def test_unknown_key_in_a_plugin_table_suggests_the_parameter(cli, tmp_path):
     path = tmp_path / "typo.toml"
     path.write_text('name = "x"\n[model.attention]\nvariant = "sagan"\nreductoin = 4\n')

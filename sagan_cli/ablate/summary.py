@@ -6,8 +6,10 @@ steps, wall time, images/s and parameter counts.
 
 Metrics per run: ``fid``/``is``/``kid`` from the final evaluation (the newest at
 the run's last step), ``fid_best`` the lowest FID any evaluation of the run
-recorded, ``structure`` the final structural score and ``structure_best`` its
-minimum (shapes data only).
+recorded, ``fid_best``/``is_best``/``kid_best`` from the evaluation of ``best.pt`` (the
+checkpoint with the lowest in-training FID; without one, ``fid_best`` is the
+lowest FID recorded), ``structure`` the final structural score and
+``structure_best`` its minimum (shapes data only).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pandas as pd
 
 from sagan_cli.results import RunDir, list_runs, run_identity
 
-METRICS = ("fid", "fid_best", "is", "kid", "structure", "structure_best")
+METRICS = ("fid", "is", "kid", "fid_best", "is_best", "kid_best", "structure", "structure_best")
 DELTA_METRICS = ("fid", "structure")
 BASELINE_VALUES = ("none", "[]")
 
@@ -50,6 +52,7 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
     last_step = status.get("step", 0)
     final = _final_eval(evals, last_step)
     fids = [e["fid"] for e in evals if e.get("fid") is not None]
+    best = ([e for e in evals if e.get("checkpoint") == "best.pt"] or [{}])[-1]
     labels = status.get("axis_labels") or {}
     if not axes:
         identity = run_identity_label(run)
@@ -64,9 +67,11 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
             "status": status.get("status", "queued"),
             "steps": last_step,
             "fid": final.get("fid"),
-            "fid_best": min(fids) if fids else None,
             "is": final.get("is_mean"),
             "kid": final.get("kid_mean"),
+            "fid_best": best.get("fid", min(fids) if fids else None),
+            "is_best": best.get("is_mean"),
+            "kid_best": best.get("kid_mean"),
             "structure": structure[-1]["structure"] if structure else None,
             "structure_best": min(r["structure"] for r in structure) if structure else None,
             "wall_time_s": status.get("wall_time_s"),

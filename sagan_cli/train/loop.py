@@ -14,6 +14,7 @@ resumed run continues bit for bit in deterministic mode.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import importlib.metadata
 import os
@@ -446,6 +447,21 @@ class TrainingSession:
                 ),
             )
 
+    def evaluate_best(self) -> None:
+        """Full metrics of best.pt (lowest in-training FID), recorded beside the final ones."""
+        best = self.run.checkpoints / "best.pt"
+        if self.evaluator is None or not best.is_file():
+            return
+        state = ckpt.load_checkpoint(best, self.device, self.run.path)
+        generator = copy.deepcopy(self.ema.model)
+        generator.load_state_dict(state["ema"])
+        cfg = self.recipe.eval
+        step = int(state["step"])
+        record = self.evaluator.evaluate(generator, step, list(cfg.metrics), cfg.num_samples)
+        record = {"kind": "eval", "step": step, "final": False, "checkpoint": "best.pt", **record}
+        self.run.record_evaluation(record)
+        self.observer.logged(record)
+
     def save(self) -> None:
         ckpt.save_checkpoint(self.state(), self.run.checkpoints, self.recipe.train.keep_checkpoints)
 
@@ -564,6 +580,7 @@ class TrainingSession:
             )
         if self.evaluator and self.recipe.eval.final:
             self.evaluate(final=True)
+            self.evaluate_best()
         run.update_status(
             status="done", step=self.step, finished=now(), wall_time_s=round(self.wall_time, 3)
         )
