@@ -279,12 +279,13 @@ def bench_train_step(
     registry: Registry,
     device: torch.device,
     compiled: bool,
-    num_classes: int,
+    num_classes: int | None,
     steps: int,
     warmup: int,
 ) -> TrainStepResult:
     """Time ``steps`` full iterations (D update(s), G update, EMA) after ``warmup`` untimed ones."""
-    from sagan_cli.components import count_parameters
+    from sagan_cli.components import build_data_source, count_parameters
+    from sagan_cli.errors import SaganError
     from sagan_cli.results import RunDir
     from sagan_cli.train.data import BatchStream
     from sagan_cli.train.loop import Observer, TrainingSession
@@ -292,7 +293,12 @@ def bench_train_step(
     recipe = recipe.model_copy(
         update={"train": recipe.train.model_copy(update={"compile": compiled})}
     )
-    classes = num_classes if recipe.model.conditional else 0
+    classes = 0
+    if recipe.model.conditional:
+        try:
+            classes = num_classes or build_data_source(recipe, registry).num_classes
+        except SaganError:  # the data set is not on this machine: ImageNet-sized default
+            classes = 1000
     source = SyntheticSource(recipe.data.resolution, classes, recipe.train.batch_size * 4)
     session = TrainingSession(recipe, RunDir(Path("unused")), device, registry, Observer(), source)
     session.data = BatchStream(

@@ -288,8 +288,13 @@ def bench_train_command(
         int, typer.Option(min=1, help="Untimed iterations first (compilation happens here).")
     ] = 5,
     num_classes: Annotated[
-        int, typer.Option(min=1, help="Classes for conditional recipes (synthetic labels).")
-    ] = 1000,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Classes for conditional recipes (default: the data source's count, or 1000 "
+            "when its files are not here).",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/bench"),
 ) -> None:
     """Images/s of the full training iteration (D, G, EMA) on synthetic data of the recipe's shape."""

@@ -1,0 +1,94 @@
+"""``sagan bench``: each benchmark runs, writes CSV and Markdown, and never replaces older files."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+
+def test_attention_benchmark_compares_fused_and_explicit(cli, tmp_path):
+    args = (
+        "bench",
+        "attention",
+        "--sizes",
+        "8,16",
+        "--channels",
+        "16",
+        "--batch",
+        "2",
+        "--repeats",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+    )
+    first = cli(*args)
+    assert first.exit_code == 0, first.output
+    (csv_path,) = tmp_path.glob("attention-cpu-fp32-*.csv")
+    frame = pd.read_csv(csv_path)
+    assert {
+        "sagan",
+        "sagan (explicit)",
+        "sagan_pooled",
+        "sagan_pooled (explicit)",
+        "residual",
+    } <= set(frame.variant)
+    assert (frame.ms > 0).all() and (frame.saved_mb > 0).all() and set(frame["size"]) == {8, 16}
+    markdown = csv_path.with_suffix(".md").read_text()
+    assert "sagan speed-up" in markdown and "Memory kept for backward" in markdown
+    assert cli(*args).exit_code == 0
+    assert len(list(tmp_path.glob("attention-cpu-fp32-*.csv"))) == 2  # the first is kept
+
+
+def test_train_benchmark_times_the_recipe_step(cli, tiny_recipe, tmp_path):
+    result = cli(
+        "bench",
+        "train",
+        str(tiny_recipe),
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+    )
+    assert result.exit_code == 0, result.output
+    (csv_path,) = tmp_path.glob("train-cpu-fp32-*.csv")
+    row = pd.read_csv(csv_path).iloc[0]
+    assert row.recipe == "tiny" and row.batch == 8 and row.img_per_s > 0 and row.g_params > 0
+    assert "img_per_s" in csv_path.with_suffix(".md").read_text()
+
+
+def test_train_benchmark_checks_compile_mode(cli, tiny_recipe, tmp_path):
+    result = cli(
+        "bench", "train", str(tiny_recipe), "--compile", "sometimes", "--out", str(tmp_path)
+    )
+    assert result.exit_code == 2 and "off, on or both" in result.stderr
+
+
+@pytest.mark.slow
+def test_fid_benchmark_splits_the_time(cli, tiny_recipe, tmp_path, inception_weights):
+    result = cli(
+        "bench",
+        "fid",
+        str(tiny_recipe),
+        "--num-samples",
+        "16",
+        "--reference-samples",
+        "16",
+        "--batch-size",
+        "16",
+        "--inception-weights",
+        str(inception_weights),
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+    )
+    assert result.exit_code == 0, result.output
+    (csv_path,) = tmp_path.glob("fid-cpu-*.csv")
+    row = pd.read_csv(csv_path).iloc[0]
+    assert row.num_samples == 16 and row.generate_s >= 0 and row.features_and_fid_s > 0
