@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixture_plugins"
 REPO = Path(__file__).resolve().parent.parent
@@ -61,3 +67,24 @@ def assert_clean_error(result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in message, message
     return message
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (but the lock) with its content hash."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def kill_when(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    """SIGKILL ``process`` as soon as ``path`` exists (fail if it ends or stalls first)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the process ended or stalled before {path} appeared")
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

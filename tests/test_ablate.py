@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from helpers import assert_clean_error, sagan_command, sagan_subprocess_env
+from helpers import assert_clean_error, kill_when, sagan_command, sagan_subprocess_env, snapshot
 
 from sagan_cli.results import RunDir, list_runs
 
@@ -30,26 +27,10 @@ def final_structure(run: RunDir) -> float:
     return [r for r in run.read_metrics() if r["kind"] == "structure"][-1]["structure"]
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != ".lock"
-    }
-
-
 def test_two_axes_two_seeds_make_eight_runs_and_four_rows_that_add_up(cli, tiny_recipe, tmp_path):
-    result = cli(
-        "ablate",
-        str(tiny_recipe),
-        *vary("attention_layer=[],[16]", "lr_d=4e-4,2e-4"),
-        "--seeds",
-        "2",
-        "--name",
-        "grid",
-        "--results",
-        str(tmp_path),
-    )
+    args = ("ablate", str(tiny_recipe), *vary("attention_layer=[],[16]", "lr_d=4e-4,2e-4"))
+    args += ("--seeds", "2", "--name", "grid", "--results", str(tmp_path))
+    result = cli(*args)
     assert result.exit_code == 0, result.output
     folder = tmp_path / "grid"
     runs = list_runs(folder)
@@ -100,17 +81,7 @@ def test_two_axes_two_seeds_make_eight_runs_and_four_rows_that_add_up(cli, tiny_
     assert list(by_axis["structure_n"]) == [4, 4]
 
     before = snapshot(folder / "runs")
-    again = cli(
-        "ablate",
-        str(tiny_recipe),
-        *vary("attention_layer=[],[16]", "lr_d=4e-4,2e-4"),
-        "--seeds",
-        "2",
-        "--name",
-        "grid",
-        "--results",
-        str(tmp_path),
-    )
+    again = cli(*args)
     assert again.exit_code == 0 and "already there" in again.output
     assert snapshot(folder / "runs") == before
 
@@ -143,17 +114,6 @@ def test_built_in_candidates_and_recipe_axes(cli, tmp_path):
     assert "none" in attention.stdout and "sagan_pooled" in attention.stdout
 
 
-def _kill_when(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the ablation ended or stalled before {path} appeared")
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
 @pytest.mark.slow
 def test_killed_ablation_resumes_without_retraining_finished_runs(tiny_recipe, tmp_path):
     command = sagan_command(
@@ -180,7 +140,7 @@ def test_killed_ablation_resumes_without_retraining_finished_runs(tiny_recipe, t
     while len(list_runs(folder)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     first, second = sorted(list_runs(folder), key=lambda r: r.read_status()["grid_index"])
-    _kill_when(second.checkpoints / "step-00000010.pt", process)
+    kill_when(second.checkpoints / "step-00000010.pt", process)
     assert first.read_status()["status"] == "done" and second.read_status()["status"] == "running"
     finished = snapshot(first.path)
 
@@ -274,37 +234,15 @@ def test_nothing_to_vary(cli, tiny_recipe, tmp_path):
 
 
 def test_a_name_made_from_another_recipe_is_refused(cli, tiny_recipe, tmp_path):
-    first = cli(
-        "ablate",
-        str(tiny_recipe),
-        *vary("attention_layer=[],[16]"),
-        "--name",
-        "x",
-        "--results",
-        str(tmp_path),
-    )
+    def ablate(*args: str):
+        return cli("ablate", str(tiny_recipe), *args, "--name", "x", "--results", str(tmp_path))
+
+    first = ablate(*vary("attention_layer=[],[16]"))
     assert first.exit_code == 0, first.output
     before = snapshot(tmp_path / "x")
-    other = cli(
-        "ablate",
-        str(tiny_recipe),
-        *vary("attention_layer=[],[16]"),
-        *sets("train.lr_g=2e-4"),
-        "--name",
-        "x",
-        "--results",
-        str(tmp_path),
-    )
+    other = ablate(*vary("attention_layer=[],[16]"), *sets("train.lr_g=2e-4"))
     assert_clean_error(other, "different recipe", "train.lr_g", "another --name")
-    other_axes = cli(
-        "ablate",
-        str(tiny_recipe),
-        *vary("lr_d=1e-4,2e-4"),
-        "--name",
-        "x",
-        "--results",
-        str(tmp_path),
-    )
+    other_axes = ablate(*vary("lr_d=1e-4,2e-4"))
     assert_clean_error(other_axes, "attention_layer", "another --name")
     assert snapshot(tmp_path / "x") == before
 

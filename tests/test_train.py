@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_clean_error, sagan_command, sagan_subprocess_env
+from helpers import assert_clean_error, kill_when, sagan_command, sagan_subprocess_env, snapshot
 
 from sagan_cli.device import select_device
 from sagan_cli.plugins import get_registry
@@ -23,14 +20,6 @@ from sagan_cli.train.loop import Observer, train_run
 def run_folder(root: Path, recipe_path: Path, *sets: str) -> RunDir:
     recipe = load_recipe(recipe_path, list(sets))
     return run_dir_for(root, recipe.name, recipe)
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != ".lock"
-    }
 
 
 def records(run: RunDir, kind: str) -> list[dict]:
@@ -84,17 +73,6 @@ def test_resume_options_are_checked(cli, tiny_recipe, tmp_path):
     assert_clean_error(cli("train"), "Give a recipe")
 
 
-def _kill_when(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"training ended or stalled before {path.name} appeared")
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
 KILL_SETS = (
     "train.steps=40",
     "train.checkpoint_every=5",
@@ -115,7 +93,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run_bit_for_bit(tiny_recipe
 
     process = subprocess.Popen(command(killed_root), env=sagan_subprocess_env())
     killed = run_folder(killed_root, tiny_recipe, *KILL_SETS)
-    _kill_when(killed.checkpoints / "step-00000010.pt", process)
+    kill_when(killed.checkpoints / "step-00000010.pt", process)
     assert killed.read_status()["status"] == "running"  # SIGKILL leaves no chance to say more
     assert not (killed.checkpoints / "step-00000040.pt").exists()
 

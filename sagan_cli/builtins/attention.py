@@ -63,37 +63,34 @@ def build_none(channels: int, params: NoParams, weight_norm: WeightNorm) -> nn.M
     return nn.Identity()
 
 
+PLUGINS = (
+    AttentionPlugin(
+        name="sagan",
+        summary="Self-attention as in the paper's equations (f, g, h to C/8, v back to C)",
+        params=SaganParams,
+        factory=build_sagan,
+    ),
+    AttentionPlugin(
+        name="sagan_pooled",
+        summary="Official-code self-attention: values C/2, 2x2 max-pooled keys and values",
+        params=PooledParams,
+        factory=build_pooled,
+    ),
+    AttentionPlugin(
+        name="residual",
+        summary="Plain residual conv block at the same place (the paper's Table 1 baseline)",
+        params=ResidualParams,
+        factory=build_residual,
+    ),
+    AttentionPlugin(
+        name="none",
+        summary="No block: the feature map passes through unchanged",
+        factory=build_none,
+    ),
+)
+
+
 @hookimpl
 def sagan_register_attention(register: Register) -> None:
-    register(
-        AttentionPlugin(
-            name="sagan",
-            summary="Self-attention as in the paper's equations (f, g, h to C/8, v back to C)",
-            params=SaganParams,
-            factory=build_sagan,
-        )
-    )
-    register(
-        AttentionPlugin(
-            name="sagan_pooled",
-            summary="Official-code self-attention: values C/2, 2x2 max-pooled keys and values",
-            params=PooledParams,
-            factory=build_pooled,
-        )
-    )
-    register(
-        AttentionPlugin(
-            name="residual",
-            summary="Plain residual conv block at the same place (the paper's Table 1 baseline)",
-            params=ResidualParams,
-            factory=build_residual,
-        )
-    )
-    register(
-        AttentionPlugin(
-            name="none",
-            summary="No block: the feature map passes through unchanged",
-            params=NoParams,
-            factory=build_none,
-        )
-    )
+    for plugin in PLUGINS:
+        register(plugin)

@@ -19,38 +19,38 @@ def _factory(cls: type[DataSource], name: str) -> Callable[[PluginParams, int], 
     return build
 
 
+PLUGINS = (
+    DataPlugin(
+        name="shapes",
+        summary="Procedural mirror-symmetric shapes from a seed; no download; structural score",
+        params=ShapesParams,
+        factory=_factory(ShapesSource, "shapes"),
+    ),
+    DataPlugin(
+        name="image-folder",
+        summary="PNG/JPEG files in a folder (recursive), resized and centre-cropped",
+        params=ImageFolderParams,
+        factory=_factory(ImageFolderSource, "image-folder"),
+    ),
+    DataPlugin(
+        name="npz",
+        summary="uint8 images (N, H, W, C) and optional labels in an .npz file",
+        params=NpzParams,
+        factory=_factory(NpzSource, "npz"),
+    ),
+    *(
+        DataPlugin(
+            name=name,
+            summary=f"CIFAR-{classes} through torchvision from a local root (32x32, labelled)",
+            params=CifarParams,
+            factory=_factory(CifarSource, name),
+        )
+        for name, classes in (("cifar10", 10), ("cifar100", 100))
+    ),
+)
+
+
 @hookimpl
 def sagan_register_data(register: Register) -> None:
-    register(
-        DataPlugin(
-            name="shapes",
-            summary="Procedural mirror-symmetric shapes from a seed; no download; structural score",
-            params=ShapesParams,
-            factory=_factory(ShapesSource, "shapes"),
-        )
-    )
-    register(
-        DataPlugin(
-            name="image-folder",
-            summary="PNG/JPEG files in a folder (recursive), resized and centre-cropped",
-            params=ImageFolderParams,
-            factory=_factory(ImageFolderSource, "image-folder"),
-        )
-    )
-    register(
-        DataPlugin(
-            name="npz",
-            summary="uint8 images (N, H, W, C) and optional labels in an .npz file",
-            params=NpzParams,
-            factory=_factory(NpzSource, "npz"),
-        )
-    )
-    for name, classes in (("cifar10", 10), ("cifar100", 100)):
-        register(
-            DataPlugin(
-                name=name,
-                summary=f"CIFAR-{classes} through torchvision from a local root (32x32, labelled)",
-                params=CifarParams,
-                factory=_factory(CifarSource, name),
-            )
-        )
+    for plugin in PLUGINS:
+        register(plugin)

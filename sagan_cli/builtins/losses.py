@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from sagan_cli.plugins import LossPlugin, NoParams, PluginParams, Register, hookimpl
+from sagan_cli.plugins import LossPlugin, PluginParams, Register, hookimpl
 
 Critic = Callable[[torch.Tensor], torch.Tensor]
 
@@ -90,37 +90,32 @@ class WassersteinParams(PluginParams):
     gp_weight: float = Field(10.0, ge=0, description="gradient-penalty weight (lambda)")
 
 
+PLUGINS = (
+    LossPlugin(
+        name="hinge",
+        summary="Hinge loss, as in SAGAN and SN-GAN",
+        factory=lambda params: Hinge(),
+    ),
+    LossPlugin(
+        name="nonsaturating",
+        summary="Non-saturating logistic loss (Goodfellow et al., 2014)",
+        factory=lambda params: NonSaturating(),
+    ),
+    LossPlugin(
+        name="least_squares",
+        summary="Least-squares loss (LSGAN, Mao et al., 2017)",
+        factory=lambda params: LeastSquares(),
+    ),
+    LossPlugin(
+        name="wasserstein",
+        summary="Wasserstein loss with gradient penalty (WGAN-GP, Gulrajani et al., 2017)",
+        params=WassersteinParams,
+        factory=lambda params: WassersteinGP(params.gp_weight),
+    ),
+)
+
+
 @hookimpl
 def sagan_register_loss(register: Register) -> None:
-    register(
-        LossPlugin(
-            name="hinge",
-            summary="Hinge loss, as in SAGAN and SN-GAN",
-            params=NoParams,
-            factory=lambda params: Hinge(),
-        )
-    )
-    register(
-        LossPlugin(
-            name="nonsaturating",
-            summary="Non-saturating logistic loss (Goodfellow et al., 2014)",
-            params=NoParams,
-            factory=lambda params: NonSaturating(),
-        )
-    )
-    register(
-        LossPlugin(
-            name="least_squares",
-            summary="Least-squares loss (LSGAN, Mao et al., 2017)",
-            params=NoParams,
-            factory=lambda params: LeastSquares(),
-        )
-    )
-    register(
-        LossPlugin(
-            name="wasserstein",
-            summary="Wasserstein loss with gradient penalty (WGAN-GP, Gulrajani et al., 2017)",
-            params=WassersteinParams,
-            factory=lambda params: WassersteinGP(params.gp_weight),
-        )
-    )
+    for plugin in PLUGINS:
+        register(plugin)

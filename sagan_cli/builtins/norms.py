@@ -43,42 +43,39 @@ def build_conditional_batchnorm(
     return ConditionalBatchNorm2d(num_features, num_classes, params.momentum, params.eps)
 
 
+PLUGINS = (
+    NormalizationPlugin(
+        name="spectral",
+        summary="Spectral normalization of every layer's weight (Miyato et al., 2018)",
+        params=SpectralParams,
+        factory=build_spectral,
+        target="weight",
+    ),
+    NormalizationPlugin(
+        name="none",
+        summary="No weight normalization",
+        factory=build_no_weight_norm,
+        target="weight",
+    ),
+    NormalizationPlugin(
+        name="batchnorm",
+        summary="Batch normalization in G's blocks (unconditional)",
+        params=BatchNormParams,
+        factory=build_batchnorm,
+        target="feature",
+    ),
+    NormalizationPlugin(
+        name="conditional_batchnorm",
+        summary="Class-conditional batch norm in G's blocks (needs labelled data)",
+        params=BatchNormParams,
+        factory=build_conditional_batchnorm,
+        target="feature",
+        conditional=True,
+    ),
+)
+
+
 @hookimpl
 def sagan_register_normalization(register: Register) -> None:
-    register(
-        NormalizationPlugin(
-            name="spectral",
-            summary="Spectral normalization of every layer's weight (Miyato et al., 2018)",
-            params=SpectralParams,
-            factory=build_spectral,
-            target="weight",
-        )
-    )
-    register(
-        NormalizationPlugin(
-            name="none",
-            summary="No weight normalization",
-            params=NoParams,
-            factory=build_no_weight_norm,
-            target="weight",
-        )
-    )
-    register(
-        NormalizationPlugin(
-            name="batchnorm",
-            summary="Batch normalization in G's blocks (unconditional)",
-            params=BatchNormParams,
-            factory=build_batchnorm,
-            target="feature",
-        )
-    )
-    register(
-        NormalizationPlugin(
-            name="conditional_batchnorm",
-            summary="Class-conditional batch norm in G's blocks (needs labelled data)",
-            params=BatchNormParams,
-            factory=build_conditional_batchnorm,
-            target="feature",
-            conditional=True,
-        )
-    )
+    for plugin in PLUGINS:
+        register(plugin)
