@@ -25,10 +25,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sagan_cli import markdown
 from sagan_cli.datasets.base import DataSource, TensorImageSet
 from sagan_cli.device import autocast, synchronize
 from sagan_cli.evaluate.weights import InceptionWeights
-from sagan_cli.fileio import fresh_path
+from sagan_cli.fileio import atomic_write_text, fresh_path
 from sagan_cli.model.attention import SelfAttention2d
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import Recipe
@@ -211,20 +212,24 @@ def attention_markdown(frame: pd.DataFrame, device: str, precision: str) -> str:
     return "\n".join(lines)
 
 
-def _markdown_table(table: pd.DataFrame, fmt: str) -> str:
-    header = "| size | " + " | ".join(str(c) for c in table.columns) + " |"
-    rule = "| ---: | " + " | ".join("---:" for _ in table.columns) + " |"
+def _markdown_table(frame: pd.DataFrame, fmt: str) -> str:
     rows = [
-        f"| {index} | " + " | ".join("–" if pd.isna(v) else fmt.format(v) for v in row) + " |"
-        for index, row in zip(table.index, table.itertuples(index=False), strict=True)
+        [str(index), *("–" if pd.isna(v) else fmt.format(v) for v in row)]
+        for index, row in zip(frame.index, frame.itertuples(index=False), strict=True)
     ]
-    return "\n".join([header, rule, *rows])
+    return markdown.table(["size", *map(str, frame.columns)], rows, numeric=True)
 
 
-def bench_output_paths(out_dir: Path, kind: str, device: str, precision: str) -> tuple[Path, Path]:
+def write_results(
+    out_dir: Path, kind: str, device: str, precision: str, frame: pd.DataFrame, text: str
+) -> tuple[Path, Path]:
+    """``<kind>-<device>-<precision>-<time>.csv`` and ``.md``, never replacing older files."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = fresh_path(out_dir / f"{kind}-{device}-{precision}-{stamp}.csv")
-    return base, base.with_suffix(".md")
+    csv_path = fresh_path(out_dir / f"{kind}-{device}-{precision}-{stamp}.csv")
+    md_path = csv_path.with_suffix(".md")
+    atomic_write_text(csv_path, frame.to_csv(index=False))
+    atomic_write_text(md_path, text)
+    return csv_path, md_path
 
 
 # ---- training step ------------------------------------------------------------------------------
@@ -341,15 +346,8 @@ def bench_train_step(
 def rows_markdown(title: str, rows: list[dict[str, object]]) -> str:
     """A plain Markdown table of result rows (keys as columns)."""
     columns = list(rows[0])
-    lines = [
-        f"# {title}",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "| " + " | ".join("---" for _ in columns) + " |",
-    ]
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt(row[c]) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
+    body = markdown.table(columns, [[_fmt(row[c]) for c in columns] for row in rows])
+    return f"# {title}\n\n{body}\n"
 
 
 def _fmt(value: object) -> str:
@@ -397,10 +395,11 @@ def bench_fid(
     return {
         "recipe": recipe.name,
         "device": device.type,
+        "precision": precision,
         "resolution": recipe.data.resolution,
         "num_samples": num_samples,
         "reference_samples": reference.description["size"],
-        "reference_features_s (cold, incl. a 64-sample FID)": round(cold, 2),
+        "reference_cold_s": round(cold, 2),  # reference features plus a 64-sample FID
         "generate_s": record["seconds_generate"],
         "features_and_fid_s": record["seconds_metrics"],
         "total_warm_s": round(record["seconds_generate"] + record["seconds_metrics"], 2),

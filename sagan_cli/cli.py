@@ -238,16 +238,14 @@ def bench_attention_command(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/bench"),
 ) -> None:
     """Forward + backward time and memory of every attention variant, fused vs explicit."""
-    from sagan_cli.bench import attention_markdown, bench_attention, bench_output_paths
+    from sagan_cli.bench import attention_markdown, bench_attention, write_results
     from sagan_cli.device import available_memory, effective_precision, select_device
-    from sagan_cli.fileio import atomic_write_text
 
     registry = _registry()
     chosen = select_device(device)
     precision = effective_precision(chosen, precision or "bf16")
     size_list = _int_list(sizes, "--sizes")
     batch = batch or (16 if chosen.type == "cuda" else 4)
-    csv_path, md_path = bench_output_paths(out, "attention", chosen.type, precision)
     variants = [n for n in registry.names("attention") if n != "none"]
     total = (len(variants) + sum(v in ("sagan", "sagan_pooled") for v in variants)) * len(size_list)
     with progress_bar() as progress:
@@ -269,9 +267,15 @@ def bench_attention_command(
             memory_budget=available_memory(chosen) // 2,
             on_result=report,
         )
-    atomic_write_text(csv_path, frame.to_csv(index=False))
-    atomic_write_text(md_path, attention_markdown(frame, chosen.type, precision) + "\n")
-    console.print(f"wrote {csv_path} and {md_path}")
+    paths = write_results(
+        out,
+        "attention",
+        chosen.type,
+        precision,
+        frame,
+        attention_markdown(frame, chosen.type, precision) + "\n",
+    )
+    console.print(f"wrote {paths[0]} and {paths[1]}")
 
 
 @bench_app.command("train")
@@ -302,9 +306,8 @@ def bench_train_command(
 
     import pandas as pd
 
-    from sagan_cli.bench import bench_output_paths, bench_train_step, rows_markdown
+    from sagan_cli.bench import bench_train_step, rows_markdown, write_results
     from sagan_cli.device import select_device
-    from sagan_cli.fileio import atomic_write_text
     from sagan_cli.recipe import load_recipe
 
     if compile_ not in ("off", "on", "both"):
@@ -324,10 +327,15 @@ def bench_train_command(
                 f"{result.img_per_s:.1f} img/s ({result.it_per_s:.2f} it/s)"
             )
             rows.append(asdict(result))
-    csv_path, md_path = bench_output_paths(out, "train", chosen.type, rows[0]["precision"])
-    atomic_write_text(csv_path, pd.DataFrame(rows).to_csv(index=False))
-    atomic_write_text(md_path, rows_markdown(f"Training iteration ({chosen.type})", rows))
-    console.print(f"wrote {csv_path} and {md_path}")
+    paths = write_results(
+        out,
+        "train",
+        chosen.type,
+        str(rows[0]["precision"]),
+        pd.DataFrame(rows),
+        rows_markdown(f"Training iteration ({chosen.type})", rows),
+    )
+    console.print(f"wrote {paths[0]} and {paths[1]}")
 
 
 @bench_app.command("fid")
@@ -348,10 +356,11 @@ def bench_fid_command(
     """Seconds for FID: reference features (cold), generation, generated features + FID (warm)."""
     import tempfile
 
-    from sagan_cli.bench import bench_fid, bench_output_paths, rows_markdown
+    import pandas as pd
+
+    from sagan_cli.bench import bench_fid, rows_markdown, write_results
     from sagan_cli.device import select_device
     from sagan_cli.evaluate.weights import resolve_inception_weights
-    from sagan_cli.fileio import atomic_write_text
     from sagan_cli.recipe import load_recipe
 
     registry = _registry()
@@ -374,12 +383,15 @@ def bench_fid_command(
         )
     for key, value in row.items():
         console.print(f"{key}: {value}")
-    csv_path, md_path = bench_output_paths(out, "fid", chosen.type, "fp32")
-    atomic_write_text(
-        csv_path, ",".join(row) + "\n" + ",".join(str(v) for v in row.values()) + "\n"
+    paths = write_results(
+        out,
+        "fid",
+        chosen.type,
+        str(row["precision"]),
+        pd.DataFrame([row]),
+        rows_markdown(f"FID timing ({chosen.type})", [row]),
     )
-    atomic_write_text(md_path, rows_markdown(f"FID timing ({chosen.type})", [row]))
-    console.print(f"wrote {csv_path} and {md_path}")
+    console.print(f"wrote {paths[0]} and {paths[1]}")
 
 
 @app.command("train")

@@ -92,3 +92,4 @@ def test_fid_benchmark_splits_the_time(cli, tiny_recipe, tmp_path, inception_wei
     (csv_path,) = tmp_path.glob("fid-cpu-*.csv")
     row = pd.read_csv(csv_path).iloc[0]
     assert row.num_samples == 16 and row.generate_s >= 0 and row.features_and_fid_s > 0
+    assert row.precision == "fp32" and row.fid > 0  # every column lines up with its header

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sagan_cli import markdown
 from sagan_cli.results import RunDir, list_runs, run_identity
 
 METRICS = ("fid", "is", "kid", "fid_best", "is_best", "kid_best", "structure", "structure_best")
@@ -225,10 +226,8 @@ def to_markdown(table: pd.DataFrame, keys: list[str], runs: pd.DataFrame, title:
         "",
         "Mean ± sample std (n seeds). Lower is better for FID, KID and structure.",
         "",
+        markdown.table(header, rows),
     ]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("| " + " | ".join("---" for _ in header) + " |")
-    lines.extend("| " + " | ".join(r) + " |" for r in rows)
     provenance = sorted({p for p in runs["eval_provenance"] if p})
     if provenance:
         lines += ["", "Evaluation: " + "; ".join(provenance) + "."]
