@@ -27,22 +27,29 @@ class NpzParams(PluginParams):
     labels_key: str = Field("labels", description="array of integer labels, used when present")
 
 
-def load_image(path: Path, resolution: int) -> torch.Tensor:
-    """Decode, convert to RGB, resize the shorter side to ``resolution`` and centre-crop."""
+def find_images(root: Path) -> list[Path]:
+    """Every .png/.jpg/.jpeg file under ``root``, recursively, in a stable order."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_image(path: Path, resolution: int | None = None) -> torch.Tensor:
+    """Decode to uint8 RGB (3, H, W); with ``resolution``, resize the shorter side to it and
+    centre-crop."""
     try:
         with Image.open(path) as opened:
-            rgb = opened.convert("RGB")
-        width, height = rgb.size
-        scale = resolution / min(width, height)
-        size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-        resized = rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-        left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-        cropped = resized.crop((left, top, left + resolution, top + resolution))
-        return torch.from_numpy(np.asarray(cropped).copy()).permute(2, 0, 1)
+            image = opened.convert("RGB")
+        if resolution is not None:
+            width, height = image.size
+            scale = resolution / min(width, height)
+            size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+            left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+            image = image.crop((left, top, left + resolution, top + resolution))
+        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(
-            f"Cannot read image {path}: {exc}. Remove or replace the file, or point data.path "
-            f"at a folder without it."
+            f"Cannot read image {path}: {exc}. Remove or replace the file, or point to a folder "
+            f"without it."
         ) from None
 
 
@@ -74,9 +81,7 @@ class ImageFolderSource(DataSource):
                 f"data.path = '{self.params.path}' is not a folder ({root.resolve()}). Point "
                 f"data.path at a folder of .png/.jpg images."
             )
-        files = sorted(
-            p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
+        files = find_images(root)
         if not files:
             raise DataError(
                 f"data.path = '{self.params.path}' holds no .png, .jpg or .jpeg files (searched "

@@ -42,6 +42,11 @@ RESULT_KEYS = {
 }
 
 
+def kid_subset_size(generated: int, reference: int) -> int:
+    """torch-fidelity's KID subset size (1000), capped by the smaller set."""
+    return min(1000, generated, reference)
+
+
 def default_cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV, "~/.cache/sagan-cli/reference-stats")).expanduser()
 
@@ -170,8 +175,7 @@ def calculate(
     if needs_reference:
         assert reference is not None
         kwargs["input2"] = reference
-        count = min(len(generated), len(reference))  # type: ignore[arg-type]
-        kwargs["kid_subset_size"] = min(1000, count)
+        kwargs["kid_subset_size"] = kid_subset_size(len(generated), len(reference))  # type: ignore[arg-type]
     if needs_reference and reference_cache is not None:
         cache, key = reference_cache
         kwargs.update(cache=True, cache_root=str(cache.prepare(key)), input2_cache_name="reference")

@@ -14,19 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Subset
 
 from sagan_cli.components import build_data_source, build_networks, num_classes_for
-from sagan_cli.datasets.base import DataSource
+from sagan_cli.datasets.base import SPLITS, DataSource
 from sagan_cli.datasets.files import (
     IMAGE_SUFFIXES,
     ImageFolderParams,
     ImageFolderSource,
     NpzParams,
     NpzSource,
+    find_images,
+    load_image,
 )
 from sagan_cli.device import effective_precision, select_device
 from sagan_cli.errors import CheckpointError, DataError, ResultsError, SaganError
@@ -36,6 +36,7 @@ from sagan_cli.evaluate.fidelity import (
     ReferenceKey,
     calculate,
     default_cache_root,
+    kid_subset_size,
 )
 from sagan_cli.evaluate.weights import InceptionWeights, resolve_inception_weights
 from sagan_cli.model.networks import Generator
@@ -105,13 +106,20 @@ def reference_from_path(path: Path, resolution: int, count: int) -> Reference:
     return reference
 
 
+def reference_for(choice: str, count: int, resolution: int, source: DataSource | None) -> Reference:
+    """``train``/``test`` of ``source``, or a folder or .npz path of real images."""
+    if choice in SPLITS:
+        if source is None:
+            raise SaganError(
+                f"--reference {choice} names a split of a recipe's data: add --recipe RECIPE."
+            )
+        return reference_from(source, choice, count)
+    return reference_from_path(Path(choice), resolution, count)
+
+
 def _folder_fingerprint(path: Path) -> dict[str, Any]:
     """File count, total size and newest mtime: changes when the reference files change."""
-    files = (
-        [path]
-        if path.is_file()
-        else [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-    )
+    files = [path] if path.is_file() else find_images(path)
     stats = [p.stat() for p in files]
     return {
         "files": len(stats),
@@ -170,7 +178,7 @@ class Evaluation:
             "reference": None if self.reference is None else self.reference.description,
             "feature_extractor": self.weights.provenance(),
             "torch_fidelity": torch_fidelity_version(),
-            "kid_subset_size": min(1000, len(images), len(self.reference.images))
+            "kid_subset_size": kid_subset_size(len(images), len(self.reference.images))
             if self.reference
             else None,
             "seconds_metrics": round(time.perf_counter() - started, 3),
@@ -286,12 +294,12 @@ def open_run_evaluation(
     weights = resolve_inception_weights(inception_option)
     source = build_data_source(recipe, registry)
     source.check()
-    count = reference_samples or recipe.eval.reference_samples
-    ref_choice = reference or recipe.eval.reference
-    if ref_choice in ("train", "test"):
-        ref = reference_from(source, ref_choice, count)
-    else:
-        ref = reference_from_path(Path(ref_choice), recipe.data.resolution, count)
+    ref = reference_for(
+        reference or recipe.eval.reference,
+        reference_samples or recipe.eval.reference_samples,
+        recipe.data.resolution,
+        source,
+    )
     path = checkpoint_for(run, checkpoint)
     state = load_checkpoint(path, chosen, run.path)
     generator, _ = build_networks(recipe, num_classes_for(recipe, source), registry)
@@ -320,24 +328,14 @@ def open_run_evaluation(
 def load_image_folder(folder: Path) -> torch.Tensor:
     """Every image under ``folder`` as uint8 (N, 3, H, W); all must share one size."""
     folder = folder.expanduser()
-    files = (
-        sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if folder.is_dir()
-        else []
-    )
+    files = find_images(folder) if folder.is_dir() else []
     if not files:
         raise DataError(
             f"--images {folder}: no .png/.jpg/.jpeg files found (searched recursively)."
         )
     images = []
     for path in files:
-        try:
-            with Image.open(path) as image:
-                images.append(
-                    torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
-                )
-        except OSError as exc:
-            raise DataError(f"Cannot read image {path}: {exc}. Remove or replace it.") from None
+        images.append(load_image(path))
         if images[-1].shape != images[0].shape:
             raise DataError(
                 f"--images {folder}: {path.name} is {tuple(images[-1].shape[1:])} but {files[0].name} is "
@@ -369,16 +367,10 @@ def evaluate_folder(
             raise SaganError(
                 "FID and KID need --reference: a folder or .npz of real images, or train/test with --recipe."
             )
-        if reference in ("train", "test"):
-            if recipe_ref is None:
-                raise SaganError(
-                    f"--reference {reference} names a split of a recipe's data: add --recipe RECIPE."
-                )
-            recipe = load_recipe(recipe_ref, registry=registry)
-            source = build_data_source(recipe, registry)
+        source = None
+        if reference in SPLITS and recipe_ref is not None:
+            source = build_data_source(load_recipe(recipe_ref, registry=registry), registry)
             source.check()
-            ref = reference_from(source, reference, reference_samples)
-        else:
-            ref = reference_from_path(Path(reference), resolution, reference_samples)
+        ref = reference_for(reference, reference_samples, resolution, source)
     record = Evaluation(weights, ref, chosen, batch_size).score(images, metrics)
     return {"images": str(images_dir), **record}
