@@ -31,10 +31,15 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if STEP_FILE.match(p.name))
 
 
+def write_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write one checkpoint atomically, stamped with the format version."""
+    atomic_write(path, lambda handle: torch.save({"format": FORMAT, **state}, handle))
+
+
 def save_checkpoint(state: dict[str, Any], folder: Path, keep: int) -> Path:
     """Write ``step-XXXXXXXX.pt`` and delete all but the newest ``keep`` step checkpoints."""
     path = step_path(folder, state["step"])
-    atomic_write(path, lambda handle: torch.save({"format": FORMAT, **state}, handle))
+    write_checkpoint(state, path)
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return path

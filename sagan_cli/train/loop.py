@@ -41,7 +41,7 @@ from sagan_cli.components import (
 from sagan_cli.datasets.base import DataSource
 from sagan_cli.device import autocast, available_memory, describe, effective_precision, synchronize
 from sagan_cli.errors import CheckpointError, ResultsError, SaganError
-from sagan_cli.fileio import atomic_write, atomic_write_text
+from sagan_cli.fileio import atomic_write_text
 from sagan_cli.model.networks import Generator
 from sagan_cli.model.sampling import sample_images, save_grid
 from sagan_cli.plugins import Registry
@@ -283,11 +283,8 @@ class TrainingSession:
         self.best_fid = state["best_fid"]
         self.wall_time = float(state["wall_time"])
 
-    def resume_point(self, checkpoint_name: str | None, dry_run: bool = False) -> Path | None:
-        """The checkpoint to start from: the named one, else the newest (None: start fresh).
-
-        Unless ``dry_run``, checkpoints newer than a named one are moved aside.
-        """
+    def resume_point(self, checkpoint_name: str | None) -> Path | None:
+        """The checkpoint to start from: the named one, else the newest (None: start fresh)."""
         available = ckpt.list_checkpoints(self.run.checkpoints)
         if checkpoint_name is None:
             return available[-1] if available else None
@@ -297,16 +294,18 @@ class TrainingSession:
             raise CheckpointError(
                 f"--checkpoint {checkpoint_name}: no such file in {self.run.checkpoints} (there: {names})."
             )
-        newer = [p for p in available if p.name > chosen.name]
-        if (
-            newer and not dry_run
-        ):  # they belong to the abandoned continuation: keep them, out of the way
-            aside = self.run.checkpoints / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
-            aside.mkdir()
-            for path in newer:
-                path.rename(aside / path.name)
-            self.observer.message(f"moved {len(newer)} newer checkpoint(s) to {aside}")
         return chosen
+
+    def set_aside_newer_than(self, chosen: Path) -> None:
+        """Checkpoints after ``chosen`` belong to an abandoned continuation: keep them aside."""
+        newer = [p for p in ckpt.list_checkpoints(self.run.checkpoints) if p.name > chosen.name]
+        if not newer:
+            return
+        aside = self.run.checkpoints / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir()
+        for path in newer:
+            path.rename(aside / path.name)
+        self.observer.message(f"moved {len(newer)} newer checkpoint(s) to {aside}")
 
     # ---- one iteration ---------------------------------------------------------------------
 
@@ -438,12 +437,7 @@ class TrainingSession:
         fid = record.get("fid")
         if fid is not None and (self.best_fid is None or fid < self.best_fid):
             self.best_fid = fid
-            atomic_write(
-                self.run.checkpoints / "best.pt",
-                lambda handle: torch.save(
-                    {"format": ckpt.FORMAT, **self.state(), "fid": fid}, handle
-                ),
-            )
+            ckpt.write_checkpoint({**self.state(), "fid": fid}, self.run.checkpoints / "best.pt")
 
     def evaluate_best(self) -> None:
         """Full metrics of best.pt (lowest in-training FID), recorded beside the final ones."""
@@ -468,7 +462,7 @@ class TrainingSession:
     def prepare(self, checkpoint_name: str | None = None) -> None:
         """Restore the resume point and open the data: validation that changes no file."""
         cfg = self.recipe.train
-        self.start_checkpoint = self.resume_point(checkpoint_name, dry_run=True)
+        self.start_checkpoint = self.resume_point(checkpoint_name)
         if self.start_checkpoint is not None:
             self.restore(self.start_checkpoint)
         self.data = BatchStream(
@@ -481,10 +475,10 @@ class TrainingSession:
             resident_limit=resident_limit(self.device),
         )
 
-    def run_to_end(self, checkpoint_name: str | None = None) -> TrainResult:
+    def run_to_end(self) -> TrainResult:
         cfg, run = self.recipe.train, self.run
         if self.start_checkpoint is not None:
-            self.resume_point(checkpoint_name)  # now move newer checkpoints aside, if any
+            self.set_aside_newer_than(self.start_checkpoint)
             kept = [r for r in run.read_metrics() if r.get("step", 0) <= self.step]
             run.keep_metrics(kept)  # what was logged after the checkpoint is recomputed identically
             self.observer.message(f"resuming from {self.start_checkpoint.name} (step {self.step})")
@@ -517,27 +511,31 @@ class TrainingSession:
                 began = time.perf_counter()
                 interval.losses.append(self.train_step())
                 self.step += 1
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                last = self.step == cfg.steps
+                log_due = last or self.step % cfg.log_every == 0
+                sample_due = last or self.step % cfg.sample_every == 0
+                eval_due = bool(
+                    self.evaluator
+                    and self.recipe.eval.every
+                    and self.step % self.recipe.eval.every == 0
+                )
+                checkpoint_due = last or self.step % cfg.checkpoint_every == 0
+                if log_due:
                     synchronize(self.device)
                 elapsed = time.perf_counter() - began
                 interval.train_seconds += elapsed
                 self.wall_time += elapsed
                 self.observer.advanced(self.step)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                if log_due:
                     self.log(interval)
                 side_began = time.perf_counter()
-                if self.step % cfg.sample_every == 0 or self.step == cfg.steps:
-                    self.check_finite(interval)
+                if sample_due or eval_due or checkpoint_due:
+                    self.check_finite(interval)  # nothing is sampled or saved after a NaN
+                if sample_due:
                     self.write_samples()
-                if (
-                    self.evaluator
-                    and self.recipe.eval.every
-                    and self.step % self.recipe.eval.every == 0
-                ):
-                    self.check_finite(interval)
+                if eval_due:
                     self.evaluate(final=False)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                    self.check_finite(interval)
+                if checkpoint_due:
                     self.save()
                 self.wall_time += time.perf_counter() - side_began
                 if self.step % cfg.log_every == 0:
@@ -630,7 +628,7 @@ def train_run(
             if evaluator_factory is not None and (recipe.eval.every or recipe.eval.final):
                 session.evaluator = evaluator_factory(recipe, session.source)
             try:
-                return session.run_to_end(checkpoint_name)
+                return session.run_to_end()
             except SaganError as exc:
                 run.update_status(status="failed", error=str(exc), finished=now())
                 raise
