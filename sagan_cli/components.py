@@ -15,7 +15,7 @@ from sagan_cli.datasets.base import DataSource
 from sagan_cli.errors import DataError
 from sagan_cli.model.networks import Discriminator, Generator
 from sagan_cli.plugins import Plugin, Registry, get_registry
-from sagan_cli.recipe import PLUGIN_SLOTS, Recipe
+from sagan_cli.recipe import PLUGIN_SLOTS, Recipe, table_at
 
 
 def plugin_for(
@@ -23,9 +23,7 @@ def plugin_for(
 ) -> tuple[Plugin, BaseModel]:
     """The plugin named at recipe table ``path`` and its validated parameters."""
     slot = next(s for s in PLUGIN_SLOTS if s.path == path)
-    table: Any = recipe
-    for part in path.split("."):
-        table = getattr(table, part)
+    table = table_at(recipe, path)
     name = getattr(table, slot.name_key)
     entry = (registry or get_registry()).get(slot.kind, name, key=f"{path}.{slot.name_key}")
     return entry.plugin, entry.plugin.params.model_validate(table.model_extra or {})

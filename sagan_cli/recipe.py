@@ -468,17 +468,23 @@ def _explain(err: ErrorDetails) -> str:
     return f"'{key}' = {err.get('input')!r} is invalid: {msg}."
 
 
-def _fields_at(loc: tuple[str, ...]) -> list[str]:
+def _model_at(parts: Sequence[str]) -> type[BaseModel] | None:
+    """The recipe model class reached by following field names, or None if it is not one."""
     model: Any = Recipe
-    for part in loc:
-        is_model = isinstance(model, type) and issubclass(model, BaseModel)
-        field = model.model_fields.get(part) if is_model else None
+    for part in parts:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
         if field is None:
-            return []
+            return None
         model = field.annotation
-    return (
-        list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-    )
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _fields_at(loc: tuple[str, ...]) -> list[str]:
+    """Field names of the recipe table at ``loc`` (suggestions for unknown keys)."""
+    model = _model_at(loc)
+    return list(model.model_fields) if model is not None else []
 
 
 def _blame(key: str, overrides: Sequence[Override]) -> str:
@@ -581,7 +587,7 @@ def resolve_axis(name: str, recipe: Recipe) -> str:
     plugin_params = [
         f"{slot.path}.{key}"
         for slot in PLUGIN_SLOTS
-        for key in (_table_at(recipe, slot.path).model_extra or {})
+        for key in (table_at(recipe, slot.path).model_extra or {})
     ]
     known = fields + plugin_params
     if name in known or _slot_at(tuple(name.split("."))):
@@ -603,7 +609,8 @@ def resolve_axis(name: str, recipe: Recipe) -> str:
     )
 
 
-def _table_at(recipe: Recipe, path: str) -> Any:
+def table_at(recipe: Recipe, path: str) -> Any:
+    """The value at a dotted path of a resolved recipe (e.g. a plugin table)."""
     node: Any = recipe
     for part in path.split("."):
         node = getattr(node, part)
@@ -651,14 +658,7 @@ def axis_candidates(path: str, recipe: Recipe, registry: Registry) -> list[Any]:
 
 
 def _field_for(path: str) -> Any:
-    model: Any = Recipe
-    field = None
-    for part in path.split("."):
-        if (
-            not (isinstance(model, type) and issubclass(model, BaseModel))
-            or part not in model.model_fields
-        ):
-            return None
-        field = model.model_fields[part]
-        model = field.annotation
-    return field
+    """The pydantic field at a dotted recipe path, or None."""
+    *parents, last = path.split(".")
+    model = _model_at(parents)
+    return None if model is None else model.model_fields.get(last)

@@ -2,9 +2,10 @@
 
     results/<experiment>/runs/<run_id>/
         recipe.toml     resolved recipe (never rewritten once the run exists)
-        status.json     queued|running|done|failed|diverged, times, versions, device, error
+        status.json     queued|running|done|failed|diverged|interrupted, times, versions,
+                        device, error
         metrics.jsonl   one JSON object per logged step or evaluation
-        eval.json       the latest full evaluation, with its provenance
+        eval.json       every evaluation of the run, with its provenance
         checkpoints/    step-XXXXXXXX.pt (last K), best.pt (by FID)
         samples/        step-XXXXXXXX.png grids from a fixed z
 
@@ -26,8 +27,6 @@ from typing import Any
 from sagan_cli.fileio import atomic_write_json, atomic_write_text
 from sagan_cli.recipe import Recipe, recipe_dict
 
-DEFAULT_ROOT = Path("results")
-STATUSES = ("queued", "running", "done", "failed", "diverged")
 # Fields that name or describe a run without changing what it computes.
 PRESENTATION_ONLY = ("name", "description", "ablate")
 
@@ -42,6 +41,13 @@ def run_identity(recipe: Recipe) -> dict[str, Any]:
     for key in PRESENTATION_ONLY:
         data.pop(key, None)
     return data
+
+
+def config_identity(recipe: Recipe) -> dict[str, Any]:
+    """The run identity minus the seed: what the seeds of one configuration share."""
+    identity = run_identity(recipe)
+    identity.pop("seed", None)
+    return identity
 
 
 def run_id(recipe: Recipe) -> str:
@@ -132,12 +138,8 @@ class RunDir:
         atomic_write_text(self.metrics_path, text)
 
 
-def experiment_dir(root: Path, name: str) -> Path:
-    return root / name
-
-
 def run_dir_for(root: Path, experiment: str, recipe: Recipe) -> RunDir:
-    return RunDir(experiment_dir(root, experiment) / "runs" / run_id(recipe))
+    return RunDir(root / experiment / "runs" / run_id(recipe))
 
 
 def list_runs(experiment: Path) -> list[RunDir]:

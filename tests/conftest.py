@@ -60,20 +60,12 @@ def inception_weights(tmp_path_factory) -> Path:
     Kaiming-normal convs keep activations at unit scale through the ~50 layers
     (PyTorch's default init shrinks them to ~1e-8, which would make every FID ~0).
     """
-    import torch_fidelity.feature_extractor_inceptionv3 as inception
     from torch import nn
 
-    class Untrained(inception.FeatureExtractorInceptionV3):
-        def load_state_dict(self, *args, **kwargs):
-            return None
+    from sagan_cli.evaluate.weights import untrained_inception
 
-    original = inception.load_state_dict_from_url
-    inception.load_state_dict_from_url = lambda *args, **kwargs: {}
-    try:
-        torch.manual_seed(0)
-        model = Untrained("inception-v3-compat", ["2048"])
-    finally:
-        inception.load_state_dict_from_url = original
+    torch.manual_seed(0)
+    model = untrained_inception()
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")

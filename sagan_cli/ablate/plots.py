@@ -89,9 +89,8 @@ def plot_samples(
     panels = []
     for _, group in runs.groupby(keys, sort=False):
         first = group.iloc[0]
-        samples = sorted(
-            (folders[first.experiment] / "runs" / first.run_id / "samples").glob("step-*.png")
-        )
+        run = RunDir(folders[first.experiment] / "runs" / first.run_id)
+        samples = sorted(run.samples.glob("step-*.png"))
         if samples:
             panels.append((_label(first, keys), samples[-1]))
     if not panels:

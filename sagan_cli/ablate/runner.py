@@ -24,7 +24,7 @@ from sagan_cli.evaluate.weights import InceptionWeights
 from sagan_cli.fileio import atomic_write_json
 from sagan_cli.plugins import Registry, get_registry
 from sagan_cli.recipe import Recipe, load_recipe
-from sagan_cli.results import RunDir, now, run_identity
+from sagan_cli.results import RunDir, config_identity, now
 from sagan_cli.train.loop import Observer, prepare_run, train_run
 from sagan_cli.train.service import evaluator_factory
 
@@ -41,17 +41,10 @@ class Outcome:
     skipped: bool = False
 
 
-def experiment_identity(base: Recipe) -> dict[str, Any]:
-    """The base recipe (after --set, before axes and seeds): what an experiment folder belongs to."""
-    identity = run_identity(base)
-    identity.pop("seed", None)
-    return identity
-
-
 def prepare_experiment(folder: Path, base: Recipe, axes: list[Axis], write: bool = True) -> None:
     """Refuse to mix runs of different recipes or axes under one name; record the experiment."""
     marker = folder / "experiment.json"
-    identity = experiment_identity(base)
+    identity = config_identity(base)  # the base recipe (after --set, before axes and seeds)
     labels = [axis.label for axis in axes]
     if marker.is_file():
         existing = json.loads(marker.read_text())

@@ -140,7 +140,7 @@ def build_report(folders: list[Path], by: str | None = None) -> Report:
     runs = collect_runs(folders)
     if runs.empty:
         raise ResultsError(f"No runs in {', '.join(str(f) for f in folders)} yet.")
-    keys = group_keys(runs, folders, None)
+    keys = group_keys(runs, folders)
     if by is not None:
         if by not in keys:
             raise SaganError(

@@ -14,6 +14,7 @@ lowest FID recorded), ``structure`` the final structural score and
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from sagan_cli import markdown
-from sagan_cli.results import RunDir, list_runs, run_identity
+from sagan_cli.recipe import load_recipe
+from sagan_cli.results import RunDir, config_identity, list_runs
 
 METRICS = ("fid", "is", "kid", "fid_best", "is_best", "kid_best", "structure", "structure_best")
 DELTA_METRICS = ("fid", "structure")
@@ -91,12 +93,7 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
 
 def run_identity_label(run: RunDir) -> str:
     """For runs outside an ablation: a short id of the recipe minus its seed."""
-    import hashlib
-
-    from sagan_cli.recipe import load_recipe
-
-    identity = run_identity(load_recipe(run.recipe_path))
-    identity.pop("seed", None)
+    identity = config_identity(load_recipe(run.recipe_path))
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -126,9 +123,8 @@ def collect_runs(folders: list[Path]) -> pd.DataFrame:
     )
 
 
-def group_keys(runs: pd.DataFrame, folders: list[Path], by: str | None) -> list[str]:
-    if by is not None:
-        return [by]
+def group_keys(runs: pd.DataFrame, folders: list[Path]) -> list[str]:
+    """The axes of the experiments (``config`` for plain runs), plus ``experiment`` when merged."""
     axes: list[str] = []
     for folder in folders:
         for axis in experiment_axes(folder) or ["config"]:

@@ -153,19 +153,27 @@ def check_weights_file(path: Path) -> None:
         )
 
 
-@lru_cache(maxsize=1)
-def expected_inception_shapes() -> dict[str, tuple[int, ...]]:
-    """Parameter and buffer shapes of torch-fidelity's InceptionV3, without any weights file."""
+def untrained_inception() -> torch.nn.Module:
+    """torch-fidelity's InceptionV3 with PyTorch's default initialisation and no weights file.
+
+    Its constructor always loads weights (downloading if given no path), so the
+    download and the load are skipped for this one construction.
+    """
     import torch_fidelity.feature_extractor_inceptionv3 as inception
 
-    class _Skeleton(inception.FeatureExtractorInceptionV3):
+    class _Untrained(inception.FeatureExtractorInceptionV3):
         def load_state_dict(self, *args: object, **kwargs: object) -> None:
             return None
 
     original = inception.load_state_dict_from_url
     inception.load_state_dict_from_url = lambda *args, **kwargs: {}
     try:
-        skeleton = _Skeleton(EXTRACTOR, ["2048"])
+        return _Untrained(EXTRACTOR, ["2048"])
     finally:
         inception.load_state_dict_from_url = original
-    return {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+
+
+@lru_cache(maxsize=1)
+def expected_inception_shapes() -> dict[str, tuple[int, ...]]:
+    """Parameter and buffer shapes of torch-fidelity's InceptionV3, without any weights file."""
+    return {name: tuple(t.shape) for name, t in untrained_inception().state_dict().items()}
