@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from helpers import assert_clean_error
 
 
 def test_attention_benchmark_compares_fused_and_explicit(cli, tmp_path):
@@ -93,3 +94,24 @@ def test_fid_benchmark_splits_the_time(cli, tiny_recipe, tmp_path, inception_wei
     row = pd.read_csv(csv_path).iloc[0]
     assert row.num_samples == 16 and row.generate_s >= 0 and row.features_and_fid_s > 0
     assert row.precision == "fp32" and row.fid > 0  # every column lines up with its header
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (("bench", "attention", "--sizes", "8,x"), ["--sizes '8,x'", "comma-separated integers"]),
+        (("bench", "attention", "--sizes", "0"), ["--sizes '0'", "positive integers"]),
+        (("bench", "attention", "--device", "tpu"), ["--device 'tpu'", "cpu, cuda"]),
+        (("train", "smoke", "--device", "cuda:7"), ["--device cuda:7"]),
+        (("report", "--format", "xml"), ["--format 'xml'", "table, md, csv or json"]),
+        (("ablate", "smoke", "--vary", "attention_layer", "--name", "../up"), ["--name '../up'"]),
+    ],
+)
+def test_bad_command_options_are_one_clear_paragraph(cli, tmp_path, args, fragments):
+    assert_clean_error(
+        cli(
+            *args,
+            *(("--results", str(tmp_path)) if args[0] in ("train", "report", "ablate") else ()),
+        ),
+        *fragments,
+    )
