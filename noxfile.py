@@ -16,7 +16,7 @@ EXTRA_PLUGIN = "./plugins/sagan-extra-attention"
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite; arguments go to pytest (``nox -s tests -- -k recipe -x``)."""
-    session.install(".[test]")
+    session.install(".[test,ray,slurm,tensorboard]")
     session.install(EXTRA_PLUGIN)
     session.run("pytest", *session.posargs, env={"SAGAN_EXPECT_EXTRA_PLUGIN": "1"})
 

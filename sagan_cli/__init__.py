@@ -1,3 +1,3 @@
 """sagan-cli: a pluggable toolkit for Self-Attention GAN ablation studies."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,7 +1,8 @@
 """The ``sagan`` command line: parse, call a service, render with rich.
 
 Errors the user can fix (``SaganError``) become one paragraph on stderr and exit
-code 2; ``SAGAN_DEBUG=1`` shows the traceback instead.
+code 2; ``SAGAN_DEBUG=1`` shows the traceback instead. Importing this module
+loads neither torch nor pandas: commands import the services they run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -21,6 +22,15 @@ from typer.core import TyperGroup
 from sagan_cli import __version__
 from sagan_cli.console import TrainProgress, console, err_console, progress_bar
 from sagan_cli.errors import SaganError
+from sagan_cli.recipe import EvalConfig, split_list
+
+if TYPE_CHECKING:
+    from sagan_cli.plugins import Registry
+
+
+def debugging() -> bool:
+    """``SAGAN_DEBUG`` is on unless unset, empty, 0, false, no or off."""
+    return os.environ.get("SAGAN_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 class _ErrorHandlingGroup(TyperGroup):
@@ -30,7 +40,7 @@ class _ErrorHandlingGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except SaganError as exc:
-            if os.environ.get("SAGAN_DEBUG"):
+            if debugging():
                 raise
             err_console.print(f"[bold red]Error:[/] {escape(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
@@ -75,17 +85,19 @@ def _main(
     """Self-Attention GAN ablation toolkit."""
 
 
-def _registry() -> Any:
-    """The plugin registry; modules that failed to load are reported, the rest still work."""
+def _registry() -> Registry:
+    """The plugin registry; what failed to load is reported as a warning, the rest still work."""
     from sagan_cli.plugins import get_registry
 
     registry = get_registry()
     for failure in registry.failures:
         err_console.print(f"[yellow]Warning:[/] {escape(failure.describe())}")
+    for warning in registry.warnings:
+        err_console.print(f"[yellow]Warning:[/] {escape(warning)}")
     return registry
 
 
-def _fail_on_plugin_failures(registry: Any) -> None:
+def _fail_on_plugin_failures(registry: Registry) -> None:
     if registry.failures:
         names = ", ".join(f.source for f in registry.failures)
         raise SaganError(
@@ -94,19 +106,33 @@ def _fail_on_plugin_failures(registry: Any) -> None:
         )
 
 
-@app.command("plugins")
+plugins_app = typer.Typer(
+    help="List the registered plugins, or check plugins against the contract.",
+    invoke_without_command=True,
+)
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.callback()
 def plugins_command(
+    ctx: typer.Context,
     kind: Annotated[
-        str | None, typer.Option(help="Only this kind: attention, normalization, loss, data.")
+        str | None,
+        typer.Option(help="Only this kind: attention, normalization, loss, data, launcher."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List every registered plugin with its kind, provider package and version."""
-    from sagan_cli.plugins import KINDS, describe
+    if ctx.invoked_subcommand is not None:
+        return
+    from sagan_cli.api import KINDS
+    from sagan_cli.plugins import describe
 
     if kind is not None and kind not in KINDS:
         raise SaganError(f"--kind '{kind}' is not a plugin kind; kinds are {', '.join(KINDS)}.")
     registry = _registry()
+    for note in registry.packages_without_entry_point:
+        err_console.print(f"[yellow]Warning:[/] {escape(note)}")
     entries = registry.all(kind)
     if as_json:
         sys.stdout.write(json.dumps([describe(e) for e in entries], indent=2, default=str) + "\n")
@@ -118,6 +144,66 @@ def plugins_command(
             )
         console.print(table)
     _fail_on_plugin_failures(registry)
+
+
+@plugins_app.command("check")
+def plugins_check(
+    names: Annotated[list[str], typer.Argument(help="Plugin names (any kind).")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", help="A plugin parameter, KEY=VALUE (value parsed as TOML). Repeatable."
+        ),
+    ] = None,
+) -> None:
+    """Build each plugin at every place the shipped recipes use, in G and D, and exercise it.
+
+    Reports per place what failed: exceptions, output shape, channels, non-finite values,
+    missing second derivatives, identity at init when claimed. Exit 2 if anything failed.
+    """
+    from sagan_cli.errors import did_you_mean
+    from sagan_cli.plugin_check import check_plugin, shipped_placements
+    from sagan_cli.recipe import parse_value
+
+    registry = _registry()
+    params: dict[str, Any] = {}
+    for text in param or []:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise SaganError(f"--param '{text}' is not KEY=VALUE, e.g. --param heads=2.")
+        params[key.strip()] = parse_value(value, f"--param '{text}'")
+    everything = {e.name for e in registry.all()}
+    unknown = [n for n in names if n not in everything]
+    if unknown:
+        raise SaganError(
+            f"'{unknown[0]}' is not a registered plugin.{did_you_mean(unknown[0], everything)} "
+            f"`sagan plugins` lists them."
+        )
+    placements = shipped_placements(registry)
+    rows = []
+    with progress_bar() as progress:
+        for name in names:
+            for entry in registry.find(name):
+                task = progress.add_task(f"{entry.kind} {name}", total=None, info="")
+                rows.extend(check_plugin(entry, registry, placements, params))
+                progress.remove_task(task)
+    table = Table("kind", "plugin", "place", "result", "seconds")
+    for row in rows:
+        mark = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(
+            row.outcome, "[yellow]not checked[/]"
+        )
+        table.add_row(row.kind, row.name, row.place, mark, f"{row.seconds:.2f}")
+    console.print(table)
+    for row in rows:
+        if row.outcome != "ok":
+            err_console.print(f"{escape(row.name)} at {escape(row.place)}: {escape(row.detail)}")
+    failed = [r for r in rows if r.outcome == "failed"]
+    if failed:
+        raise SaganError(f"{len(failed)} of {len(rows)} checks failed, first: {failed[0].detail}")
+    console.print(
+        f"{len(rows)} checks: {sum(r.outcome == 'ok' for r in rows)} ok, "
+        f"{sum(r.outcome == 'not checked' for r in rows)} not checked."
+    )
 
 
 @recipe_app.command("show")
@@ -137,8 +223,9 @@ def recipe_validate(
     recipes: Annotated[list[str], typer.Argument(help="Recipe files or shipped recipe names.")],
     set_: SetOption = None,
 ) -> None:
-    """Check recipes fully: keys, values, plugin names, plugin parameters and data availability."""
-    from sagan_cli.components import build_data_source
+    """Check recipes fully: keys, values, plugin names and parameters, ablation axes, data."""
+    from sagan_cli.ablate.axes import build_axes
+    from sagan_cli.components import build_data_source, check_data
     from sagan_cli.recipe import load_recipe
 
     registry = _registry()
@@ -146,13 +233,14 @@ def recipe_validate(
     for ref in recipes:
         try:
             resolved = load_recipe(ref, set_ or [], registry=registry)
-            build_data_source(resolved, registry).check()
+            if resolved.ablate.axes:
+                build_axes([], resolved, registry)
+            check_data(build_data_source(resolved, registry), registry)
         except SaganError as exc:
             failed += 1
             err_console.print(f"[bold red]✗[/] {escape(ref)}: {escape(str(exc))}")
             continue
         console.print(f"[green]✓[/] {escape(ref)}")
-    _fail_on_plugin_failures(registry)
     if failed:
         raise SaganError(f"{failed} of {len(recipes)} recipe(s) are invalid (reasons above).")
 
@@ -163,22 +251,18 @@ def model_summary(
     set_: SetOption = None,
     num_classes: Annotated[
         int | None,
-        typer.Option(help="Classes for a conditional model (default: ask the data source)."),
+        typer.Option(min=1, help="Classes for a conditional model (default: ask the data source)."),
     ] = None,
 ) -> None:
     """Parameter counts of G and D, block by block, and where attention sits."""
-    from sagan_cli.components import build_data_source, num_classes_for, summarize_networks
+    from sagan_cli.bench.train import classes_for_bench
+    from sagan_cli.components import summarize_networks
     from sagan_cli.recipe import load_recipe
 
     registry = _registry()
     resolved = load_recipe(recipe, set_ or [], registry=registry)
-    if num_classes is None:
-        num_classes = (
-            num_classes_for(resolved, build_data_source(resolved, registry))
-            if resolved.model.conditional
-            else 0
-        )
-    summary = summarize_networks(resolved, num_classes, registry)
+    classes = classes_for_bench(resolved, registry, num_classes)
+    summary = summarize_networks(resolved, classes, registry)
     for title, rows, total in (
         ("Generator", summary.generator_rows, summary.generator_total),
         ("Discriminator", summary.discriminator_rows, summary.discriminator_total),
@@ -209,7 +293,7 @@ DeviceOption = Annotated[
 
 def _int_list(text: str, option: str) -> list[int]:
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in split_list(text)]
     except ValueError:
         raise SaganError(
             f"{option} '{text}' must be comma-separated integers, e.g. 8,16,32."
@@ -238,7 +322,8 @@ def bench_attention_command(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/bench"),
 ) -> None:
     """Forward + backward time and memory of every attention variant, fused vs explicit."""
-    from sagan_cli.bench import attention_markdown, bench_attention, write_results
+    from sagan_cli.bench.attention import attention_markdown, bench_attention
+    from sagan_cli.bench.output import write_results
     from sagan_cli.device import available_memory, effective_precision, select_device
 
     registry = _registry()
@@ -295,8 +380,8 @@ def bench_train_command(
         int | None,
         typer.Option(
             min=1,
-            help="Classes for conditional recipes (default: the data source's count, or 1000 "
-            "when its files are not here).",
+            help="Classes for conditional recipes (default: the data source's count; needed "
+            "when its files are not here, e.g. 1000 for ImageNet).",
         ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/bench"),
@@ -306,7 +391,8 @@ def bench_train_command(
 
     import pandas as pd
 
-    from sagan_cli.bench import bench_train_step, rows_markdown, write_results
+    from sagan_cli.bench.output import rows_markdown, write_results
+    from sagan_cli.bench.train import bench_train_step, classes_for_bench
     from sagan_cli.device import select_device
     from sagan_cli.recipe import load_recipe
 
@@ -319,9 +405,8 @@ def bench_train_command(
     rows = []
     for recipe in loaded:
         for compiled in modes:
-            result = bench_train_step(
-                recipe, registry, chosen, compiled, num_classes, steps, warmup
-            )
+            classes = classes_for_bench(recipe, registry, num_classes)
+            result = bench_train_step(recipe, registry, chosen, compiled, classes, steps, warmup)
             console.print(
                 f"{recipe.name} batch {result.batch} {result.precision} compile={compiled}: "
                 f"{result.img_per_s:.1f} img/s ({result.it_per_s:.2f} it/s)"
@@ -358,7 +443,8 @@ def bench_fid_command(
 
     import pandas as pd
 
-    from sagan_cli.bench import bench_fid, rows_markdown, write_results
+    from sagan_cli.bench.fid import bench_fid
+    from sagan_cli.bench.output import rows_markdown, write_results
     from sagan_cli.device import select_device
     from sagan_cli.evaluate.weights import resolve_inception_weights
     from sagan_cli.recipe import load_recipe
@@ -428,15 +514,21 @@ def train_command(
 
     registry = _registry()
     job = open_training(
-        recipe, set_ or [], resume, checkpoint, results, name, device, inception_weights, registry
+        recipe_ref=recipe,
+        overrides=set_ or [],
+        resume=resume,
+        checkpoint=checkpoint,
+        results_root=results,
+        experiment=name,
+        device=device,
+        inception_weights=inception_weights,
+        registry=registry,
     )
     observer = TrainProgress(quiet=quiet)
     with progress_bar() if not quiet else nullcontext() as progress:
         observer.progress = progress
         result = job.start(observer)
-    summary = (
-        f"{result.status} at step {result.step}: {result.message}\nrun folder: {result.run.path}"
-    )
+    summary = f"{result.describe()}\nrun folder: {result.run.path}"
     (console if result.status == "done" else err_console).print(escape(summary))
     raise typer.Exit(result.exit_code)
 
@@ -447,7 +539,9 @@ def eval_command(
         Path | None, typer.Argument(help="Run folder to evaluate (or use --images).")
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="last, best, or a checkpoint path.")] = "last",
-    metrics: Annotated[str, typer.Option(help="Comma-separated: fid, is, kid.")] = "fid,is,kid",
+    metrics: Annotated[str, typer.Option(help="Comma-separated: fid, is, kid.")] = ",".join(
+        EvalConfig.model_fields["metrics"].default
+    ),
     num_samples: Annotated[
         int | None, typer.Option(min=2, help="Generated samples (default: eval.num_samples).")
     ] = None,
@@ -459,7 +553,11 @@ def eval_command(
     ] = None,
     reference_samples: Annotated[
         int | None,
-        typer.Option(min=2, help="Real images in the reference (default: eval.reference_samples)."),
+        typer.Option(
+            min=2,
+            help=f"Real images in the reference (default: eval.reference_samples, "
+            f"{EvalConfig.model_fields['reference_samples'].default}).",
+        ),
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Sampling and feature batch size.")
@@ -495,29 +593,30 @@ def eval_command(
     ):
         if images is not None:
             record = evaluate_folder(
-                images,
-                chosen_metrics,
-                reference,
-                recipe,
-                reference_samples or 10_000,
-                batch_size or 64,
-                inception_weights,
-                device,
-                registry,
+                images_dir=images,
+                metrics=chosen_metrics,
+                reference=reference,
+                recipe_ref=recipe,
+                reference_samples=reference_samples,
+                batch_size=batch_size,
+                inception_weights=inception_weights,
+                device=device,
+                registry=registry,
+                notify=lambda text: err_console.print(f"[yellow]Warning:[/] {escape(text)}"),
             )
         else:
             assert run_dir is not None
             job = open_run_evaluation(
-                run_dir,
-                checkpoint,
-                chosen_metrics,
-                num_samples,
-                reference,
-                reference_samples,
-                batch_size,
-                inception_weights,
-                device,
-                registry,
+                run_path=run_dir,
+                checkpoint=checkpoint,
+                metrics=chosen_metrics,
+                num_samples=num_samples,
+                reference=reference,
+                reference_samples=reference_samples,
+                batch_size=batch_size,
+                inception_weights=inception_weights,
+                device=device,
+                registry=registry,
             )
             record = job.start()
     if as_json:
@@ -553,8 +652,9 @@ def ablate_command(
     vary: Annotated[
         list[str] | None,
         typer.Option(
-            help="AXIS or AXIS=v1,v2 (values parsed as TOML, e.g. attention_layer=[],[16]). Repeat for a "
-            "cartesian product. Without values: the recipe's [ablate.axes], else built-in candidates.",
+            help="AXIS or AXIS=v1,v2 (values parsed as TOML, e.g. attention_layer=\\[],\\[16]). Repeat "
+            "for a cartesian product. Without values: the recipe's \\[ablate.axes], else built-in "
+            "candidates.",
             rich_help_panel="Grid",
         ),
     ] = None,
@@ -572,9 +672,36 @@ def ablate_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the numbered grid; run nothing.")
     ] = False,
+    launcher: Annotated[
+        str | None,
+        typer.Option(
+            help="Where runs go: local (default), ray, slurm, or an installed launcher plugin; "
+            "its parameters: --set launch.KEY=VALUE.",
+            rich_help_panel="Execution",
+        ),
+    ] = None,
     jobs: Annotated[
-        int, typer.Option(min=1, help="Runs at once (one per GPU, or processes on CPU).")
+        int,
+        typer.Option(
+            min=1,
+            help="Runs at once with the local launcher (one per GPU, or processes on CPU).",
+            rich_help_panel="Execution",
+        ),
     ] = 1,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Processes (GPUs) per run: data-parallel runs.", rich_help_panel="Execution"
+        ),
+    ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Torch CPU threads per run (default: cores / jobs with several jobs).",
+            rich_help_panel="Execution",
+        ),
+    ] = None,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Also re-run failed and diverged runs.")
     ] = False,
@@ -590,7 +717,7 @@ def ablate_command(
     Re-running the same command skips finished runs and resumes interrupted ones.
     Exit code: the number of runs that failed or diverged (0: all done).
     """
-    from sagan_cli.ablate.grid import format_value
+    from sagan_cli.ablate.axes import format_value
     from sagan_cli.ablate.runner import create_runs, prepare_experiment, run_grid
     from sagan_cli.ablate.service import plan_ablation, write_summary
     from sagan_cli.ablate.summary import display_rows
@@ -598,17 +725,21 @@ def ablate_command(
 
     registry = _registry()
     plan = plan_ablation(
-        recipe,
-        set_ or [],
-        vary or [],
-        seeds,
-        name,
-        results,
-        device,
-        jobs,
-        inception_weights,
-        registry,
-        dry_run,
+        recipe_ref=recipe,
+        overrides=set_ or [],
+        varies=vary or [],
+        seeds=seeds,
+        name=name,
+        results_root=results,
+        device=device,
+        jobs=jobs,
+        inception_weights=inception_weights,
+        registry=registry,
+        dry_run=dry_run,
+        launcher=launcher,
+        nproc=nproc,
+        threads=threads,
+        retry_failed=retry_failed,
     )
     if dry_run:
         table = Table(
@@ -630,23 +761,31 @@ def ablate_command(
             f"{len(plan.points)} runs ({len({p.index for p in plan.points})} grid points); nothing was run."
         )
         return
+    assert plan.launcher is not None
     prepare_experiment(plan.folder, plan.base, plan.axes)
     runs = create_runs(plan.folder, plan.points)
     with progress_bar() as progress:
         grid_task = progress.add_task("grid", total=len(runs), info="")
         tasks: dict[Path, Any] = {}
 
-        def observer_for(point: Any, run: Any) -> TrainProgress:
-            # Off a terminal, one line per finished run says enough for a whole grid.
-            return TrainProgress(
-                quiet=quiet or progress.disable,
-                progress=progress,
-                label=f"#{point.index + 1} seed {point.seed}",
+        def run_here(task: Any, point: Any) -> str:
+            from sagan_cli.ablate.runner import execute_task
+
+            observer = TrainProgress(
+                quiet=quiet, progress=progress, label=f"#{point.index + 1} seed {point.seed}"
             )
+            try:
+                return execute_task(task, observer)
+            finally:
+                observer.finished()
 
         def poll(running: list[Any]) -> None:
+            if progress.disable:
+                return
             for run in running:
                 status = run.read_status()
+                if status.get("status") != "running":
+                    continue
                 if run.path not in tasks:
                     tasks[run.path] = progress.add_task(
                         run.id, total=status.get("steps") or 1, info=""
@@ -655,16 +794,14 @@ def ablate_command(
 
         def on_outcome(outcome: Any) -> None:
             progress.advance(grid_task)
+            if outcome.run.path in tasks:
+                progress.remove_task(tasks.pop(outcome.run.path))
             mark = {"done": "[green]✓[/]", "interrupted": "[yellow]…[/]"}.get(
                 outcome.status, "[red]✗[/]"
             )
             note = " (already there)" if outcome.skipped else ""
-            detail = (
-                f": {outcome.message}"
-                if outcome.status not in ("done",) and outcome.message
-                else ""
-            )
-            if not quiet or outcome.status not in ("done",):
+            detail = f": {outcome.message}" if outcome.status != "done" and outcome.message else ""
+            if not quiet or outcome.status != "done":
                 progress.console.print(
                     f"{mark} #{outcome.point.index + 1} {escape(outcome.point.describe())} seed "
                     f"{outcome.point.seed}: {outcome.status}{note}{escape(detail)}"
@@ -674,13 +811,13 @@ def ablate_command(
             plan.points,
             runs,
             plan.device,
-            registry,
             plan.weights,
-            jobs,
-            retry_failed,
-            observer_for,
+            plan.launcher,
+            plan.options,
+            run_here,
             on_outcome,
             poll,
+            report=lambda text: progress.console.print(escape(text)),
         )
     report, written = write_summary(plan.folder)
     header, rows = display_rows(report.table, report.keys)
@@ -689,6 +826,12 @@ def ablate_command(
     if any(o.status == "interrupted" for o in outcomes):
         err_console.print("interrupted: re-run the same command to resume.")
         raise typer.Exit(130)
+    busy = [o for o in outcomes if o.status == "running"]
+    if busy:
+        err_console.print(
+            f"{len(busy)} run(s) are being trained by another process right now; they were left "
+            f"to it. Re-run this command when it has finished to complete the summary."
+        )
     failed = sum(o.status in ("failed", "diverged") for o in outcomes)
     if failed:
         err_console.print(

@@ -1,8 +1,16 @@
-"""A resolved recipe -> its plugin instances: data source, loss, generator and discriminator."""
+"""A resolved recipe -> its plugin instances: data source, loss, generator and discriminator.
+
+Every call into plugin code goes through ``plugin_code``, so a plugin that
+raises, returns the wrong thing or builds a module of the wrong shape is one
+clear error naming it. Modules built by plugins carry their ``Origin``, which
+``sagan_cli.plugin_check.attribute_errors`` uses to name the plugin when the
+module fails while running.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,33 +18,93 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from sagan_cli.builtins.losses import GANLoss
-from sagan_cli.datasets.base import DataSource
-from sagan_cli.errors import DataError
+from sagan_cli.api import (
+    DataContext,
+    DataSource,
+    GANLoss,
+    LayerContext,
+    NetworkContext,
+    WeightNorm,
+)
+from sagan_cli.errors import DataError, SaganError
 from sagan_cli.model.networks import Discriminator, Generator
-from sagan_cli.plugins import Plugin, Registry, get_registry
+from sagan_cli.plugins import Entry, Registry, attributed, get_registry, plugin_code
 from sagan_cli.recipe import PLUGIN_SLOTS, Recipe, table_at
+
+ORIGIN = "_sagan_origin"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Which plugin built a module, chosen by which recipe key, for which place."""
+
+    entry: Entry
+    key: str
+    context: NetworkContext
+
+    def where(self) -> str:
+        if isinstance(self.context, LayerContext):
+            return f"for the {self.context.describe()}"
+        net = "generator" if self.context.network == "g" else "discriminator"
+        return f"for the {net} ({self.context.resolution}px images)"
+
+
+def origin_of(module: nn.Module) -> Origin | None:
+    return getattr(module, ORIGIN, None)
 
 
 def plugin_for(
     recipe: Recipe, path: str, registry: Registry | None = None
-) -> tuple[Plugin, BaseModel]:
+) -> tuple[Entry, BaseModel]:
     """The plugin named at recipe table ``path`` and its validated parameters."""
     slot = next(s for s in PLUGIN_SLOTS if s.path == path)
     table = table_at(recipe, path)
     name = getattr(table, slot.name_key)
     entry = (registry or get_registry()).get(slot.kind, name, key=f"{path}.{slot.name_key}")
-    return entry.plugin, entry.plugin.params.model_validate(table.model_extra or {})
+    return entry, entry.plugin.params.model_validate(table.model_extra or {})
+
+
+def _key(path: str) -> str:
+    slot = next(s for s in PLUGIN_SLOTS if s.path == path)
+    return f"{path}.{slot.name_key}"
 
 
 def build_data_source(recipe: Recipe, registry: Registry | None = None) -> DataSource:
-    plugin, params = plugin_for(recipe, "data", registry)
-    return plugin.factory(params, recipe.data.resolution)
+    entry, params = plugin_for(recipe, "data", registry)
+    context = DataContext(entry.name, recipe.data.resolution)
+    with plugin_code(entry, "data.source", "building the data source"):
+        source = entry.plugin.factory(params, context)
+    if not isinstance(source, DataSource):
+        raise attributed(
+            entry,
+            "data.source",
+            "building the data source",
+            f"its factory returned {type(source).__name__}, not a sagan_cli.api.DataSource",
+        )
+    return source
+
+
+def check_data(source: DataSource, registry: Registry | None = None) -> None:
+    """``source.check()``, with an unexpected exception blamed on the plugin that built it."""
+    entry = (registry or get_registry()).get("data", source.name, key="data.source")
+    with plugin_code(entry, "data.source", "checking its data"):
+        source.check()
 
 
 def build_loss(recipe: Recipe, registry: Registry | None = None) -> GANLoss:
-    plugin, params = plugin_for(recipe, "loss", registry)
-    return plugin.factory(params)
+    entry, params = plugin_for(recipe, "loss", registry)
+    with plugin_code(entry, "loss.name", "building the loss"):
+        loss = entry.plugin.factory(params)
+    missing = [m for m in ("d_loss", "g_loss") if not callable(getattr(loss, m, None))]
+    if missing:
+        raise attributed(
+            entry,
+            "loss.name",
+            "building the loss",
+            f"its factory returned {type(loss).__name__}, which lacks {', '.join(missing)} "
+            f"(subclass sagan_cli.api.GANLoss)",
+        )
+    return loss
 
 
 def num_classes_for(recipe: Recipe, source: DataSource) -> int:
@@ -52,43 +120,225 @@ def num_classes_for(recipe: Recipe, source: DataSource) -> int:
     return source.num_classes
 
 
+def _weight_norm(
+    recipe: Recipe, path: str, context: NetworkContext, registry: Registry | None
+) -> WeightNorm:
+    entry, params = plugin_for(recipe, path, registry)
+    key = _key(path)
+    origin = Origin(entry, key, context)
+    with plugin_code(entry, key, f"building the weight norm {origin.where()}"):
+        wrap = entry.plugin.factory(params, context)
+    if not callable(wrap):
+        raise attributed(
+            entry,
+            key,
+            f"building the weight norm {origin.where()}",
+            f"its factory returned {type(wrap).__name__}, not a function layer -> layer",
+        )
+
+    def guarded(layer: nn.Module) -> nn.Module:
+        with plugin_code(entry, key, f"wrapping a {type(layer).__name__} {origin.where()}"):
+            wrapped = wrap(layer)
+        if not isinstance(wrapped, nn.Module):
+            raise attributed(
+                entry,
+                key,
+                f"wrapping a {type(layer).__name__} {origin.where()}",
+                f"it returned {type(wrapped).__name__}, not the nn.Module to use",
+            )
+        return wrapped
+
+    return guarded
+
+
+def _built_module(entry: Entry, key: str, origin: Origin, build: Callable[[], Any]) -> nn.Module:
+    what = "a block" if entry.kind == "attention" else "a feature norm"
+    with plugin_code(entry, key, f"building {what} {origin.where()}"):
+        module = build()
+    if not isinstance(module, nn.Module):
+        raise attributed(
+            entry,
+            key,
+            f"building {what} {origin.where()}",
+            f"its factory returned {type(module).__name__}, not an nn.Module",
+        )
+    object.__setattr__(module, ORIGIN, origin)  # not a submodule, not in the state dict
+    return module
+
+
 def build_networks(
     recipe: Recipe, num_classes: int, registry: Registry | None = None
 ) -> tuple[Generator, Discriminator]:
     """G and D with the recipe's norms and attention; ``num_classes`` 0 = unconditional."""
-    g_norm_plugin, g_norm_params = plugin_for(recipe, "model.norm.generator", registry)
-    d_norm_plugin, d_norm_params = plugin_for(recipe, "model.norm.discriminator", registry)
-    feature_plugin, feature_params = plugin_for(recipe, "model.norm.features", registry)
-    attention_plugin, attention_params = plugin_for(recipe, "model.attention", registry)
-    g_weight_norm = g_norm_plugin.factory(g_norm_params)
-    d_weight_norm = d_norm_plugin.factory(d_norm_params)
-
-    def feature_norm(num_features: int, classes: int) -> nn.Module:
-        return feature_plugin.factory(feature_params, num_features, classes)
-
-    def attention_with(weight_norm: Any) -> Any:
-        return lambda channels: attention_plugin.factory(channels, attention_params, weight_norm)
-
+    resolution = recipe.data.resolution
+    attention_entry, attention_params = plugin_for(recipe, "model.attention", registry)
+    feature_entry, feature_params = plugin_for(recipe, "model.norm.features", registry)
     model = recipe.model
-    generator = Generator(
-        recipe.data.resolution,
-        model.g_channels,
-        model.z_dim,
-        num_classes,
-        recipe.g_attention,
-        g_weight_norm,
-        feature_norm,
-        attention_with(g_weight_norm),
-    )
-    discriminator = Discriminator(
-        recipe.data.resolution,
-        model.d_channels,
-        num_classes,
-        recipe.d_attention,
-        d_weight_norm,
-        attention_with(d_weight_norm),
-    )
+    nets: dict[str, nn.Module] = {}
+    for network, path in (("g", "model.norm.generator"), ("d", "model.norm.discriminator")):
+        network_context = NetworkContext(network, resolution, num_classes)  # type: ignore[arg-type]
+        weight_norm = _weight_norm(recipe, path, network_context, registry)
+
+        def attention(
+            channels: int, size: int, network: Any = network, weight_norm: WeightNorm = weight_norm
+        ) -> nn.Module:
+            context = LayerContext(network, resolution, num_classes, channels, size, weight_norm)
+            origin = Origin(attention_entry, "model.attention.variant", context)
+            return _built_module(
+                attention_entry,
+                origin.key,
+                origin,
+                lambda: attention_entry.plugin.factory(attention_params, context),
+            )
+
+        def feature_norm(
+            channels: int, classes: int, size: int, weight_norm: WeightNorm = weight_norm
+        ) -> nn.Module:
+            context = LayerContext("g", resolution, classes, channels, size, weight_norm)
+            origin = Origin(feature_entry, "model.norm.features.name", context)
+            return _built_module(
+                feature_entry,
+                origin.key,
+                origin,
+                lambda: feature_entry.plugin.factory(feature_params, context),
+            )
+
+        if network == "g":
+            nets[network] = Generator(
+                resolution,
+                model.g_channels,
+                model.z_dim,
+                num_classes,
+                recipe.g_attention,
+                weight_norm,
+                feature_norm,
+                attention,
+            )
+        else:
+            nets[network] = Discriminator(
+                resolution,
+                model.d_channels,
+                num_classes,
+                recipe.d_attention,
+                weight_norm,
+                attention,
+            )
+    generator, discriminator = nets["g"], nets["d"]
+    assert isinstance(generator, Generator) and isinstance(discriminator, Discriminator)
     return generator, discriminator
+
+
+def _tensor(value: Any) -> torch.Tensor | None:
+    return value if isinstance(value, torch.Tensor) else None
+
+
+@contextlib.contextmanager
+def attribute_errors(*networks: nn.Module) -> Iterator[None]:
+    """Inside: a plugin-built module that raises, or returns a tensor of another shape or a
+    non-finite one, is a ``PluginError`` naming the plugin, its key and its place."""
+    running: list[Origin] = []
+    handles = []
+
+    def before(origin: Origin) -> Callable[..., None]:
+        return lambda module, args: running.append(origin)
+
+    def after(origin: Origin) -> Callable[..., None]:
+        def check(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            running.pop()
+            x, out = _tensor(args[0] if args else None), _tensor(output)
+            doing = f"running {origin.where()}"
+            if out is None:
+                raise attributed(
+                    origin.entry,
+                    origin.key,
+                    doing,
+                    f"its forward returned {type(output).__name__}, not a tensor",
+                )
+            if x is not None and out.shape != x.shape:
+                raise attributed(
+                    origin.entry,
+                    origin.key,
+                    doing,
+                    f"it maps a {tuple(x.shape)} feature map to {tuple(out.shape)}; the output "
+                    f"must keep the input's shape (batch, channels, height, width)",
+                )
+            if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+                raise attributed(
+                    origin.entry,
+                    origin.key,
+                    doing,
+                    "its output holds NaN or infinite values on a finite input",
+                )
+
+        return check
+
+    for network in networks:
+        for module in network.modules():
+            origin = origin_of(module)
+            if origin is not None:
+                handles.append(module.register_forward_pre_hook(before(origin)))
+                handles.append(module.register_forward_hook(after(origin)))
+    try:
+        yield
+    except SaganError:
+        raise
+    except Exception as exc:
+        if not running:
+            raise
+        origin = running[-1]
+        raise attributed(
+            origin.entry,
+            origin.key,
+            f"running {origin.where()}",
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+        ) from exc
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def verify_networks(
+    generator: Generator,
+    discriminator: Discriminator,
+    z_dim: int,
+    num_classes: int,
+    loss: tuple[GANLoss, Entry] | None = None,
+) -> None:
+    """One tiny forward and backward through G and D (and the loss) before any training.
+
+    Plugin mistakes (exceptions, wrong shapes, NaN) surface here as one clear error
+    instead of deep inside the first step. Runs in eval mode with the RNG forked
+    and gradients cleared, so no weight, buffer or random state changes.
+    """
+    device = next(generator.parameters()).device
+    modes = (generator.training, discriminator.training)
+    generator.eval()
+    discriminator.eval()
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), attribute_errors(generator, discriminator):
+            z = torch.randn(2, z_dim, device=device)
+            labels = torch.arange(2, device=device) % num_classes if num_classes else None
+            logits = discriminator(generator(z, labels), labels)
+            if loss is not None:
+                objective, entry = loss
+                with plugin_code(entry, "loss.name", "computing its losses on a first batch"):
+                    values = [objective.d_loss(logits, logits), objective.g_loss(logits)]
+                for value in values:
+                    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                        raise attributed(
+                            entry,
+                            "loss.name",
+                            "computing its losses on a first batch",
+                            f"it returned {type(value).__name__} {tuple(getattr(value, 'shape', ()))}, "
+                            f"not a scalar tensor",
+                        )
+                logits = values[0] + values[1]
+            logits.float().sum().backward()
+    finally:
+        for network, mode in zip((generator, discriminator), modes, strict=True):
+            network.train(mode)
+            network.zero_grad(set_to_none=True)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -128,16 +378,15 @@ def _rows(network: nn.Module, run: Callable[[], Any]) -> list[tuple[str, str, in
     for hook in hooks:
         hook.remove()
     modules = dict(network.named_modules())
-    return [
-        (name, shape, count_parameters(modules[name])) for name, shape in shapes.items()
-    ]  # forward order
+    return [(name, shape, count_parameters(modules[name])) for name, shape in shapes.items()]
 
 
 def summarize_networks(
     recipe: Recipe, num_classes: int, registry: Registry | None = None
 ) -> NetworkSummary:
-    """Build G and D for ``recipe`` and trace one tiny batch to report shapes and counts."""
+    """Build and verify G and D for ``recipe``; trace one tiny batch to report shapes and counts."""
     generator, discriminator = build_networks(recipe, num_classes, registry)
+    verify_networks(generator, discriminator, recipe.model.z_dim, num_classes)
     generator.eval()
     discriminator.eval()
     z = torch.zeros(2, recipe.model.z_dim)

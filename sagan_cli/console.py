@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sys
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,8 +17,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from sagan_cli.results import RunDir
-from sagan_cli.train.loop import Observer
+from sagan_cli.train.observer import LogLines, Observer, describe_record
+
+if TYPE_CHECKING:
+    from sagan_cli.results import RunDir
 
 # Off a terminal (pipes, CI logs, files) tables get room instead of wrapping at 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -41,31 +42,9 @@ def progress_bar() -> Progress:
     )
 
 
-def describe_record(record: dict[str, Any]) -> str:
-    """One short line for a metrics record."""
-    kind = record.get("kind")
-    if kind == "train":
-        return (
-            f"D {record['d_loss']:.3f}  G {record['g_loss']:.3f}  {record['img_per_s']:.1f} img/s"
-        )
-    if kind == "structure":
-        return f"structure {record['structure']:.3f} (asym {record['asymmetry']:.3f})"
-    if kind == "eval":
-        parts = [
-            f"{name.upper()} {record[name]:.2f}"
-            for name in ("fid",)
-            if record.get(name) is not None
-        ]
-        if record.get("is_mean") is not None:
-            parts.append(f"IS {record['is_mean']:.2f}")
-        if record.get("kid_mean") is not None:
-            parts.append(f"KID {record['kid_mean']:.4f}")
-        return "  ".join(parts) or "evaluated"
-    return str(record)
-
-
 class TrainProgress(Observer):
-    """One run's progress: a live bar on a terminal, else a plain line every log interval."""
+    """One run's progress: a live bar on a terminal; off one (pipes, cluster logs), plain
+    lines with step, losses, images/s and ETA every ``PLAIN_EVERY_S`` seconds."""
 
     def __init__(
         self, quiet: bool = False, progress: Progress | None = None, label: str = "train"
@@ -74,22 +53,24 @@ class TrainProgress(Observer):
         self.progress = progress
         self.label = label
         self.task: TaskID | None = None
-        self.total = 0
         self.info: dict[str, str] = {}
-        self.last_plain = 0.0
+        self.lines = LogLines(label, PLAIN_EVERY_S, self.print)
 
     @property
     def live(self) -> bool:
         return self.progress is not None and not self.progress.disable
 
     def started(self, run: RunDir, start_step: int, total: int, device: str) -> None:
-        self.total = total
         if self.progress is not None:
             self.task = self.progress.add_task(
                 self.label, total=total, completed=start_step, info=""
             )
-        if not self.quiet:
+        if self.quiet:
+            return
+        if self.live:
             self.print(f"{self.label}: {run.path} on {device}, step {start_step}/{total}")
+        else:
+            self.lines.started(run, start_step, total, device)
 
     def advanced(self, step: int) -> None:
         if self.progress is not None and self.task is not None:
@@ -100,24 +81,21 @@ class TrainProgress(Observer):
         text = "  |  ".join(self.info[k] for k in ("train", "structure", "eval") if k in self.info)
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, info=text)
-        if self.quiet or self.live:
-            if record.get("kind") == "eval" and not self.quiet:
-                self.print(f"step {record['step']}: {describe_record(record)}")
+        if self.quiet:
             return
-        now = time.monotonic()
-        if (
-            record.get("kind") != "train"
-            or now - self.last_plain >= PLAIN_EVERY_S
-            or record["step"] == self.total
-        ):
-            self.last_plain = now
-            self.print(
-                f"{self.label} step {record['step']}/{self.total}  {describe_record(record)}"
-            )
+        if not self.live:
+            self.lines.logged(record)
+        elif record.get("kind") == "eval":
+            self.print(f"step {record['step']}: {describe_record(record)}")
 
     def message(self, text: str) -> None:
         if not self.quiet:
             self.print(text)
+
+    def finished(self) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
 
     def print(self, text: str) -> None:
         target = self.progress.console if self.progress is not None and self.live else err_console

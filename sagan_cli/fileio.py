@@ -6,8 +6,11 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO
+
+TEMP_SUFFIX = ".tmp"
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -16,8 +19,9 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     Readers see the old file or the new one, never a part, even after a crash.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results follow the umask
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -34,6 +38,21 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+@cache
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: once, at the first write
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete temp files a killed writer left under ``folder`` (call while holding its lock)."""
+    stale = [p for p in folder.rglob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -1,151 +1,50 @@
-"""Plugin hooks, descriptors and the registry.
+"""The plugin registry: built-ins and installed packages, loaded the same way.
 
-Built-ins and third-party packages register through the same four hooks. A
-third-party package exposes a module with ``@hookimpl`` functions under the
-entry-point group ``sagan_cli``::
+Loading order (as tox and llm do): hookspecs, the ``SAGAN_DISABLED_PLUGINS``
+block list, built-in modules, entry points of the group ``sagan_cli`` (each
+isolated: one that fails to import is reported and the rest still load),
+modules named in ``SAGAN_PLUGINS`` (local plugins under development, like
+``PYTEST_PLUGINS``), then ``check_pending`` so a misspelled hook name fails
+loudly. The contract plugins implement is ``sagan_cli.api``.
 
-    [project.entry-points.sagan_cli]
-    my_attention = "my_package.plugin"
-
-Loading order: hookspecs, the ``SAGAN_DISABLED_PLUGINS`` block list, built-ins,
-entry points (each isolated: one that fails to import is reported and the rest
-still load), modules named in ``SAGAN_PLUGINS`` (local plugins under
-development, like ``PYTEST_PLUGINS``), then ``check_pending`` so a misspelled
-hook name fails loudly.
+Code that is not ours runs inside ``plugin_code(...)``: any exception it raises
+becomes a ``PluginError`` naming the plugin, its provider, the recipe key and
+where it was being built or run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.metadata
+import inspect
+import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Any, ClassVar, Literal
+from functools import cache, cached_property
+from types import ModuleType
+from typing import Any, TypeVar
 
 import pluggy
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sagan_cli import __version__
-from sagan_cli.errors import PluginError, did_you_mean
+from sagan_cli.api import HOOKS, KINDS, PLUGIN_CLASSES, PROJECT, Hookspecs, Plugin
+from sagan_cli.errors import PluginError, SaganError, did_you_mean
 
-PROJECT = "sagan_cli"
 DISTRIBUTION = "sagan-cli"
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
-
-Register = Callable[["Plugin"], None]
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]*$")
-
-
-class PluginParams(BaseModel):
-    """Base for plugin parameter models: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NoParams(PluginParams):
-    """Parameter model for plugins that take none."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Plugin:
-    """What a hook registers: a name, a one-line summary, a parameter model and a factory."""
-
-    kind: ClassVar[str]
-    name: str
-    summary: str
-    factory: Callable[..., Any]
-    params: type[BaseModel] = NoParams
-
-
-@dataclass(frozen=True, kw_only=True)
-class AttentionPlugin(Plugin):
-    """``factory(channels, params, weight_norm) -> nn.Module`` mapping (B, C, H, W) to itself."""
-
-    kind: ClassVar[str] = "attention"
-
-
-@dataclass(frozen=True, kw_only=True)
-class NormalizationPlugin(Plugin):
-    """Weight or feature normalization.
-
-    ``target="weight"``: ``factory(params) -> (nn.Module -> nn.Module)``, wrapping
-    every conv/linear/embedding layer of a network (spectral norm).
-    ``target="feature"``: ``factory(params, num_features, num_classes) -> nn.Module``
-    whose forward is ``(x, labels)``; ``num_classes == 0`` means unconditional.
-    ``conditional`` says whether the feature norm uses the labels.
-    """
-
-    kind: ClassVar[str] = "normalization"
-    target: Literal["weight", "feature"]
-    conditional: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class LossPlugin(Plugin):
-    """``factory(params) -> GANLoss`` (see ``sagan_cli.builtins.losses.GANLoss``)."""
-
-    kind: ClassVar[str] = "loss"
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataPlugin(Plugin):
-    """``factory(params, resolution) -> DataSource`` (see ``sagan_cli.builtins.data``)."""
-
-    kind: ClassVar[str] = "data"
-
-
-PLUGIN_CLASSES: dict[str, type[Plugin]] = {
-    cls.kind: cls for cls in (AttentionPlugin, NormalizationPlugin, LossPlugin, DataPlugin)
-}
-KINDS = tuple(PLUGIN_CLASSES)
-
-
-class _Hookspecs:
-    @hookspec
-    def sagan_register_attention(self, register: Register) -> None:
-        """Register attention modules with ``register(AttentionPlugin(...))``.
-
-        The factory is called as ``factory(channels, params, weight_norm)`` and
-        returns an ``nn.Module`` whose forward maps a (B, C, H, W) tensor to the
-        same shape. ``weight_norm`` wraps a layer with the network's weight
-        normalization (spectral norm in SAGAN); apply it to every conv you make.
-        """
-
-    @hookspec
-    def sagan_register_normalization(self, register: Register) -> None:
-        """Register weight or feature normalizations with ``register(NormalizationPlugin(...))``.
-
-        See ``NormalizationPlugin`` for the two factory signatures.
-        """
-
-    @hookspec
-    def sagan_register_loss(self, register: Register) -> None:
-        """Register adversarial losses with ``register(LossPlugin(...))``.
-
-        The factory returns a ``GANLoss``: ``d_loss(real_logits, fake_logits)``,
-        ``g_loss(fake_logits)`` and optionally ``penalty(critic, real, fake)``.
-        """
-
-    @hookspec
-    def sagan_register_data(self, register: Register) -> None:
-        """Register data sources with ``register(DataPlugin(...))``.
-
-        The factory is called as ``factory(params, resolution)`` and returns a
-        ``DataSource`` yielding uint8 (3, R, R) images and integer labels.
-        """
-
-
-HOOK_FOR_KIND = {
-    "attention": "sagan_register_attention",
-    "normalization": "sagan_register_normalization",
-    "loss": "sagan_register_loss",
-    "data": "sagan_register_data",
-}
+ModelT = TypeVar("ModelT", bound=BaseModel)
+BUILTIN_MODULES = (
+    "sagan_cli.builtins.attention",
+    "sagan_cli.builtins.norms",
+    "sagan_cli.builtins.losses",
+    "sagan_cli.builtins.data",
+    "sagan_cli.builtins.launchers",
+)
 
 
 @dataclass(frozen=True)
@@ -164,6 +63,9 @@ class Entry:
     def name(self) -> str:
         return self.plugin.name
 
+    def describe(self) -> str:
+        return f"{self.kind} plugin '{self.name}' ({self.provider} {self.version})"
+
 
 @dataclass(frozen=True)
 class LoadFailure:
@@ -179,10 +81,11 @@ class LoadFailure:
 
 @dataclass
 class Registry:
-    """Every plugin by kind and name, plus the modules that failed to load."""
+    """Every plugin by kind and name, plus what went wrong while loading them."""
 
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
     failures: list[LoadFailure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, entry: Entry) -> None:
         existing = self.entries[entry.kind].get(entry.name)
@@ -202,16 +105,21 @@ class Registry:
         kinds = KINDS if kind is None else (kind,)
         return [self.entries[k][n] for k in kinds for n in self.names(k)]
 
+    def find(self, name: str) -> list[Entry]:
+        """Every plugin called ``name``, of any kind."""
+        return [e for e in self.all() if e.name == name]
+
     def get(self, kind: str, name: str, *, key: str) -> Entry:
         """The plugin ``name`` of ``kind``; ``key`` is the recipe key that named it."""
         entry = self.entries[kind].get(name)
         if entry is None:
             available = ", ".join(self.names(kind)) or "none"
-            broken = "".join(f" Note: {f.describe()}." for f in self.failures)
+            notes = "".join(f" Note: {f.describe()}." for f in self.failures)
+            notes += "".join(f" Note: {text}" for text in self.packages_without_entry_point)
             raise PluginError(
                 f"{key} = '{name}' is not a registered {kind} plugin.{did_you_mean(name, self.names(kind))} "
                 f"Available: {available}. `sagan plugins --kind {kind}` lists them with their "
-                f"providers.{broken}"
+                f"providers.{notes}"
             )
         return entry
 
@@ -240,7 +148,7 @@ class Registry:
             )
         if not problems:
             try:
-                return model.model_validate(dict(values))
+                return validate_toml_values(model, values)
             except ValidationError as exc:
                 for err in exc.errors():
                     where = ".".join(str(part) for part in (key, *err["loc"]))
@@ -249,37 +157,85 @@ class Registry:
                     )
         raise PluginError(" ".join(problems))
 
+    @cached_property
+    def packages_without_entry_point(self) -> list[str]:
+        """Installed packages that depend on sagan-cli but declare no ``sagan_cli`` entry point."""
+        found = []
+        for dist in importlib.metadata.distributions():
+            name = dist.metadata["Name"] or ""
+            if _normalise(name) == _normalise(DISTRIBUTION):
+                continue
+            requires = [
+                _normalise(re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0])
+                for r in dist.requires or []
+            ]
+            if _normalise(DISTRIBUTION) in requires and not any(
+                ep.group == PROJECT for ep in dist.entry_points
+            ):
+                found.append(
+                    f"the installed package {name} {dist.version} depends on sagan-cli but declares "
+                    f"no [project.entry-points.sagan_cli] entry point, so none of its plugins are "
+                    f"loaded; add one to its pyproject.toml and reinstall it."
+                )
+        return found
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def validate_toml_values(model: type[ModelT], values: Mapping[str, Any]) -> ModelT:
+    """Validate values parsed from TOML strictly: TOML has real types, so "10" is no integer
+    and "yes" no boolean. JSON mode lets arrays fill tuples and integers fill floats.
+
+    A model that sets ``strict=False`` in its config is validated leniently.
+    """
+    strict = model.model_config.get("strict") is not False
+    return model.model_validate_json(json.dumps(dict(values), default=str), strict=strict)
+
 
 def _disabled_names() -> set[str]:
     raw = os.environ.get("SAGAN_DISABLED_PLUGINS", "")
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
-def _builtin_modules() -> list[Any]:
-    from sagan_cli.builtins import attention, data, losses, norms
-
-    return [attention, norms, losses, data]
+def unmarked_hooks(module: ModuleType) -> list[str]:
+    """Functions named like a hook but without ``@hookimpl``: they would register nothing."""
+    marker = f"{PROJECT}_impl"
+    return sorted(
+        name
+        for name, value in vars(module).items()
+        if name.startswith("sagan_") and inspect.isfunction(value) and not hasattr(value, marker)
+    )
 
 
 def load_registry() -> Registry:
     """Build a fresh registry from built-ins, entry points and ``SAGAN_PLUGINS``."""
     manager = pluggy.PluginManager(PROJECT)
-    manager.add_hookspecs(_Hookspecs)
+    manager.add_hookspecs(Hookspecs)
     disabled = _disabled_names()
     registry = Registry()
     providers: dict[str, tuple[str, str]] = {}
+    known_names: set[str] = set()
 
-    def add_module(module: Any, name: str, provider: tuple[str, str]) -> None:
+    def add_module(module: ModuleType, name: str, provider: tuple[str, str]) -> None:
+        known_names.update((name, provider[0]))
         if name in disabled or provider[0] in disabled:
             return
+        for function in unmarked_hooks(module):
+            registry.warnings.append(
+                f"{module.__name__}.{function} looks like a hook but has no @hookimpl decorator, "
+                f"so it registers nothing. Decorate it with `@hookimpl` from sagan_cli.api."
+            )
         manager.register(module, name=name)
         providers[name] = provider
 
-    for module in _builtin_modules():
-        add_module(module, module.__name__, (DISTRIBUTION, __version__))
+    for module_name in BUILTIN_MODULES:
+        add_module(importlib.import_module(module_name), module_name, (DISTRIBUTION, __version__))
 
     for ep in importlib.metadata.entry_points(group=PROJECT):
         dist = (ep.dist.name, ep.dist.version) if ep.dist else (ep.value, "unknown")
+        known_names.update((ep.name, dist[0]))
         if ep.name in disabled or dist[0] in disabled:
             continue
         try:
@@ -307,10 +263,10 @@ def load_registry() -> Registry:
     except pluggy.PluginValidationError as exc:
         raise PluginError(
             f"Plugin '{manager.get_name(exc.plugin)}' implements a hook that does not exist ({exc}). Hook names are: "
-            f"{', '.join(HOOK_FOR_KIND.values())}."
+            f"{', '.join(HOOKS.values())}."
         ) from exc
 
-    for kind, hook_name in HOOK_FOR_KIND.items():
+    for kind, hook_name in HOOKS.items():
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
             provider, version = providers[impl.plugin_name]
             collected: list[Plugin] = []
@@ -325,9 +281,17 @@ def load_registry() -> Registry:
                 continue
             for plugin in collected:
                 _check_descriptor(plugin, kind, impl.plugin_name)
+                known_names.update((plugin.name, f"{kind}:{plugin.name}"))
                 if plugin.name in disabled or f"{kind}:{plugin.name}" in disabled:
                     continue
                 registry.add(Entry(plugin, provider, version))
+
+    for name in sorted(disabled - known_names):
+        registry.warnings.append(
+            f"SAGAN_DISABLED_PLUGINS names '{name}', which is no installed entry point, "
+            f"distribution or plugin name{did_you_mean(name, known_names).rstrip('?') + '?' if did_you_mean(name, known_names) else ''}; "
+            f"nothing was disabled by it."
+        )
     return registry
 
 
@@ -335,7 +299,7 @@ def _check_descriptor(plugin: Any, kind: str, source: str) -> None:
     expected = PLUGIN_CLASSES[kind]
     if not isinstance(plugin, expected):
         raise PluginError(
-            f"Plugin module '{source}' registered {plugin!r} through {HOOK_FOR_KIND[kind]}; "
+            f"Plugin module '{source}' registered {plugin!r} through {HOOKS[kind]}; "
             f"that hook takes {expected.__name__} descriptors."
         )
     if not NAME_PATTERN.match(plugin.name):
@@ -346,7 +310,12 @@ def _check_descriptor(plugin: Any, kind: str, source: str) -> None:
     if not (isinstance(plugin.params, type) and issubclass(plugin.params, BaseModel)):
         raise PluginError(
             f"{kind} '{plugin.name}' from '{source}' gives params={plugin.params!r}; it must be "
-            f"a pydantic BaseModel subclass."
+            f"a pydantic BaseModel subclass (sagan_cli.api.PluginParams)."
+        )
+    if not callable(plugin.factory):
+        raise PluginError(
+            f"{kind} '{plugin.name}' from '{source}' gives factory={plugin.factory!r}, which is "
+            f"not callable."
         )
 
 
@@ -354,6 +323,39 @@ def _check_descriptor(plugin: Any, kind: str, source: str) -> None:
 def get_registry() -> Registry:
     """The process-wide registry (``get_registry.cache_clear()`` reloads it)."""
     return load_registry()
+
+
+@contextlib.contextmanager
+def plugin_code(entry: Entry, key: str, where: str) -> Iterator[None]:
+    """Run code of ``entry``'s plugin; whatever it raises becomes one clear ``PluginError``.
+
+    ``key`` is the recipe key that chose the plugin, ``where`` what it was doing
+    (``building it for the generator at 16x16 ...``).
+    """
+    try:
+        yield
+    except PluginError as exc:
+        if getattr(exc, "attributed", False):
+            raise
+        raise attributed(entry, key, where, str(exc)) from exc
+    except SaganError:
+        raise
+    except Exception as exc:
+        detail = (
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        )
+        raise attributed(entry, key, where, detail) from exc
+
+
+def attributed(entry: Entry, key: str, where: str, detail: str) -> PluginError:
+    """A ``PluginError`` that says which plugin failed, chosen by which key, doing what."""
+    error = PluginError(
+        f"The {entry.describe()}, chosen by {key}, failed {where}: {detail.rstrip('.')}. This is "
+        f"a problem in the plugin, not in your recipe: `sagan plugins check {entry.name}` "
+        f"reproduces it; fix the plugin or choose another {key} (SAGAN_DEBUG=1 shows the traceback)."
+    )
+    error.attributed = True  # type: ignore[attr-defined]
+    return error
 
 
 def describe(entry: Entry) -> dict[str, Any]:

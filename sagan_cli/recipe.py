@@ -27,9 +27,10 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from sagan_cli.api import NormalizationPlugin, Plugin
 from sagan_cli.errors import RecipeError, SaganError, did_you_mean
 from sagan_cli.model import arch
-from sagan_cli.plugins import NormalizationPlugin, Plugin, Registry, get_registry
+from sagan_cli.plugins import Registry, get_registry, validate_toml_values
 
 try:
     import tomllib
@@ -47,10 +48,23 @@ class _PluginTable(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"  # experiment names: one folder, never a path
+
+
 class DataConfig(_PluginTable):
     source: str = Field("shapes", description="data-source plugin")
-    resolution: Literal[32, 64, 128] = Field(32, description="image size (square)")
+    resolution: int = Field(32, description="image size (square)")
     hflip: bool = Field(False, description="random horizontal flips of real images")
+
+    @field_validator("resolution")
+    @classmethod
+    def _supported(cls, resolution: int) -> int:
+        if resolution not in arch.RESOLUTIONS:
+            raise ValueError(
+                f"Input should be {', '.join(map(str, arch.RESOLUTIONS[:-1]))} or "
+                f"{arch.RESOLUTIONS[-1]}"
+            )
+        return resolution
 
 
 class AttentionConfig(_PluginTable):
@@ -139,12 +153,16 @@ class EvalConfig(_Strict):
     batch_size: int = Field(64, ge=1)
 
 
+class LaunchConfig(_PluginTable):
+    launcher: str = Field("local", description="ablation launcher plugin (sagan ablate)")
+
+
 class AblateConfig(_Strict):
     axes: dict[str, list[Any]] = Field(default_factory=dict)
 
 
 class Recipe(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     seed: int = Field(0, ge=0)
     data: DataConfig = DataConfig()
@@ -153,6 +171,7 @@ class Recipe(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     ablate: AblateConfig = AblateConfig()
+    launch: LaunchConfig = LaunchConfig()
 
     @model_validator(mode="after")
     def _placement_exists(self) -> Recipe:
@@ -211,6 +230,7 @@ PLUGIN_SLOTS = (
     PluginSlot("model.norm.discriminator", "name", "normalization", NormChoice, "weight"),
     PluginSlot("model.norm.features", "name", "normalization", NormChoice, "feature"),
     PluginSlot("loss", "name", "loss", LossConfig),
+    PluginSlot("launch", "launcher", "launcher", LaunchConfig),
 )
 
 
@@ -331,14 +351,14 @@ def resolve_recipe(
         params = {k: v for k, v in table.items() if k not in slot.host_keys}
         try:
             entry = registry.get(slot.kind, name, key=f"{slot.path}.{slot.name_key}")
-            if slot.target and _normalization(entry.plugin).target != slot.target:
+            if slot.target and normalization_plugin(entry.plugin).target != slot.target:
                 fitting = [
                     e.name
                     for e in registry.all(slot.kind)
-                    if _normalization(e.plugin).target == slot.target
+                    if normalization_plugin(e.plugin).target == slot.target
                 ]
                 raise RecipeError(
-                    f"{slot.path}.{slot.name_key} = '{name}' is a {_normalization(entry.plugin).target} "
+                    f"{slot.path}.{slot.name_key} = '{name}' is a {normalization_plugin(entry.plugin).target} "
                     f"normalization; this key takes a {slot.target} normalization: "
                     f"{', '.join(fitting)}."
                 )
@@ -357,7 +377,7 @@ def resolve_recipe(
     return recipe
 
 
-def _normalization(plugin: Plugin) -> NormalizationPlugin:
+def normalization_plugin(plugin: Plugin) -> NormalizationPlugin:
     """The registry only holds NormalizationPlugin descriptors under that kind."""
     assert isinstance(plugin, NormalizationPlugin)
     return plugin
@@ -365,7 +385,7 @@ def _normalization(plugin: Plugin) -> NormalizationPlugin:
 
 def _check_conditioning(recipe: Recipe, registry: Registry, origin: str) -> None:
     features = recipe.model.norm.features.name
-    plugin = _normalization(
+    plugin = normalization_plugin(
         registry.get("normalization", features, key="model.norm.features.name").plugin
     )
     if plugin.conditional and not recipe.model.conditional:
@@ -376,7 +396,9 @@ def _check_conditioning(recipe: Recipe, registry: Registry, origin: str) -> None
         )
     if recipe.model.conditional and not plugin.conditional:
         conditional = [
-            e.name for e in registry.all("normalization") if _normalization(e.plugin).conditional
+            e.name
+            for e in registry.all("normalization")
+            if normalization_plugin(e.plugin).conditional
         ]
         raise RecipeError(
             f"{origin}: model.conditional = true but model.norm.features = '{features}' ignores "
@@ -394,7 +416,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[Override]) -> dict[
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
-            elif isinstance(child, str) and _slot_at(override.parts[: depth + 1]):
+            elif isinstance(child, str) and plugin_slot_at(override.parts[: depth + 1]):
                 child = node[part] = {"name": child}  # "spectral" shorthand for a norm table
             elif not isinstance(child, dict):
                 where = ".".join(override.parts[: depth + 1])
@@ -427,14 +449,14 @@ def _plugin_name(data: dict[str, Any], slot: PluginSlot) -> str | None:
     return None
 
 
-def _slot_at(parts: tuple[str, ...]) -> PluginSlot | None:
+def plugin_slot_at(parts: tuple[str, ...]) -> PluginSlot | None:
     path = ".".join(parts)
     return next((s for s in PLUGIN_SLOTS if s.path == path), None)
 
 
 def _validate(data: dict[str, Any], origin: str, overrides: Sequence[Override]) -> Recipe:
     try:
-        return Recipe.model_validate(data)
+        return validate_toml_values(Recipe, data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -548,18 +570,6 @@ def recipe_toml(recipe: Recipe) -> str:
     return dumps_toml(recipe_dict(recipe))
 
 
-# ---- ablation axes ----------------------------------------------------------------------------
-
-AXIS_ALIASES = {
-    "attention": "model.attention.variant",
-    "loss": "loss.name",
-    "g_norm": "model.norm.generator",
-    "d_norm": "model.norm.discriminator",
-    "features": "model.norm.features",
-    "data": "data.source",
-}
-
-
 def host_field_paths(model: type[BaseModel] = Recipe, prefix: str = "") -> list[str]:
     """Every dotted path to a value the recipe models define (plugin parameters excluded)."""
     paths = []
@@ -579,36 +589,6 @@ def host_field_paths(model: type[BaseModel] = Recipe, prefix: str = "") -> list[
     return paths
 
 
-def resolve_axis(name: str, recipe: Recipe) -> str:
-    """An axis name -> the field path it varies: an alias, a path, or an unambiguous last part."""
-    if name in AXIS_ALIASES:
-        return AXIS_ALIASES[name]
-    fields = host_field_paths()
-    plugin_params = [
-        f"{slot.path}.{key}"
-        for slot in PLUGIN_SLOTS
-        for key in (table_at(recipe, slot.path).model_extra or {})
-    ]
-    known = fields + plugin_params
-    if name in known or _slot_at(tuple(name.split("."))):
-        return name
-    matches = [
-        path for path in known if path.split(".")[-len(name.split(".")) :] == name.split(".")
-    ]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise RecipeError(
-            f"Axis '{name}' is ambiguous: it could be {', '.join(matches)}. Use the full path."
-        )
-    short = sorted(set(AXIS_ALIASES) | {p.split(".")[-1] for p in known} | set(known))
-    raise RecipeError(
-        f"Unknown axis '{name}'.{did_you_mean(name, short)} An axis is a recipe field path "
-        f"(train.lr_d, model.attention.reduction), its last part when unambiguous (lr_d), or an "
-        f"alias: {', '.join(AXIS_ALIASES)}."
-    )
-
-
 def table_at(recipe: Recipe, path: str) -> Any:
     """The value at a dotted path of a resolved recipe (e.g. a plugin table)."""
     node: Any = recipe
@@ -617,48 +597,44 @@ def table_at(recipe: Recipe, path: str) -> Any:
     return node
 
 
-def axis_candidates(path: str, recipe: Recipe, registry: Registry) -> list[Any]:
-    """Built-in values for an axis given without values (``--vary attention_layer``)."""
-    res = recipe.data.resolution
-    sizes = {
-        "model.attention_layer": arch.shared_sizes(res),
-        "model.g_attention_layer": arch.generator_sizes(res),
-        "model.d_attention_layer": arch.discriminator_sizes(res),
-    }
-    if path in sizes:
-        return [[]] + [[size] for size in sizes[path]]
-    slot = _slot_at(tuple(path.split("."))) or next(
-        (s for s in PLUGIN_SLOTS if path == f"{s.path}.{s.name_key}"), None
-    )
-    if slot is not None:
-        entries = registry.all(slot.kind)
-        if slot.target:
-            entries = [e for e in entries if _normalization(e.plugin).target == slot.target]
-            if slot.target == "feature":
-                entries = [
-                    e
-                    for e in entries
-                    if _normalization(e.plugin).conditional == recipe.model.conditional
-                ]
-        names = [e.name for e in entries]
-        if "none" in names:  # the baseline first
-            names.insert(0, names.pop(names.index("none")))
-        return names
-    field = _field_for(path)
-    if field is not None:
-        if field.annotation is bool:
-            return [False, True]
-        literal = getattr(field.annotation, "__args__", None)
-        if getattr(field.annotation, "__origin__", None) is Literal and literal:
-            return list(literal)
-    raise RecipeError(
-        f"Axis '{path}' has no built-in values; give them: --vary {path.split('.')[-1]}=v1,v2 "
-        f"(or list them under [ablate.axes] in the recipe)."
-    )
-
-
-def _field_for(path: str) -> Any:
+def field_at(path: str) -> Any:
     """The pydantic field at a dotted recipe path, or None."""
     *parents, last = path.split(".")
     model = _model_at(parents)
     return None if model is None else model.model_fields.get(last)
+
+
+def split_list(text: str) -> list[str]:
+    """Split ``[],[8],[16]`` or ``sagan,"a,b"`` at commas outside brackets and quotes.
+
+    The one parser of comma-separated command-line values (sizes, metrics, seeds,
+    axis values); items are stripped, empty ones dropped.
+    """
+    parts, depth, quote, current = [], 0, "", ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def check_experiment_name(name: str) -> str:
+    """An experiment name is one folder under the results root, never a path out of it."""
+    if not re.match(NAME_PATTERN, name):
+        raise RecipeError(
+            f"--name '{name}' must be letters, digits, '_', '-' and '.', starting with a letter "
+            f"or digit: an experiment is one folder under --results (use --results to write "
+            f"elsewhere)."
+        )
+    return name

@@ -1,4 +1,5 @@
-"""Run-folder layout, run ids, atomic writes, and reading/writing metrics.
+"""Run folders: layout, ids, their lifecycle (creation, the training lock, provenance) and
+reading and writing their files.
 
     results/<experiment>/runs/<run_id>/
         recipe.toml     resolved recipe (never rewritten once the run exists)
@@ -11,24 +12,42 @@
 
 Every file except metrics.jsonl is written atomically (temp file, fsync,
 rename); metrics.jsonl is append-only, and a torn last line from a crash is
-ignored when read.
+ignored when read. Only the process holding a run's lock (``RunLock``) writes
+its status and metrics, so concurrent commands never overwrite each other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.metadata
 import json
-from collections.abc import Iterable
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sagan_cli.fileio import atomic_write_json, atomic_write_text
-from sagan_cli.recipe import Recipe, recipe_dict
+from filelock import FileLock, Timeout
+
+from sagan_cli import __version__
+from sagan_cli.errors import ResultsError
+from sagan_cli.fileio import atomic_write_json, atomic_write_text, remove_stale_temp_files
+from sagan_cli.plugins import Registry
+from sagan_cli.recipe import PLUGIN_SLOTS, Recipe, recipe_dict, recipe_toml, table_at
 
 # Fields that name or describe a run without changing what it computes.
-PRESENTATION_ONLY = ("name", "description", "ablate")
+PRESENTATION_ONLY = ("name", "description", "ablate", "launch")
+
+
+class RunBusy(ResultsError):
+    """Another process holds the run's lock (it is being trained right now)."""
 
 
 def now() -> str:
@@ -93,11 +112,17 @@ class RunDir:
     def exists(self) -> bool:
         return self.recipe_path.is_file()
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
     def read_status(self) -> dict[str, Any]:
+        """The status, or {} when it is missing, unreadable or not (yet) an object."""
         try:
-            return json.loads(self.status_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            status = json.loads(self.status_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return {}
+        return status if isinstance(status, dict) else {}
 
     def update_status(self, **fields: Any) -> dict[str, Any]:
         status = {**self.read_status(), **fields, "updated": now()}
@@ -111,15 +136,26 @@ class RunDir:
             handle.flush()
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.is_file():
-            return []
-        records = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+        return self._read_metrics()[0]
+
+    def _read_metrics(self) -> tuple[list[dict[str, Any]], int]:
+        """Records, and how many lines could not be parsed (a crash tears at most the last)."""
+        try:
+            text = self.metrics_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return [], 0
+        records, bad = [], 0
+        for line in text.splitlines():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash
-        return records
+                record = json.loads(line)
+            except ValueError:
+                bad += 1
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                bad += 1
+        return records, bad
 
     def read_evaluations(self) -> list[dict[str, Any]]:
         try:
@@ -132,10 +168,120 @@ class RunDir:
         self.append_metrics(record)
         atomic_write_json(self.eval_path, {"evaluations": [*self.read_evaluations(), record]})
 
-    def keep_metrics(self, keep: Iterable[dict[str, Any]]) -> None:
-        """Rewrite metrics.jsonl with only ``keep`` (resume drops steps after its checkpoint)."""
-        text = "".join(json.dumps(r, default=float) + "\n" for r in keep)
+    def keep_metrics_until(self, step: int) -> Path | None:
+        """Rewrite metrics.jsonl without records after ``step`` (resume recomputes them).
+
+        If some lines cannot be parsed, the original file is first kept aside
+        (returned), so nothing a user might need is ever dropped silently.
+        """
+        records, bad = self._read_metrics()
+        aside = None
+        if bad:
+            aside = self.path / f"metrics.jsonl.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.write_bytes(self.metrics_path.read_bytes())
+        text = "".join(
+            json.dumps(r, default=float) + "\n" for r in records if r.get("step", 0) <= step
+        )
         atomic_write_text(self.metrics_path, text)
+        return aside
+
+
+def prepare_run(recipe: Recipe, run: RunDir) -> None:
+    """Create the run folder with its resolved recipe, or check an existing one matches."""
+    if run.exists():
+        if run.id != run_id(recipe):
+            raise ResultsError(
+                f"{run.path} holds a run of a different recipe (its id is {run_id(recipe)}, the "
+                f"folder says {run.id}). Was {run.recipe_path} edited? Restore it or start a new run."
+            )
+        return
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.recipe_path, recipe_toml(recipe))
+        run.update_status(
+            status="queued", run_id=run.id, experiment=run.path.parent.parent.name, created=now()
+        )
+    except OSError as exc:
+        raise ResultsError(
+            f"Cannot create the run folder {run.path}: {exc.strerror or exc}. Check that the "
+            f"results folder is writable and the disk has space (--results chooses another)."
+        ) from None
+
+
+@contextlib.contextmanager
+def run_lock(run: RunDir) -> Iterator[None]:
+    """Only one process trains a run at a time; the lock dies with its process (even SIGKILL).
+
+    The holder's pid and host sit in ``.lock.owner`` so a refused process can say who.
+    Stale temp files of a killed writer are removed once the lock is held.
+    """
+    lock = FileLock(str(run.lock_path), timeout=0)
+    owner = run.path / ".lock.owner"
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = owner.read_text().strip() or "another process"
+        except OSError:
+            holder = "another process"
+        raise RunBusy(
+            f"{run.path} is being trained right now by {holder}. Wait for it to finish or "
+            f"stop it; two processes must not write one run."
+        ) from None
+    except OSError as exc:
+        raise ResultsError(
+            f"Cannot lock the run folder {run.path}: {exc.strerror or exc}. Check that it is "
+            f"writable by you."
+        ) from None
+    try:
+        owner.write_text(f"pid {os.getpid()} on {socket.gethostname()}")
+        remove_stale_temp_files(run.path)
+        yield
+    finally:
+        lock.release()
+
+
+def versions(recipe: Recipe, registry: Registry) -> dict[str, Any]:
+    """Package versions and the provider of every plugin the recipe uses (for status.json)."""
+    found: dict[str, Any] = {"sagan-cli": __version__, "python": platform.python_version()}
+    torch = sys.modules.get("torch")  # the running build's full version (2.x.y+cu130)
+    if torch is not None:
+        found["torch"] = torch.__version__
+    for dist in ("torch", "torch-fidelity", "torchvision"):
+        if dist in found:
+            continue
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[dist] = importlib.metadata.version(dist)
+    plugins = {}
+    for slot in PLUGIN_SLOTS:
+        name = getattr(table_at(recipe, slot.path), slot.name_key)
+        entry = registry.get(slot.kind, name, key=slot.path)
+        plugins[slot.path] = f"{name} ({entry.provider} {entry.version})"
+    found["plugins"] = plugins
+    return found
+
+
+def git_commit() -> str | None:
+    """The sagan-cli checkout's commit (with -dirty), when it runs from one."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+
+    try:
+        commit, dirty = (
+            git("rev-parse", "HEAD"),
+            git("status", "--porcelain", "--untracked-files=no"),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
 
 
 def run_dir_for(root: Path, experiment: str, recipe: Recipe) -> RunDir:

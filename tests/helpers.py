@@ -70,11 +70,11 @@ def assert_clean_error(result, *fragments: str) -> str:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` (but the lock) with its content hash."""
+    """Every file under ``folder`` (but the lock and its owner note) with its content hash."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != ".lock"
+        if p.is_file() and p.name not in (".lock", ".lock.owner")
     }
 
 

@@ -295,3 +295,53 @@ def test_report_errors_and_merging(cli, tiny_recipe, tmp_path):
         ("b", "[]"),
         ("b", "[8]"),
     ]
+
+
+def test_retry_failed_reruns_the_failed_runs_only(cli, tiny_recipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAGAN_PLUGINS", "nan_loss")
+    args = (
+        "ablate",
+        str(tiny_recipe),
+        *sets("loss.name=nan_hinge"),
+        *vary("loss.nan_from_call=4,1000"),
+        "--name",
+        "retry",
+        "--results",
+        str(tmp_path),
+    )
+    assert cli(*args).exit_code == 1
+    runs = {
+        r.read_status()["axis_labels"]["loss.nan_from_call"]: r
+        for r in list_runs(tmp_path / "retry")
+    }
+    done_before = snapshot(runs["1000"].path)
+    assert runs["4"].read_status()["status"] == "diverged"
+    retried = cli(*args, "--retry-failed")
+    # resumed from its last good checkpoint (step 3) in a fresh process, whose loss object
+    # counts from 1 again: NaN would come at step 7, after the 6 steps the run has
+    assert retried.exit_code == 0, retried.output
+    assert "already there" in retried.output  # the finished run is not retrained
+    assert snapshot(runs["1000"].path) == done_before
+    status = runs["4"].read_status()
+    assert status["status"] == "done" and status["resumed_from"] == "step-00000003.pt"
+
+
+def test_report_formats_table_and_markdown(cli, tiny_recipe, tmp_path):
+    assert (
+        cli(
+            "ablate",
+            str(tiny_recipe),
+            *vary("attention_layer=[],[16]"),
+            "--name",
+            "f",
+            "--results",
+            str(tmp_path),
+        ).exit_code
+        == 0
+    )
+    table = cli("report", "f", "--results", str(tmp_path), "--format", "table")
+    assert table.exit_code == 0 and "attention_layer" in table.stdout and "[16]" in table.stdout
+    markdown = cli("report", "f", "--results", str(tmp_path), "--format", "md")
+    assert markdown.exit_code == 0
+    assert markdown.stdout == (tmp_path / "f" / "summary.md").read_text()
+    assert markdown.stdout.startswith("# f") and "| attention_layer |" in markdown.stdout

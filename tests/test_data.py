@@ -10,8 +10,8 @@ import torch
 from helpers import assert_clean_error
 from PIL import Image
 
+from sagan_cli.api import TensorImageSet
 from sagan_cli.components import build_data_source
-from sagan_cli.datasets.base import TensorImageSet
 from sagan_cli.datasets.shapes import structural_score
 from sagan_cli.errors import DataError
 from sagan_cli.recipe import resolve_recipe

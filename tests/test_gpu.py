@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sagan_cli.api import LayerContext
 from sagan_cli.builtins.attention import PooledParams, SaganParams, build_pooled, build_sagan
 from sagan_cli.device import select_device
 from sagan_cli.plugins import get_registry
@@ -21,17 +22,25 @@ def module(variant: str, channels: int = 256):
     build, params = (
         (build_sagan, SaganParams()) if variant == "sagan" else (build_pooled, PooledParams())
     )
-    block = build(channels, params, lambda layer: layer).to(CUDA)
+    block = build(params, LayerContext("g", 32, 0, channels, 16, lambda layer: layer)).to(CUDA)
     with torch.no_grad():
         block.gamma.fill_(0.5)
     return block
 
 
+@pytest.fixture
+def no_tf32():
+    """Exact fp32 matmuls for this test only; the setting is global, so it is restored."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = previous
+
+
 @pytest.mark.parametrize("variant", ["sagan", "sagan_pooled"])
-def test_fused_equals_explicit_on_cuda(variant):
+def test_fused_equals_explicit_on_cuda(variant, no_tf32):
     block = module(variant, 64)
     x = torch.randn(2, 64, 16, 16, device=CUDA)
-    torch.backends.cuda.matmul.allow_tf32 = False
     torch.testing.assert_close(block(x), block.forward_explicit(x)[0], rtol=1e-4, atol=1e-4)
 
 

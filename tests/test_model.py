@@ -6,23 +6,29 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sagan_cli.api import LayerContext
 from sagan_cli.builtins.attention import PooledParams, SaganParams, build_pooled, build_sagan
-from sagan_cli.builtins.losses import Hinge, LeastSquares, NonSaturating, WassersteinGP
 from sagan_cli.components import build_networks, count_parameters
 from sagan_cli.model import arch
 from sagan_cli.model.attention import SelfAttention2d
+from sagan_cli.model.losses import Hinge, LeastSquares, NonSaturating, WassersteinGP
 from sagan_cli.plugins import get_registry
 from sagan_cli.recipe import resolve_recipe
 
 IDENTITY = lambda layer: layer  # noqa: E731 - no weight norm: the raw equations
 
 
+def plain(channels: int, size: int = 8) -> LayerContext:
+    """Where a block is built, with no weight norm: the raw equations."""
+    return LayerContext("g", 32, 0, channels, size, IDENTITY)
+
+
 def attention_module(variant: str, channels: int, gamma: float = 0.7) -> SelfAttention2d:
     torch.manual_seed(0)
     if variant == "sagan":
-        module = build_sagan(channels, SaganParams(), IDENTITY)
+        module = build_sagan(SaganParams(), plain(channels))
     else:
-        module = build_pooled(channels, PooledParams(), IDENTITY)
+        module = build_pooled(PooledParams(), plain(channels))
     with torch.no_grad():
         module.gamma.fill_(gamma)
     return module
@@ -80,7 +86,7 @@ def test_gamma_zero_is_exactly_the_identity(variant):
     module = attention_module(variant, 32, gamma=0.0)
     x = torch.randn(2, 32, 8, 8)
     assert torch.equal(module(x), x)
-    assert build_sagan(32, SaganParams(), IDENTITY).gamma.item() == 0.0  # the initial value
+    assert build_sagan(SaganParams(), plain(32)).gamma.item() == 0.0  # the initial value
 
 
 @pytest.mark.parametrize("variant, positions", [("sagan", 64), ("sagan_pooled", 16)])
@@ -228,7 +234,16 @@ def test_official_128_layout_widths():
     assert discriminator.attention["32"].f.in_channels == 128  # D 128 ch at 32x32
 
 
-def test_paper_128_parameter_counts_as_documented():
+def conv_parameters(inputs: int, outputs: int, kernel: int) -> int:
+    return inputs * outputs * kernel * kernel + outputs  # weight and bias
+
+
+def attention_parameters(channels: int) -> int:
+    return 4 * channels * (channels // 8) + 1  # f, g, h to C/8, v back, gamma
+
+
+def test_paper_128_parameter_counts_follow_from_the_layer_shapes():
+    """The class-conditional 128x128 nets, counted from the official layout by hand."""
     recipe = resolve_recipe(
         {
             "name": "t",
@@ -242,8 +257,40 @@ def test_paper_128_parameter_counts_as_documented():
         origin="test",
     )
     generator, discriminator = build_networks(recipe, 1000)
-    assert count_parameters(generator) == 42_029_700
-    assert count_parameters(discriminator) == 39_451_330
+    classes = 1000
+    g_expected = 128 * 4 * 4 * 1024 + 4 * 4 * 1024  # linear z -> 4x4x1024
+    for i, o in [(1024, 1024), (1024, 512), (512, 256), (256, 128), (128, 64)]:
+        g_expected += conv_parameters(i, o, 3) + conv_parameters(o, o, 3) + conv_parameters(i, o, 1)
+        g_expected += 2 * classes * (i + o)  # CBN gain and bias tables of both norms
+    g_expected += 2 * 64 + conv_parameters(64, 3, 3) + attention_parameters(256)
+    d_expected = attention_parameters(128) + (1024 + 1) + classes * 1024  # head + projection
+    widths = [(3, 64), (64, 128), (128, 256), (256, 512), (512, 1024), (1024, 1024)]
+    for index, (i, o) in enumerate(widths):
+        d_expected += conv_parameters(i, o, 3) + conv_parameters(o, o, 3)
+        if index < 5:  # the last block neither resamples nor changes width: no shortcut conv
+            d_expected += conv_parameters(i, o, 1)
+    assert count_parameters(generator) == g_expected
+    assert count_parameters(discriminator) == d_expected
+
+
+def test_ema_follows_its_equation():
+    from sagan_cli.train.ema import EMA
+
+    source = torch.nn.Linear(2, 1)
+    ema = EMA(source, decay=0.9, start=1)
+    with torch.no_grad():
+        source.weight.fill_(1.0)
+    ema.update(source, step=1)  # until start: a copy
+    assert torch.equal(ema.model.weight, source.weight)
+    with torch.no_grad():
+        source.weight.fill_(3.0)
+    ema.update(source, step=2)  # 0.9 * 1 + 0.1 * 3
+    torch.testing.assert_close(ema.model.weight, torch.full((1, 2), 1.2))
+    ema.update(source, step=3)  # 0.9 * 1.2 + 0.1 * 3
+    torch.testing.assert_close(ema.model.weight, torch.full((1, 2), 1.38))
+    no_average = EMA(source, decay=0.0, start=0)
+    no_average.update(source, step=5)
+    assert torch.equal(no_average.model.weight, source.weight)
 
 
 def test_class_conditioning_reaches_both_networks():

@@ -10,8 +10,9 @@ import subprocess
 import pytest
 from helpers import assert_clean_error, sagan_command, sagan_subprocess_env
 
-from sagan_cli.errors import PluginError
-from sagan_cli.plugins import KINDS, get_registry, load_registry
+from sagan_cli.api import KINDS
+from sagan_cli.errors import PluginError, RecipeError
+from sagan_cli.plugins import get_registry, load_registry
 from sagan_cli.recipe import load_recipe
 
 BUILTINS = {
@@ -19,6 +20,7 @@ BUILTINS = {
     "normalization": {"spectral", "none", "batchnorm", "conditional_batchnorm"},
     "loss": {"hinge", "nonsaturating", "least_squares", "wasserstein"},
     "data": {"shapes", "image-folder", "npz", "cifar10", "cifar100"},
+    "launcher": {"local", "ray", "slurm"},
 }
 
 
@@ -159,5 +161,5 @@ def test_local_plugin_module_through_env(monkeypatch):
 def test_plugin_parameters_are_validated_by_the_plugins_model(monkeypatch):
     monkeypatch.setenv("SAGAN_PLUGINS", "nan_loss")
     get_registry.cache_clear()
-    with pytest.raises(Exception, match="loss.nan_from_call"):
+    with pytest.raises(RecipeError, match="loss.nan_from_call"):
         load_recipe("smoke", ["loss.name=nan_hinge", "loss.nan_from_call=0"])

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
+import sys
+from pathlib import Path
 
-from helpers import REPO
+from helpers import REPO, sagan_subprocess_env
 
 from sagan_cli.plugins import load_registry
 from sagan_cli.recipe import host_field_paths
@@ -48,5 +52,45 @@ def test_ci_runs_the_readme_test_command_verbatim():
     )
 
 
-def test_quick_start_trains_the_smoke_recipe():
+def test_quick_start_trains_the_smoke_recipe(tmp_path):
+    """The quick start's command, run as written (from the repository), on a few steps."""
     assert "pip install . && sagan train recipes/smoke.toml" in README
+    sagan = shutil.which("sagan") or str(Path(sys.executable).parent / "sagan")
+    steps = [
+        "--set",
+        "train.steps=4",
+        "--set",
+        "train.sample_every=2",
+        "--set",
+        "train.log_every=2",
+    ]
+    result = subprocess.run(
+        [
+            sagan,
+            "train",
+            "recipes/smoke.toml",
+            *steps,
+            "--results",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=sagan_subprocess_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "smoke" / "runs").iterdir()
+    assert f"run folder: {run}" in result.stdout
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step-00000000.png",
+        "step-00000002.png",
+        "step-00000004.png",
+    ]
+    structure = [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if '"structure"' in line
+    ]
+    assert [r["step"] for r in structure] == [0, 2, 4]

@@ -14,7 +14,8 @@ from sagan_cli.device import select_device
 from sagan_cli.plugins import get_registry
 from sagan_cli.recipe import load_recipe, recipe_toml
 from sagan_cli.results import RunDir, run_dir_for
-from sagan_cli.train.loop import Observer, train_run
+from sagan_cli.train.loop import train_run
+from sagan_cli.train.observer import Observer
 
 
 def run_folder(root: Path, recipe_path: Path, *sets: str) -> RunDir:
@@ -226,3 +227,94 @@ def test_metrics_lines_are_json(cli, tiny_recipe, tmp_path):
     run = run_folder(tmp_path, tiny_recipe)
     for line in run.metrics_path.read_text().splitlines():
         json.loads(line)
+
+
+# ---- behaviours the first release left untested ---------------------------------------------------
+
+
+def test_only_the_newest_checkpoints_are_kept(tiny_recipe, tmp_path):
+    recipe = load_recipe(
+        tiny_recipe, ["train.steps=8", "train.checkpoint_every=1", "train.keep_checkpoints=2"]
+    )
+    run = run_dir_for(tmp_path, recipe.name, recipe)
+    assert train_run(recipe, run, select_device("cpu"), get_registry()).status == "done"
+    assert sorted(p.name for p in run.checkpoints.iterdir()) == [
+        "step-00000007.pt",
+        "step-00000008.pt",
+    ]
+
+
+def test_a_second_trainer_is_refused_while_the_run_is_locked(cli, tiny_recipe, tmp_path):
+    from sagan_cli.results import prepare_run, run_lock
+
+    recipe = load_recipe(tiny_recipe)
+    run = run_dir_for(tmp_path, recipe.name, recipe)
+    prepare_run(recipe, run)
+    before = snapshot(run.path)
+    with run_lock(run):
+        result = cli("train", str(tiny_recipe), "--results", str(tmp_path))
+    assert_clean_error(result, "is being trained right now by pid", "two processes")
+    assert snapshot(run.path) == before
+    assert cli("train", str(tiny_recipe), "--results", str(tmp_path)).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["model.conditional=true", "model.norm.features=conditional_batchnorm"],
+        ["loss.name=wasserstein"],  # a gradient penalty through attention in D
+        ["train.d_steps=3"],
+        [
+            "loss.name=wasserstein",
+            "model.attention.variant=sagan_pooled",
+            "model.attention_layer=[8,16]",
+        ],
+    ],
+    ids=["conditional", "wgan-gp", "d_steps", "wgan-gp-pooled"],
+)
+def test_training_steps_of_every_flavour_run_and_stay_finite(tiny_recipe, tmp_path, sets):
+    recipe = load_recipe(tiny_recipe, ["train.steps=3", *sets])
+    run = run_dir_for(tmp_path, recipe.name, recipe)
+    result = train_run(recipe, run, select_device("cpu"), get_registry())
+    assert result.status == "done", result.detail
+    train = records(run, "train")
+    assert train and all(
+        torch.isfinite(torch.tensor([r["d_loss"], r["g_loss"]])).all() for r in train
+    )
+    state = torch.load(run.checkpoints / "step-00000003.pt", weights_only=True)
+    assert state["data_position"] == 3 * recipe.train.d_steps * recipe.train.batch_size
+
+
+@pytest.mark.parametrize("loss", ["hinge", "nonsaturating", "least_squares", "wasserstein"])
+@pytest.mark.parametrize("variant", ["sagan", "sagan_pooled", "residual", "none"])
+def test_every_builtin_loss_trains_with_every_builtin_attention(
+    tiny_recipe, tmp_path, loss, variant
+):
+    """The fused attention kernels have no second derivative; penalties take the maths path."""
+    recipe = load_recipe(
+        tiny_recipe,
+        [f"loss.name={loss}", f"model.attention.variant={variant}", "train.steps=1"],
+    )
+    run = run_dir_for(tmp_path, recipe.name, recipe)
+    assert train_run(recipe, run, select_device("cpu"), get_registry()).status == "done"
+
+
+def test_model_summary_lists_blocks_and_attention(cli):
+    result = cli("model", "summary", "smoke")
+    assert result.exit_code == 0, result.output
+    assert "Generator" in result.stdout and "Discriminator" in result.stdout
+    assert "attention.16" in result.stdout and "32x16x16" in result.stdout
+    assert "attention 'sagan' in G at [16] and in D at [16]" in result.stdout
+    conditional = cli("model", "summary", "sagan_imagenet128", "--set", "data.path=/nowhere")
+    assert_clean_error(conditional, "--num-classes")
+    with_classes = cli(
+        "model",
+        "summary",
+        "sagan_imagenet128",
+        "--set",
+        "data.path=/nowhere",
+        "--num-classes",
+        "10",
+    )
+    assert with_classes.exit_code == 0, with_classes.output
+    assert "10 classes" in with_classes.stdout

@@ -8,28 +8,29 @@ that fails is recorded and the others go on.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sagan_cli.ablate.grid import Axis, GridPoint, format_value
+from sagan_cli.ablate.axes import Axis, format_value
+from sagan_cli.ablate.grid import GridPoint
+from sagan_cli.api import LaunchContext, Launcher, RunTask
 from sagan_cli.errors import ResultsError, SaganError
+from sagan_cli.evaluate.service import evaluator_factory
 from sagan_cli.evaluate.weights import InceptionWeights
 from sagan_cli.fileio import atomic_write_json
 from sagan_cli.plugins import Registry, get_registry
 from sagan_cli.recipe import Recipe, load_recipe
-from sagan_cli.results import RunDir, config_identity, now
-from sagan_cli.train.loop import Observer, prepare_run, train_run
-from sagan_cli.train.service import evaluator_factory
+from sagan_cli.results import RunBusy, RunDir, config_identity, now, prepare_run
+from sagan_cli.train.loop import train_run
+from sagan_cli.train.observer import LogLines, Observer
 
 FINISHED = ("done",)
 RETRYABLE = ("failed", "diverged")
+ENDED = ("done", "failed", "diverged", "interrupted")
 
 
 @dataclass
@@ -119,54 +120,114 @@ def run_one(
     """Train one point; any failure becomes its recorded status instead of stopping the grid."""
     factory = evaluator_factory(weights, device) if weights else None
     try:
-        result = train_run(recipe, run, device, registry, observer, factory, retry_diverged=retry)
+        result = train_run(
+            recipe,
+            run,
+            device,
+            registry,
+            observer,
+            factory,
+            retry_diverged=retry,
+            record_preflight_errors=True,
+        )
+    except RunBusy as exc:  # another process trains it: its status is not ours to write
+        return "busy", str(exc)
     except SaganError as exc:
-        run.update_status(status="failed", error=str(exc), finished=now())
         return "failed", str(exc)
     except Exception as exc:  # a bug in one configuration must not cost the rest of the grid
         return "failed", run.read_status().get("error") or f"{type(exc).__name__}: {exc}"
-    return result.status, result.message
+    return result.status, result.detail
 
 
-_worker_device: str = "cpu"
+def execute_task(task: RunTask, observer: Observer | None = None) -> str:
+    """Train one task in this process (a launcher's worker); returns the run's final status.
 
+    Module-level and free of closures, so Ray and submitit can ship it by reference.
+    """
+    from sagan_cli.device import select_device
+    from sagan_cli.evaluate.weights import resolve_inception_weights
 
-def _claim_device(counter: Any, device_type: str, threads: int) -> None:
-    global _worker_device
-    with counter.get_lock():
-        index = counter.value
-        counter.value += 1
-    _worker_device = f"cuda:{index}" if device_type == "cuda" else device_type
-    torch.set_num_threads(threads)
-
-
-def _train_in_worker(
-    run_path: str, weights: InceptionWeights | None, retry: bool
-) -> tuple[str, str]:
-    run = RunDir(Path(run_path))
+    if task.threads:
+        torch.set_num_threads(task.threads)
+    if task.nproc > 1:
+        return _execute_data_parallel(task)
+    run = RunDir(Path(task.run_dir))
     registry = get_registry()
-    recipe = load_recipe(run.recipe_path, registry=registry)
-    return run_one(recipe, run, torch.device(_worker_device), registry, weights, Observer(), retry)
+    try:
+        recipe = load_recipe(run.recipe_path, registry=registry)
+        device = select_device(task.device)
+        weights = (
+            resolve_inception_weights(Path(task.inception_weights))
+            if task.inception_weights
+            else None
+        )
+    except SaganError as exc:
+        run.update_status(status="failed", error=str(exc), finished=now())
+        return "failed"
+    status, _ = run_one(
+        recipe, run, device, registry, weights, observer or LogLines(task.label), task.retry_failed
+    )
+    return status
+
+
+def _execute_data_parallel(task: RunTask) -> str:
+    """One run on ``task.nproc`` processes: ``sagan train --resume ... --nproc N`` (torchrun)."""
+    import subprocess
+
+    completed = subprocess.run(list(task.argv), check=False)
+    status = RunDir(Path(task.run_dir)).read_status().get("status", "failed")
+    if completed.returncode != 0 and status in ("running", "queued"):
+        return "failed"
+    return status
+
+
+def task_for(
+    run: RunDir,
+    point: GridPoint,
+    device: str,
+    weights: InceptionWeights | None,
+    options: GridOptions,
+) -> RunTask:
+    return RunTask(
+        run_dir=str(run.path),
+        label=f"#{point.index + 1} seed {point.seed}",
+        device=device,
+        nproc=options.nproc,
+        threads=options.threads,
+        inception_weights=str(weights.path) if weights else None,
+        retry_failed=options.retry_failed,
+    )
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """How a grid's runs are executed (none of this changes what a run computes)."""
+
+    jobs: int = 1
+    nproc: int = 1
+    threads: int | None = None
+    retry_failed: bool = False
 
 
 def run_grid(
     points: list[GridPoint],
     runs: list[RunDir],
     device: torch.device,
-    registry: Registry,
     weights: InceptionWeights | None,
-    jobs: int,
-    retry_failed: bool,
-    observer_for: Callable[[GridPoint, RunDir], Observer],
+    launcher: Launcher,
+    options: GridOptions,
+    run_here: Callable[[RunTask, GridPoint], str],
     on_outcome: Callable[[Outcome], None],
     poll: Callable[[list[RunDir]], None] = lambda runs: None,
+    report: Callable[[str], None] = lambda text: None,
 ) -> list[Outcome]:
-    """Train every point that needs it (``jobs`` at a time); returns one outcome per point."""
+    """Hand every run that needs training to ``launcher``; one outcome per point, read back
+    from the run folders (so every launcher reports the same way)."""
     outcomes: dict[int, Outcome] = {}
     pending: list[int] = []
     for position, (point, run) in enumerate(zip(points, runs, strict=True)):
         status = run.read_status().get("status")
-        if should_run(status, retry_failed):
+        if should_run(status, options.retry_failed):
             pending.append(position)
         else:
             outcome = Outcome(
@@ -174,41 +235,50 @@ def run_grid(
             )
             outcomes[position] = outcome
             on_outcome(outcome)
+    device_name = str(device) if device.type != "cuda" or device.index is not None else "cuda"
+    tasks = {
+        str(runs[p].path): (p, task_for(runs[p], points[p], device_name, weights, options))
+        for p in pending
+    }
+    reported: set[int] = set()
 
-    if jobs == 1:
-        for position in pending:
-            point, run = points[position], runs[position]
-            status, message = run_one(
-                point.recipe, run, device, registry, weights, observer_for(point, run), retry_failed
-            )
-            outcomes[position] = Outcome(point, run, status, message)
-            on_outcome(outcomes[position])
-            if status == "interrupted":
-                break
-    elif pending:
-        threads = max(1, (os.cpu_count() or 1) // jobs) if device.type == "cpu" else 1
-        context = multiprocessing.get_context("spawn")
-        counter = context.Value("i", device.index or 0)
-        with ProcessPoolExecutor(
-            max_workers=jobs,
-            mp_context=context,
-            initializer=_claim_device,
-            initargs=(counter, device.type, threads),
-        ) as pool:
-            futures: dict[Future, int] = {
-                pool.submit(_train_in_worker, str(runs[p].path), weights, retry_failed): p
-                for p in pending
-            }
-            while futures:
-                done, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-                poll([runs[p] for p in futures.values()])
-                for future in done:
-                    position = futures.pop(future)
-                    try:
-                        status, message = future.result()
-                    except Exception as exc:  # the worker process itself died
-                        status, message = "failed", f"worker crashed: {exc}"
-                        runs[position].update_status(status="failed", error=message, finished=now())
-                    outcomes[position] = Outcome(points[position], runs[position], status, message)
-                    on_outcome(outcomes[position])
+    def finish(position: int) -> None:
+        if position in reported:
+            return
+        reported.add(position)
+        run = runs[position]
+        status = run.read_status()
+        outcomes[position] = Outcome(
+            points[position], run, status.get("status", "queued"), status.get("error") or ""
+        )
+        on_outcome(outcomes[position])
+
+    def poll_pending() -> None:
+        waiting = [runs[p] for p, _ in tasks.values() if p not in reported]
+        poll(waiting)
+        for p, _ in tasks.values():
+            if p not in reported and runs[p].read_status().get("status") in ENDED:
+                finish(p)
+
+    def here(task: RunTask) -> str:
+        position, _ = tasks[task.run_dir]
+        status = run_here(task, points[position])
+        finish(position)
+        return status
+
+    if tasks:
+        context = LaunchContext(
+            tasks=tuple(task for _, task in tasks.values()),
+            results_root=str(runs[0].path.parent.parent.parent),
+            jobs=options.jobs,
+            gpus_per_run=options.nproc if device.type == "cuda" else 0,
+            cpus_per_run=options.threads or 1,
+            execute=execute_task,
+            run_here=here,
+            poll=poll_pending,
+            report=report,
+        )
+        launcher.launch(context)
+    for position in pending:
+        finish(position)
     return [outcomes[p] for p in sorted(outcomes)]

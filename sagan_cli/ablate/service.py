@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import json
-import re
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from sagan_cli.ablate.grid import Axis, GridPoint, build_axes, expand, parse_seeds
+from sagan_cli.ablate.axes import Axis, build_axes
+from sagan_cli.ablate.grid import GridPoint, expand, parse_seeds
 from sagan_cli.ablate.plots import plot_curves, plot_samples
-from sagan_cli.ablate.runner import prepare_experiment
+from sagan_cli.ablate.runner import GridOptions, prepare_experiment
 from sagan_cli.ablate.summary import collect_runs, group_keys, summarize, to_csv, to_markdown
-from sagan_cli.components import build_data_source
-from sagan_cli.device import select_device
+from sagan_cli.api import Launcher
+from sagan_cli.components import plugin_for
 from sagan_cli.errors import ResultsError, SaganError, did_you_mean
-from sagan_cli.evaluate.weights import InceptionWeights, resolve_inception_weights
+from sagan_cli.evaluate.weights import InceptionWeights
 from sagan_cli.fileio import atomic_write_text
-from sagan_cli.plugins import Registry
-from sagan_cli.recipe import Recipe, find_recipe, parse_override, read_toml, resolve_recipe
-from sagan_cli.train.service import needs_evaluation
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+from sagan_cli.plugins import Registry, attributed, plugin_code
+from sagan_cli.preflight import check_batch_divides, check_before_work, check_nproc
+from sagan_cli.recipe import (
+    Recipe,
+    check_experiment_name,
+    find_recipe,
+    parse_override,
+    read_toml,
+    resolve_recipe,
+)
 
 
 @dataclass
@@ -35,9 +41,39 @@ class AblationPlan:
     points: list[GridPoint]
     device: torch.device
     weights: InceptionWeights | None
+    launcher: Launcher | None
+    launcher_name: str
+    options: GridOptions
+
+
+def _launcher(
+    base: Recipe, registry: Registry, nproc: int, dry_run: bool
+) -> tuple[Launcher | None, str]:
+    """The recipe's launcher (``--launcher`` is an override of ``launch.launcher``), checked."""
+    entry, params = plugin_for(base, "launch", registry)
+    if dry_run:
+        return None, entry.name
+    with plugin_code(entry, "launch.launcher", "building the launcher"):
+        launcher = entry.plugin.factory(params)
+    if not isinstance(launcher, Launcher):
+        raise attributed(
+            entry,
+            "launch.launcher",
+            "building the launcher",
+            f"its factory returned {type(launcher).__name__}, not a sagan_cli.api.Launcher",
+        )
+    if nproc > 1 and not launcher.supports_nproc:
+        raise SaganError(
+            f"--nproc {nproc}: the {entry.name} launcher runs each run as one process and cannot "
+            f"give a run several; use --launcher local or slurm, or drop --nproc."
+        )
+    with plugin_code(entry, "launch.launcher", "checking its backend"):
+        launcher.check()
+    return launcher, entry.name
 
 
 def plan_ablation(
+    *,
     recipe_ref: str,
     overrides: list[str],
     varies: list[str],
@@ -46,25 +82,35 @@ def plan_ablation(
     results_root: Path,
     device: str,
     jobs: int,
-    inception_option: Path | None,
+    inception_weights: Path | None,
     registry: Registry,
     dry_run: bool = False,
+    launcher: str | None = None,
+    nproc: int = 1,
+    threads: int | None = None,
+    retry_failed: bool = False,
 ) -> AblationPlan:
     """The whole grid, resolved and validated; nothing is written."""
     path = find_recipe(recipe_ref)
     raw = read_toml(path)
+    if launcher is not None:
+        overrides = [*overrides, f"launch.launcher={launcher}"]
     parsed = [parse_override(o) for o in overrides]
     base = resolve_recipe(raw, parsed, origin=str(path), registry=registry)
     axes = build_axes(varies, base, registry)
     points = expand(raw, parsed, axes, parse_seeds(seeds, base.seed), str(path), registry)
-    name = name or f"{base.name}-" + "-".join(axis.label.replace(".", "_") for axis in axes)
-    if not NAME.match(name):
-        raise SaganError(
-            f"--name '{name}' must be letters, digits, '_', '-' and '.', starting with a letter or digit."
-        )
+    name = check_experiment_name(
+        name or f"{base.name}-" + "-".join(axis.label.replace(".", "_") for axis in axes)
+    )
     folder = results_root / name
     prepare_experiment(folder, base, axes, write=False)
-    chosen = select_device(device)
+    checked = check_before_work(
+        [] if dry_run else [p.recipe for p in points],
+        registry,
+        device=device,
+        inception_weights=inception_weights,
+    )
+    chosen = checked.device
     if chosen.type == "cuda" and chosen.index is None and jobs > torch.cuda.device_count():
         raise SaganError(
             f"--jobs {jobs} asks for more GPUs than the {torch.cuda.device_count()} visible: runs go one "
@@ -74,17 +120,16 @@ def plan_ablation(
         raise SaganError(
             f"--jobs {jobs} with --device {device}: parallel runs need one GPU each; use --device cuda."
         )
-    weights = None
-    if not dry_run:
-        checked: list[dict] = []
-        for point in points:
-            data = point.recipe.data.model_dump()
-            if data not in checked:
-                checked.append(data)
-                build_data_source(point.recipe, registry).check()
-        if any(needs_evaluation(p.recipe) for p in points):
-            weights = resolve_inception_weights(inception_option)
-    return AblationPlan(name, folder, base, axes, points, chosen, weights)
+    check_nproc(nproc, chosen)
+    for point in points:
+        check_batch_divides(point.recipe, nproc)
+    if threads is None and chosen.type == "cpu" and jobs > 1:
+        threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads never exceeds the cores
+    built, launcher_name = _launcher(base, registry, nproc, dry_run)
+    options = GridOptions(jobs=jobs, nproc=nproc, threads=threads, retry_failed=retry_failed)
+    return AblationPlan(
+        name, folder, base, axes, points, chosen, checked.weights, built, launcher_name, options
+    )
 
 
 def experiment_folders(targets: list[str], results_root: Path) -> list[Path]:

@@ -1,12 +1,19 @@
-"""Built-in attention plugins: ``sagan``, ``sagan_pooled``, ``residual``, ``none``."""
+"""Built-in attention plugins: ``sagan``, ``sagan_pooled``, ``residual``, ``none``.
+
+The blocks themselves live in ``sagan_cli.model.attention``; factories import it
+when called, so registering the plugins costs no torch import.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
-from torch import nn
+from typing import TYPE_CHECKING
 
-from sagan_cli.model.attention import ResidualBlock2d, SelfAttention2d, WeightNorm
-from sagan_cli.plugins import AttentionPlugin, NoParams, PluginParams, Register, hookimpl
+from pydantic import Field, field_validator
+
+from sagan_cli.api import AttentionPlugin, LayerContext, NoParams, PluginParams, Register, hookimpl
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class SaganParams(PluginParams):
@@ -39,27 +46,35 @@ def _channels_after(channels: int, reduction: int) -> int:
     return max(1, channels // reduction)
 
 
-def build_sagan(channels: int, params: SaganParams, weight_norm: WeightNorm) -> nn.Module:
-    inner = _channels_after(channels, params.reduction)
-    return SelfAttention2d(channels, inner, inner, pool=1, weight_norm=weight_norm)
+def build_sagan(params: SaganParams, context: LayerContext) -> nn.Module:
+    from sagan_cli.model.attention import SelfAttention2d
+
+    inner = _channels_after(context.channels, params.reduction)
+    return SelfAttention2d(context.channels, inner, inner, pool=1, weight_norm=context.weight_norm)
 
 
-def build_pooled(channels: int, params: PooledParams, weight_norm: WeightNorm) -> nn.Module:
+def build_pooled(params: PooledParams, context: LayerContext) -> nn.Module:
+    from sagan_cli.model.attention import SelfAttention2d
+
     return SelfAttention2d(
-        channels,
-        _channels_after(channels, params.key_reduction),
-        _channels_after(channels, params.value_reduction),
+        context.channels,
+        _channels_after(context.channels, params.key_reduction),
+        _channels_after(context.channels, params.value_reduction),
         pool=params.pool,
-        weight_norm=weight_norm,
+        weight_norm=context.weight_norm,
     )
 
 
-def build_residual(channels: int, params: ResidualParams, weight_norm: WeightNorm) -> nn.Module:
-    hidden = _channels_after(channels, params.hidden_reduction)
-    return ResidualBlock2d(channels, hidden, params.kernel_size, weight_norm)
+def build_residual(params: ResidualParams, context: LayerContext) -> nn.Module:
+    from sagan_cli.model.attention import ResidualBlock2d
+
+    hidden = _channels_after(context.channels, params.hidden_reduction)
+    return ResidualBlock2d(context.channels, hidden, params.kernel_size, context.weight_norm)
 
 
-def build_none(channels: int, params: NoParams, weight_norm: WeightNorm) -> nn.Module:
+def build_none(params: NoParams, context: LayerContext) -> nn.Module:
+    from torch import nn
+
     return nn.Identity()
 
 
@@ -69,12 +84,14 @@ PLUGINS = (
         summary="Self-attention as in the paper's equations (f, g, h to C/8, v back to C)",
         params=SaganParams,
         factory=build_sagan,
+        identity_at_init=True,
     ),
     AttentionPlugin(
         name="sagan_pooled",
         summary="Official-code self-attention: values C/2, 2x2 max-pooled keys and values",
         params=PooledParams,
         factory=build_pooled,
+        identity_at_init=True,
     ),
     AttentionPlugin(
         name="residual",
@@ -86,6 +103,7 @@ PLUGINS = (
         name="none",
         summary="No block: the feature map passes through unchanged",
         factory=build_none,
+        identity_at_init=True,
     ),
 )
 

@@ -1,22 +1,34 @@
 """Built-in data sources: ``shapes`` (embedded default), ``image-folder``, ``npz``, ``cifar10``,
-``cifar100``."""
+``cifar100``. The sources live in ``sagan_cli.datasets`` and are imported when built."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from sagan_cli.datasets.base import DataSource
-from sagan_cli.datasets.cifar import CifarParams, CifarSource
-from sagan_cli.datasets.files import ImageFolderParams, ImageFolderSource, NpzParams, NpzSource
-from sagan_cli.datasets.shapes import ShapesParams, ShapesSource
-from sagan_cli.plugins import DataPlugin, PluginParams, Register, hookimpl
+from sagan_cli.api import DataContext, DataPlugin, DataSource, Register, hookimpl
+from sagan_cli.datasets.params import CifarParams, ImageFolderParams, NpzParams, ShapesParams
 
 
-def _factory(cls: type[DataSource], name: str) -> Callable[[PluginParams, int], DataSource]:
-    def build(params: PluginParams, resolution: int) -> DataSource:
-        return cls(name, params, resolution)
+def build_shapes(params: ShapesParams, context: DataContext) -> DataSource:
+    from sagan_cli.datasets.shapes import ShapesSource
 
-    return build
+    return ShapesSource(context.name, params, context.resolution)
+
+
+def build_image_folder(params: ImageFolderParams, context: DataContext) -> DataSource:
+    from sagan_cli.datasets.files import ImageFolderSource
+
+    return ImageFolderSource(context.name, params, context.resolution)
+
+
+def build_npz(params: NpzParams, context: DataContext) -> DataSource:
+    from sagan_cli.datasets.files import NpzSource
+
+    return NpzSource(context.name, params, context.resolution)
+
+
+def build_cifar(params: CifarParams, context: DataContext) -> DataSource:
+    from sagan_cli.datasets.cifar import CifarSource
+
+    return CifarSource(context.name, params, context.resolution)
 
 
 PLUGINS = (
@@ -24,26 +36,26 @@ PLUGINS = (
         name="shapes",
         summary="Procedural mirror-symmetric shapes from a seed; no download; structural score",
         params=ShapesParams,
-        factory=_factory(ShapesSource, "shapes"),
+        factory=build_shapes,
     ),
     DataPlugin(
         name="image-folder",
         summary="PNG/JPEG files in a folder (recursive), resized and centre-cropped",
         params=ImageFolderParams,
-        factory=_factory(ImageFolderSource, "image-folder"),
+        factory=build_image_folder,
     ),
     DataPlugin(
         name="npz",
         summary="uint8 images (N, H, W, C) and optional labels in an .npz file",
         params=NpzParams,
-        factory=_factory(NpzSource, "npz"),
+        factory=build_npz,
     ),
     *(
         DataPlugin(
             name=name,
             summary=f"CIFAR-{classes} through torchvision from a local root (32x32, labelled)",
             params=CifarParams,
-            factory=_factory(CifarSource, name),
+            factory=build_cifar,
         )
         for name, classes in (("cifar10", 10), ("cifar100", 100))
     ),

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pydantic import Field
-from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
-from sagan_cli.model.norms import BatchNorm2d, ConditionalBatchNorm2d
-from sagan_cli.plugins import NoParams, NormalizationPlugin, PluginParams, Register, hookimpl
+from sagan_cli.api import (
+    LayerContext,
+    NetworkContext,
+    NoParams,
+    NormalizationPlugin,
+    PluginParams,
+    Register,
+    WeightNorm,
+    hookimpl,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class SpectralParams(PluginParams):
@@ -22,25 +31,31 @@ class BatchNormParams(PluginParams):
     eps: float = Field(1e-5, gt=0)
 
 
-def build_spectral(params: SpectralParams) -> Callable[[nn.Module], nn.Module]:
+def build_spectral(params: SpectralParams, context: NetworkContext) -> WeightNorm:
+    from torch.nn.utils.parametrizations import spectral_norm
+
     def wrap(layer: nn.Module) -> nn.Module:
         return spectral_norm(layer, n_power_iterations=params.power_iterations, eps=params.eps)
 
     return wrap
 
 
-def build_no_weight_norm(params: NoParams) -> Callable[[nn.Module], nn.Module]:
+def build_no_weight_norm(params: NoParams, context: NetworkContext) -> WeightNorm:
     return lambda layer: layer
 
 
-def build_batchnorm(params: BatchNormParams, num_features: int, num_classes: int) -> nn.Module:
-    return BatchNorm2d(num_features, momentum=params.momentum, eps=params.eps)
+def build_batchnorm(params: BatchNormParams, context: LayerContext) -> nn.Module:
+    from sagan_cli.model.norms import BatchNorm2d
+
+    return BatchNorm2d(context.channels, momentum=params.momentum, eps=params.eps)
 
 
-def build_conditional_batchnorm(
-    params: BatchNormParams, num_features: int, num_classes: int
-) -> nn.Module:
-    return ConditionalBatchNorm2d(num_features, num_classes, params.momentum, params.eps)
+def build_conditional_batchnorm(params: BatchNormParams, context: LayerContext) -> nn.Module:
+    from sagan_cli.model.norms import ConditionalBatchNorm2d
+
+    return ConditionalBatchNorm2d(
+        context.channels, context.num_classes, params.momentum, params.eps
+    )
 
 
 PLUGINS = (

@@ -1,84 +1,61 @@
-"""The data-source contract every data plugin implements."""
+"""What every built-in data source shares: split names and decoding a split into memory."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Subset
+
+from sagan_cli.api import ImageSet, TensorImageSet
+from sagan_cli.errors import SaganError
 
 SPLITS = ("train", "test")
 
 
-class ImageSet(Dataset):
-    """A split of a data source: item i is (uint8 image (3, R, R), integer label; -1 if none)."""
+def from_workers(batches: Iterator[Any]) -> Iterator[Any]:
+    """Batches from a DataLoader; a user error raised in a worker keeps its own message.
 
-    @abstractmethod
-    def __len__(self) -> int: ...
-
-    @abstractmethod
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]: ...
-
-
-class TensorImageSet(ImageSet):
-    """Images already decoded into one uint8 tensor (N, 3, R, R)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
-        self.images = images
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        label = -1 if self.labels is None else int(self.labels[index])
-        return self.images[index], label
-
-
-class DataSource(ABC):
-    """Real images at one resolution, by split, with labels when the data has classes.
-
-    ``check`` is cheap and runs before any work starts (files exist, shapes fit);
-    ``split`` may be slow (it may decode or render images).
+    PyTorch re-raises a worker's exception with the worker's traceback pasted into
+    the message; for our errors (an unreadable file) only the last line says
+    anything to the user.
     """
+    while True:
+        try:
+            yield next(batches)
+        except StopIteration:
+            return
+        except SaganError as exc:
+            text = str(exc)
+            if "Traceback" in text:
+                last = text.strip().splitlines()[-1]
+                text = last.split(": ", 1)[1] if ": " in last else last
+            raise type(exc)(text) from None
 
-    def __init__(self, name: str, params: Any, resolution: int) -> None:
-        self.name = name
-        self.params = params
-        self.resolution = resolution
 
-    @property
-    @abstractmethod
-    def num_classes(self) -> int:
-        """Number of classes; 0 when the data is unlabelled."""
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return ("train",)
-
-    def check(self) -> None:  # noqa: B027 - a source with nothing to check keeps this no-op
-        """Raise ``DataError`` if the data cannot be delivered as configured."""
-
-    @abstractmethod
-    def split(self, name: str) -> ImageSet:
-        """The images of split ``name`` (one of ``splits``)."""
-
-    def split_size(self, name: str) -> int:
-        """Images in split ``name``; override when counting is cheaper than ``split``."""
-        return len(self.split(name))
-
-    def identity(self) -> dict[str, Any]:
-        """What determines the images: keys the real-statistics cache."""
-        return {
-            "source": self.name,
-            "params": self.params.model_dump(mode="json"),
-            "resolution": self.resolution,
-        }
-
-    def structural_score(self, images: torch.Tensor) -> dict[str, float] | None:
-        """Scores of uint8 samples (B, 3, R, R) needing no Inception net, or None.
-
-        Lower is better and real data scores 0; the headline value is ``structure``.
-        """
-        return None
+def decode_all(
+    images: ImageSet | Subset,
+    workers: int,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> TensorImageSet:
+    """Decode a whole split into one uint8 tensor (with worker processes for file sources)."""
+    if isinstance(images, TensorImageSet):
+        return images
+    if isinstance(images, Subset) and isinstance(images.dataset, TensorImageSet):
+        index = torch.as_tensor(images.indices)
+        labels = images.dataset.labels
+        return TensorImageSet(
+            images.dataset.images[index], None if labels is None else labels[index]
+        )
+    workers = min(workers, os.cpu_count() or 1)
+    loader = DataLoader(images, batch_size=256, num_workers=workers, shuffle=False)  # type: ignore[arg-type]
+    chunks: list[torch.Tensor] = []
+    label_chunks: list[torch.Tensor] = []
+    for batch, batch_labels in from_workers(iter(loader)):
+        chunks.append(batch)
+        label_chunks.append(batch_labels)
+        on_progress(sum(len(c) for c in chunks), len(images))
+    all_labels = torch.cat(label_chunks)
+    return TensorImageSet(torch.cat(chunks), None if (all_labels < 0).all() else all_labels)

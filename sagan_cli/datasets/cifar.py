@@ -7,23 +7,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from sagan_cli.datasets.base import SPLITS, DataSource, ImageSet, TensorImageSet
+from sagan_cli.api import DataSource, ImageSet, TensorImageSet
+from sagan_cli.datasets.base import SPLITS
+from sagan_cli.datasets.params import CifarParams
 from sagan_cli.errors import DataError
-from sagan_cli.plugins import PluginParams
 
 ARCHIVE_URLS = {
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
 }
-
-
-class CifarParams(PluginParams):
-    root: str = Field(
-        "~/.cache/sagan-cli/datasets", description="folder holding the extracted archive"
-    )
-    download: bool = Field(False, description="let torchvision download the archive if missing")
 
 
 class CifarSource(DataSource):

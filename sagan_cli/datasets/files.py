@@ -2,55 +2,48 @@
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-from pydantic import Field
 
-from sagan_cli.datasets.base import DataSource, ImageSet, TensorImageSet
+from sagan_cli.api import DataSource, ImageSet, TensorImageSet
+from sagan_cli.datasets.params import ImageFolderParams, NpzParams
 from sagan_cli.errors import DataError
-from sagan_cli.plugins import PluginParams
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-class ImageFolderParams(PluginParams):
-    path: str = Field(description="folder searched recursively for .png/.jpg/.jpeg files")
-    labels: bool = Field(False, description="use the first-level sub-folders as class labels")
+from sagan_cli.imagefiles import find_images, load_image
+from sagan_cli.model.arch import RESOLUTIONS
 
 
-class NpzParams(PluginParams):
-    path: str = Field(description=".npz file holding uint8 images (N, H, W, C)")
-    images_key: str = Field("images", description="array holding the images")
-    labels_key: str = Field("labels", description="array of integer labels, used when present")
+@lru_cache(maxsize=32)
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def find_images(root: Path) -> list[Path]:
-    """Every .png/.jpg/.jpeg file under ``root``, recursively, in a stable order."""
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """Size, modification time and SHA-256 of one file (hashed once per size and mtime)."""
+    stat = path.stat()
+    return {
+        "bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": _file_sha256(path.resolve(), stat.st_size, stat.st_mtime_ns),
+    }
 
 
-def load_image(path: Path, resolution: int | None = None) -> torch.Tensor:
-    """Decode to uint8 RGB (3, H, W); with ``resolution``, resize the shorter side to it and
-    centre-crop."""
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-        if resolution is not None:
-            width, height = image.size
-            scale = resolution / min(width, height)
-            size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-            left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-            image = image.crop((left, top, left + resolution, top + resolution))
-        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(
-            f"Cannot read image {path}: {exc}. Remove or replace the file, or point to a folder "
-            f"without it."
-        ) from None
+def files_fingerprint(root: Path, files: list[Path]) -> dict[str, Any]:
+    """Count and a hash of the sorted (relative path, size, mtime) list: cheap, and it changes
+    when any file is added, removed, replaced or rewritten."""
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return {"files": len(files), "listing_sha256": digest.hexdigest()}
 
 
 class FileImageSet(ImageSet):
@@ -108,6 +101,9 @@ class ImageFolderSource(DataSource):
         files, _, _ = self._scan()
         load_image(files[0], self.resolution)
 
+    def fingerprint(self) -> dict[str, Any]:
+        return files_fingerprint(self._root(), self._scan()[0])
+
     def split(self, name: str) -> ImageSet:
         files, labels, _ = self._scan()
         return FileImageSet(files, labels, self.resolution)
@@ -116,28 +112,38 @@ class ImageFolderSource(DataSource):
 class NpzSource(DataSource):
     params: NpzParams
 
+    def _path(self) -> Path:
+        return Path(self.params.path).expanduser()
+
     def _arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
-        path = Path(self.params.path).expanduser()
-        try:
-            archive = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
+        path = self._path()
+        if not path.is_file():
             raise DataError(
                 f"data.path = '{self.params.path}': no such file ({path.resolve()}). Point "
                 f"data.path at an .npz file of uint8 images (N, H, W, C)."
-            ) from None
-        except (OSError, ValueError) as exc:
+            )
+        try:
+            # allow_pickle stays off: an .npz must never run code from the file.
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                if self.params.images_key not in keys:
+                    raise DataError(
+                        f"{path} has no array '{self.params.images_key}' (it has {keys}). Set "
+                        f"data.images_key to the array holding the images."
+                    )
+                images = archive[self.params.images_key]
+                labels = archive[self.params.labels_key] if self.params.labels_key in keys else None
+        except DataError:
+            raise
+        except Exception as exc:  # empty, truncated, not a zip, object arrays (pickles)
+            reason = str(exc) or type(exc).__name__
+            if "allow_pickle" in reason:
+                reason = "it holds Python objects (a pickled object array), which are never loaded"
             raise DataError(
-                f"data.path = '{self.params.path}' is not a readable .npz file: {exc}."
+                f"data.path = '{self.params.path}' is not a readable .npz file of uint8 arrays "
+                f"({reason}). Save it with numpy.savez(path, images=uint8_array) where the array "
+                f"is (N, H, W, C)."
             ) from None
-        with archive:
-            keys = list(archive.keys())
-            if self.params.images_key not in keys:
-                raise DataError(
-                    f"{path} has no array '{self.params.images_key}' (it has {keys}). Set "
-                    f"data.images_key to the array holding the images."
-                )
-            images = archive[self.params.images_key]
-            labels = archive[self.params.labels_key] if self.params.labels_key in keys else None
         self._check_images(path, images)
         if labels is not None and (
             labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu"
@@ -159,7 +165,7 @@ class NpzSource(DataSource):
             raise DataError(
                 f"{path} holds {images.shape[1]}x{images.shape[2]} images but data.resolution = "
                 f"{res}. Set data.resolution = {images.shape[1]} if that is a supported size "
-                f"(32, 64, 128), or resize the images to {res}x{res}."
+                f"({', '.join(map(str, RESOLUTIONS))}), or resize the images to {res}x{res}."
             )
         if images.shape[0] == 0:
             raise DataError(f"{path}: '{self.params.images_key}' holds no images.")
@@ -171,6 +177,9 @@ class NpzSource(DataSource):
 
     def check(self) -> None:
         self._arrays()
+
+    def fingerprint(self) -> dict[str, Any]:
+        return file_fingerprint(self._path())
 
     def split(self, name: str) -> ImageSet:
         images, labels = self._arrays()

@@ -24,10 +24,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from sagan_cli.datasets.base import SPLITS, DataSource, ImageSet, TensorImageSet
-from sagan_cli.plugins import PluginParams
+from sagan_cli.api import DataSource, ImageSet, TensorImageSet
+from sagan_cli.datasets.base import SPLITS
+from sagan_cli.datasets.params import ShapesParams
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 PALETTE = torch.tensor(
@@ -46,13 +46,6 @@ CHUNK = 64  # images per generator seed: a fixed chunking keeps image i independ
 SUPERSAMPLE = 4  # at 32x32; 2 above
 MARGIN = 2.0  # pixels of pure background at the border, so its colour is recoverable
 FOREGROUND_THRESHOLD = 0.2
-
-
-class ShapesParams(PluginParams):
-    num_images: int = Field(10_000, ge=1, description="images in the train split")
-    test_images: int = Field(2_000, ge=1, description="images in the test split")
-    max_pairs: int = Field(2, ge=1, le=4, description="mirrored shape pairs per image (1..max)")
-    seed: int = Field(0, ge=0, description="data seed, independent of the training seed")
 
 
 def _generator(seed: int, split: str, chunk: int) -> torch.Generator:

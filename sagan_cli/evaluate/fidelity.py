@@ -6,45 +6,57 @@ reference does). Generated images are a tensor; the reference is a data source
 split, wrapped so that it is only decoded when its features are not cached.
 
 Reference cache: one folder per key under the cache root. The key hashes a
-format version, the data source's identity (name, parameters, resolution), the
-split, the image count, the extractor and its weights' SHA-256. torch-fidelity
-writes its feature files atomically inside the folder; ``meta.json`` is
-written last, so a folder without it (a crash mid-way) is wiped and recomputed,
-and so is one whose files fail to load.
+format version, the data source's identity (name, parameters, resolution and a
+fingerprint of its files' content), the split, the image count, the extractor
+and its weights' SHA-256. One process fills an entry at a time (a file lock);
+``meta.json`` is written last, so a folder without it (a crash mid-way) is
+wiped and recomputed, and so is one whose files fail to load, with a notice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 from torch.utils.data import Dataset
+from torch_fidelity.defaults import DEFAULTS
+from torch_fidelity.metric_fid import KEY_METRIC_FID
+from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
 
 from sagan_cli.evaluate.weights import EXTRACTOR, InceptionWeights
 from sagan_cli.fileio import atomic_write_json
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: data identities carry a content fingerprint
 CACHE_ENV = "SAGAN_CACHE_DIR"
+LOCK_NAME = ".lock"
 METRIC_FLAGS = {"fid": "fid", "is": "isc", "kid": "kid"}
 RESULT_KEYS = {
-    "frechet_inception_distance": "fid",
-    "inception_score_mean": "is_mean",
-    "inception_score_std": "is_std",
-    "kernel_inception_distance_mean": "kid_mean",
-    "kernel_inception_distance_std": "kid_std",
+    KEY_METRIC_FID: "fid",
+    KEY_METRIC_ISC_MEAN: "is_mean",
+    KEY_METRIC_ISC_STD: "is_std",
+    KEY_METRIC_KID_MEAN: "kid_mean",
+    KEY_METRIC_KID_STD: "kid_std",
 }
 
 
 def kid_subset_size(generated: int, reference: int) -> int:
-    """torch-fidelity's KID subset size (1000), capped by the smaller set."""
-    return min(1000, generated, reference)
+    """torch-fidelity's KID subset size, capped by the smaller set."""
+    return min(int(DEFAULTS["kid_subset_size"]), generated, reference)
+
+
+def _notice(text: str) -> None:
+    sys.stderr.write(f"notice: {text}\n")
 
 
 def default_cache_root() -> Path:
@@ -114,8 +126,38 @@ class ReferenceKey:
 class ReferenceCache:
     """A folder per reference key; complete only when its ``meta.json`` exists."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, notify: Callable[[str], None] = _notice) -> None:
         self.root = root
+        self.notify = notify
+
+    @contextlib.contextmanager
+    def filling(self, key: ReferenceKey) -> Iterator[Path]:
+        """The entry's folder, held by this process while it reads or fills it.
+
+        Another process (an ``ablate --jobs`` worker) waits for the lock instead of
+        wiping an entry that is being written. An entry whose files do not load is
+        discarded and recomputed.
+        """
+        folder = self.folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / LOCK_NAME)):
+            if self.is_complete(key) and not self._loads(key):
+                self.notify(
+                    f"the cached reference features in {self.folder(key)} are unreadable; "
+                    f"they are discarded and recomputed"
+                )
+                self.discard(key)
+            yield self.prepare(key)
+
+    def _loads(self, key: ReferenceKey) -> bool:
+        try:
+            json.loads((self.folder(key) / "meta.json").read_text())
+            for path in self.folder(key).glob("*.pt"):
+                # torch-fidelity stores numpy statistics here and reads them the same way
+                torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # any unreadable entry (torn, truncated, garbage) is recomputed
+            return False
+        return True
 
     def folder(self, key: ReferenceKey) -> Path:
         return self.root / key.digest()
@@ -124,11 +166,9 @@ class ReferenceCache:
         return (self.folder(key) / "meta.json").is_file()
 
     def prepare(self, key: ReferenceKey) -> Path:
-        folder = self.folder(key)
-        if folder.exists() and not self.is_complete(key):
-            shutil.rmtree(folder)  # left half-written by an interrupted evaluation
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        if not self.is_complete(key):
+            self.discard(key)  # left half-written by an interrupted evaluation
+        return self.folder(key)
 
     def commit(self, key: ReferenceKey) -> None:
         atomic_write_json(
@@ -144,7 +184,15 @@ class ReferenceCache:
         )
 
     def discard(self, key: ReferenceKey) -> None:
-        shutil.rmtree(self.folder(key), ignore_errors=True)
+        """Empty the entry, keeping its lock file (deleting a held lock would let a second
+        process take a fresh one)."""
+        for path in self.folder(key).iterdir():
+            if path.name == LOCK_NAME:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def calculate(
@@ -178,19 +226,10 @@ def calculate(
         kwargs["kid_subset_size"] = kid_subset_size(len(generated), len(reference))  # type: ignore[arg-type]
     if needs_reference and reference_cache is not None:
         cache, key = reference_cache
-        kwargs.update(cache=True, cache_root=str(cache.prepare(key)), input2_cache_name="reference")
-        try:
+        with cache.filling(key) as folder:
+            kwargs.update(cache=True, cache_root=str(folder), input2_cache_name="reference")
             raw = torch_fidelity.calculate_metrics(**kwargs)
-        except (RuntimeError, EOFError, OSError, ValueError) as first_error:
-            if not cache.is_complete(key):
-                raise
-            cache.discard(key)  # a cache file that fails to load: recompute once
-            kwargs["cache_root"] = str(cache.prepare(key))
-            try:
-                raw = torch_fidelity.calculate_metrics(**kwargs)
-            except Exception:
-                raise first_error from None
-        cache.commit(key)
+            cache.commit(key)
     else:
         raw = torch_fidelity.calculate_metrics(**kwargs)
     return {RESULT_KEYS[k]: float(v) for k, v in raw.items() if k in RESULT_KEYS}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,18 +18,18 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from sagan_cli.components import build_data_source, build_networks, num_classes_for
-from sagan_cli.datasets.base import SPLITS, DataSource
-from sagan_cli.datasets.files import (
-    IMAGE_SUFFIXES,
-    ImageFolderParams,
-    ImageFolderSource,
-    NpzParams,
-    NpzSource,
-    find_images,
-    load_image,
+from sagan_cli.api import DataSource
+from sagan_cli.checkpoint import (
+    check_belongs,
+    list_checkpoints,
+    load_checkpoint,
+    load_generator_weights,
 )
-from sagan_cli.device import effective_precision, select_device
+from sagan_cli.components import build_networks, num_classes_for
+from sagan_cli.datasets.base import SPLITS, decode_all
+from sagan_cli.datasets.files import ImageFolderSource, NpzSource
+from sagan_cli.datasets.params import ImageFolderParams, NpzParams
+from sagan_cli.device import effective_precision
 from sagan_cli.errors import CheckpointError, DataError, ResultsError, SaganError
 from sagan_cli.evaluate.fidelity import (
     LazyReference,
@@ -39,13 +40,13 @@ from sagan_cli.evaluate.fidelity import (
     kid_subset_size,
 )
 from sagan_cli.evaluate.weights import InceptionWeights, resolve_inception_weights
+from sagan_cli.imagefiles import IMAGE_SUFFIXES, find_images, load_image, lossy_warning
 from sagan_cli.model.networks import Generator
 from sagan_cli.model.sampling import sample_images
 from sagan_cli.plugins import Registry
-from sagan_cli.recipe import load_recipe
+from sagan_cli.preflight import check_before_work
+from sagan_cli.recipe import EvalConfig, load_recipe, split_list
 from sagan_cli.results import RunDir
-from sagan_cli.train.checkpoint import list_checkpoints, load_checkpoint
-from sagan_cli.train.data import decode_all
 
 EVAL_SEED_OFFSET = 2_000_003  # evaluation latents: fixed per run seed, distinct from sample grids
 REFERENCE_ORDER_SEED = 0
@@ -76,7 +77,9 @@ def reference_from(source: DataSource, split: str, count: int) -> Reference:
         order = torch.randperm(
             len(images), generator=torch.Generator().manual_seed(REFERENCE_ORDER_SEED)
         )
-        return decode_all(Subset(images, order[:size].tolist()), workers=4).images
+        # an ImageSet is a map-style dataset; Subset only indexes it
+        subset: Subset[Any] = Subset(images, order[:size].tolist())  # type: ignore[arg-type]
+        return decode_all(subset, workers=4).images
 
     description = {"source": source.name, "split": split, "size": size, "available": available}
     return Reference(LazyReference(size, load), source.identity(), split, description)
@@ -96,8 +99,6 @@ def reference_from_path(path: Path, resolution: int, count: int) -> Reference:
         )
     source.check()
     reference = reference_from(source, "train", count)
-    stat_key = _folder_fingerprint(path)
-    reference.key_identity = {**reference.key_identity, "fingerprint": stat_key}
     reference.description = {
         **reference.description,
         "source": str(path.resolve()),
@@ -115,17 +116,6 @@ def reference_for(choice: str, count: int, resolution: int, source: DataSource |
             )
         return reference_from(source, choice, count)
     return reference_from_path(Path(choice), resolution, count)
-
-
-def _folder_fingerprint(path: Path) -> dict[str, Any]:
-    """File count, total size and newest mtime: changes when the reference files change."""
-    files = [path] if path.is_file() else find_images(path)
-    stats = [p.stat() for p in files]
-    return {
-        "files": len(stats),
-        "bytes": sum(s.st_size for s in stats),
-        "mtime": max((s.st_mtime for s in stats), default=0.0),
-    }
 
 
 def torch_fidelity_version() -> str:
@@ -185,6 +175,13 @@ class Evaluation:
         }
 
 
+def eval_record(
+    step: int, *, final: bool, checkpoint: str, values: dict[str, Any]
+) -> dict[str, Any]:
+    """One evaluation as metrics.jsonl and eval.json store it."""
+    return {"kind": "eval", "step": step, "final": final, "checkpoint": checkpoint, **values}
+
+
 class RunEvaluator:
     """The evaluator training and ``sagan eval`` use: sample the EMA generator, then score."""
 
@@ -194,7 +191,13 @@ class RunEvaluator:
         self.precision = precision
 
     def evaluate(
-        self, generator: Generator, step: int, metrics: list[str], num_samples: int
+        self,
+        generator: Generator,
+        step: int,
+        metrics: list[str],
+        num_samples: int,
+        final: bool,
+        checkpoint: str,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         images = sample_images(
@@ -206,15 +209,34 @@ class RunEvaluator:
             self.evaluation.batch_size,
         )
         generated_s = time.perf_counter() - started
-        record = self.evaluation.score(images, metrics)
-        return {**record, "sample_seed": self.seed, "seconds_generate": round(generated_s, 3)}
+        values = {
+            **self.evaluation.score(images, metrics),
+            "sample_seed": self.seed,
+            "seconds_generate": round(generated_s, 3),
+        }
+        return eval_record(step, final=final, checkpoint=checkpoint, values=values)
+
+
+def evaluator_factory(
+    weights: InceptionWeights, device: torch.device
+) -> Callable[[Any, DataSource], RunEvaluator]:
+    """Builds a run's evaluator once its data source exists (training calls it)."""
+
+    def build(recipe: Any, source: DataSource) -> RunEvaluator:
+        reference = reference_from(source, recipe.eval.reference, recipe.eval.reference_samples)
+        evaluation = Evaluation(weights, reference, device, recipe.eval.batch_size)
+        return RunEvaluator(
+            evaluation, recipe.seed, effective_precision(device, recipe.train.precision)
+        )
+
+    return build
 
 
 METRICS = ("fid", "is", "kid")
 
 
 def parse_metrics(text: str) -> list[str]:
-    chosen = [m.strip().lower() for m in text.split(",") if m.strip()]
+    chosen = [m.lower() for m in split_list(text)]
     unknown = [m for m in chosen if m not in METRICS]
     if unknown or not chosen:
         raise SaganError(f"--metrics '{text}': choose from {', '.join(METRICS)} (comma-separated).")
@@ -242,8 +264,10 @@ def checkpoint_for(run: RunDir, choice: str) -> Path:
     if not path.is_file() and (run.checkpoints / choice).is_file():
         path = run.checkpoints / choice
     if not path.is_file():
+        available = ", ".join(p.name for p in list_checkpoints(run.checkpoints)) or "none"
         raise CheckpointError(
-            f"--checkpoint {choice}: no such file (give last, best, or a checkpoint path)."
+            f"--checkpoint {choice}: no such file. Give last, best, a file in "
+            f"{run.checkpoints} (there: {available}) or a checkpoint path."
         )
     return path
 
@@ -259,19 +283,15 @@ class RunEvaluationJob:
     num_samples: int
 
     def start(self) -> dict[str, Any]:
-        record = self.evaluator.evaluate(self.generator, self.step, self.metrics, self.num_samples)
-        record = {
-            "kind": "eval",
-            "step": self.step,
-            "final": False,
-            "checkpoint": self.checkpoint.name,
-            **record,
-        }
+        record = self.evaluator.evaluate(
+            self.generator, self.step, self.metrics, self.num_samples, False, self.checkpoint.name
+        )
         self.run.record_evaluation(record)
         return record
 
 
 def open_run_evaluation(
+    *,
     run_path: Path,
     checkpoint: str,
     metrics: list[str],
@@ -279,7 +299,7 @@ def open_run_evaluation(
     reference: str | None,
     reference_samples: int | None,
     batch_size: int | None,
-    inception_option: Path | None,
+    inception_weights: Path | None,
     device: str,
     registry: Registry,
 ) -> RunEvaluationJob:
@@ -290,29 +310,31 @@ def open_run_evaluation(
             f"{run_path} is not a run folder (no recipe.toml). Give results/<experiment>/runs/<id>."
         )
     recipe = load_recipe(run.recipe_path, registry=registry)
-    chosen = select_device(device)
-    weights = resolve_inception_weights(inception_option)
-    source = build_data_source(recipe, registry)
-    source.check()
+    path = checkpoint_for(run, checkpoint)
+    checked = check_before_work(
+        [recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"final": True})})],
+        registry,
+        device=device,
+        inception_weights=inception_weights,
+    )
+    source = checked.source_for(recipe)
     ref = reference_for(
         reference or recipe.eval.reference,
         reference_samples or recipe.eval.reference_samples,
         recipe.data.resolution,
         source,
     )
-    path = checkpoint_for(run, checkpoint)
-    state = load_checkpoint(path, chosen, run.path)
+    state = load_checkpoint(path, checked.device, run.path)
+    check_belongs(state, path, run.id, run.path)
     generator, _ = build_networks(recipe, num_classes_for(recipe, source), registry)
-    try:
-        generator.load_state_dict(state["ema"])
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{path} does not fit the generator of {run.recipe_path}: {str(exc).splitlines()[0]}"
-        ) from None
-    generator.to(chosen)
-    evaluation = Evaluation(weights, ref, chosen, batch_size or recipe.eval.batch_size)
+    load_generator_weights(generator, state, path, run.recipe_path)
+    generator.to(checked.device)
+    assert checked.weights is not None
+    evaluation = Evaluation(
+        checked.weights, ref, checked.device, batch_size or recipe.eval.batch_size
+    )
     evaluator = RunEvaluator(
-        evaluation, recipe.seed, effective_precision(chosen, recipe.train.precision)
+        evaluation, recipe.seed, effective_precision(checked.device, recipe.train.precision)
     )
     return RunEvaluationJob(
         run,
@@ -331,7 +353,8 @@ def load_image_folder(folder: Path) -> torch.Tensor:
     files = find_images(folder) if folder.is_dir() else []
     if not files:
         raise DataError(
-            f"--images {folder}: no .png/.jpg/.jpeg files found (searched recursively)."
+            f"--images {folder}: no .png/.jpg/.jpeg files found"
+            + (" (searched recursively)." if folder.is_dir() else "; it is not a folder.")
         )
     images = []
     for path in files:
@@ -345,32 +368,54 @@ def load_image_folder(folder: Path) -> torch.Tensor:
 
 
 def evaluate_folder(
+    *,
     images_dir: Path,
     metrics: list[str],
     reference: str | None,
     recipe_ref: str | None,
-    reference_samples: int,
-    batch_size: int,
-    inception_option: Path | None,
+    reference_samples: int | None,
+    batch_size: int | None,
+    inception_weights: Path | None,
     device: str,
     registry: Registry,
+    notify: Callable[[str], None] = lambda text: None,
 ) -> dict[str, Any]:
-    """Score a folder of samples from any codebase with the same pipeline as our runs."""
-    chosen = select_device(device)
-    weights = resolve_inception_weights(inception_option)
-    needs_reference = any(m in ("fid", "kid") for m in metrics)
+    """Score a folder of samples from any codebase with the same pipeline as our runs.
+
+    Checked in the order a user fixes things: the images, the reference, the weights.
+    """
     images = load_image_folder(images_dir)
+    warning = lossy_warning(find_images(images_dir.expanduser()), "the --images files")
+    if warning:
+        notify(warning)
     resolution = images.shape[-1]
+    needs_reference = any(m in ("fid", "kid") for m in metrics)
+    if needs_reference and reference is None:
+        raise SaganError(
+            "FID and KID need --reference: a folder or .npz of real images, or train/test with "
+            "--recipe. (Or score IS alone: --metrics is.)"
+        )
+    recipe = load_recipe(recipe_ref, registry=registry) if recipe_ref is not None else None
+    checked = check_before_work(
+        [recipe] if recipe is not None and reference in SPLITS else [],
+        registry,
+        device=device,
+        inception_weights=None,
+    )
     ref = None
     if needs_reference:
-        if reference is None:
-            raise SaganError(
-                "FID and KID need --reference: a folder or .npz of real images, or train/test with --recipe."
+        assert reference is not None
+        source = checked.source_for(recipe) if recipe is not None and reference in SPLITS else None
+        count = reference_samples or EvalConfig.model_fields["reference_samples"].default
+        ref = reference_for(reference, count, resolution, source)
+        if reference not in SPLITS:
+            path = Path(reference).expanduser()
+            warning = lossy_warning(
+                find_images(path) if path.is_dir() else [], "the --reference files"
             )
-        source = None
-        if reference in SPLITS and recipe_ref is not None:
-            source = build_data_source(load_recipe(recipe_ref, registry=registry), registry)
-            source.check()
-        ref = reference_for(reference, reference_samples, resolution, source)
-    record = Evaluation(weights, ref, chosen, batch_size).score(images, metrics)
+            if warning:
+                notify(warning)
+    weights = resolve_inception_weights(inception_weights)
+    size = batch_size or EvalConfig.model_fields["batch_size"].default
+    record = Evaluation(weights, ref, checked.device, size).score(images, metrics)
     return {"images": str(images_dir), **record}

@@ -69,3 +69,48 @@ def discriminator_sizes(resolution: int) -> list[int]:
 def shared_sizes(resolution: int) -> list[int]:
     """Sizes valid for ``model.attention_layer``, which applies to both networks."""
     return sorted(set(generator_sizes(resolution)) & set(discriminator_sizes(resolution)))
+
+
+def _layers(
+    resolution: int, g_base: int, d_base: int
+) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """(in channels, out channels, output size) of every residual block of G and of D."""
+    layout = GENERATOR[resolution]
+    g_blocks, channels = [], layout.start_width * g_base
+    for block in layout.blocks:
+        g_blocks.append((channels, block.width * g_base, block.size))
+        channels = block.width * g_base
+    d_blocks, channels = [], 3
+    for block in DISCRIMINATOR[resolution]:
+        d_blocks.append((channels, block.width * d_base, block.size))
+        channels = block.width * d_base
+    return g_blocks, d_blocks
+
+
+def parameter_estimate(resolution: int, g_base: int, d_base: int, z_dim: int) -> tuple[int, int]:
+    """Parameters of G and D from the conv and linear layers alone (no attention, no norms):
+    pure arithmetic, so absurd widths are caught before anything is allocated."""
+    g_blocks, d_blocks = _layers(resolution, g_base, d_base)
+    start = GENERATOR[resolution].start_width * g_base
+    g = z_dim * 16 * start + g_blocks[-1][1] * 3 * 9
+    g += sum(i * o * 9 + o * o * 9 + i * o for i, o, _ in g_blocks)
+    d = sum(i * o * 9 + o * o * 9 + i * o for i, o, _ in d_blocks) + d_blocks[-1][1]
+    return g, d
+
+
+def activation_estimate(resolution: int, g_base: int, d_base: int) -> int:
+    """Feature-map elements one image keeps for backward in one iteration, roughly: two
+    activations per conv in G's blocks, D's blocks run on real, fake and G's fakes."""
+    g_blocks, d_blocks = _layers(resolution, g_base, d_base)
+    g = sum(2 * (i + o) * s * s for i, o, s in g_blocks)
+    d = sum(2 * (i + o) * s * s for i, o, s in d_blocks)
+    return g + 3 * d
+
+
+def feature_channels(network: str, resolution: int, base_channels: int) -> dict[int, int]:
+    """Feature size -> channels where attention can sit (in D, after the first block of a size)."""
+    blocks = GENERATOR[resolution].blocks if network == "g" else DISCRIMINATOR[resolution]
+    found: dict[int, int] = {}
+    for block in blocks:
+        found.setdefault(block.size, block.width * base_channels)
+    return dict(sorted(found.items()))

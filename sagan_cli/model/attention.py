@@ -19,13 +19,11 @@ attention-map visualisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-WeightNorm = Callable[[nn.Module], nn.Module]
+from sagan_cli.api import WeightNorm
 
 
 def conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -97,6 +95,14 @@ class SelfAttention2d(nn.Module):
         scores = torch.bmm(query, key.transpose(1, 2))  # s[j, i] = g(x_j) . f(x_i)
         beta = torch.softmax(scores, dim=-1)  # normalise over attended positions i
         return self.combine(x, torch.bmm(beta, value)), beta
+
+    def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """beta (B, N, M): row j is where query position j attends (``sagan_cli.api.AttentionMaps``)."""
+        return self.forward_explicit(x)[1]
+
+    def key_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The grid the M attended positions lie on: the map itself, or its pooled cells."""
+        return height // self.pool, width // self.pool
 
 
 class ResidualBlock2d(nn.Module):

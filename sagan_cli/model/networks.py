@@ -5,9 +5,10 @@ nothing about which plugins the recipe chose:
 
 * ``weight_norm(layer) -> layer`` wraps every conv, linear and embedding
   (spectral norm on G and D in SAGAN);
-* ``feature_norm(num_features, num_classes) -> module(x, labels)`` is G's
-  normalization (class-conditional BN when ``num_classes > 0``);
-* ``attention(channels) -> module`` builds the block inserted after the
+* ``feature_norm(num_features, num_classes, size) -> module(x, labels)`` is G's
+  normalization (class-conditional BN when ``num_classes > 0``) for a feature
+  map of ``size`` x ``size``;
+* ``attention(channels, size) -> module`` builds the block inserted after the
   residual blocks whose output size is listed in ``attention_sizes``.
 """
 
@@ -22,8 +23,8 @@ from torch import nn
 from sagan_cli.model import arch
 
 WeightNorm = Callable[[nn.Module], nn.Module]
-FeatureNorm = Callable[[int, int], nn.Module]
-AttentionFactory = Callable[[int], nn.Module]
+FeatureNorm = Callable[[int, int, int], nn.Module]
+AttentionFactory = Callable[[int, int], nn.Module]
 
 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -41,14 +42,15 @@ class GeneratorBlock(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
+        out_size: int,
         num_classes: int,
         weight_norm: WeightNorm,
         feature_norm: FeatureNorm,
     ) -> None:
         super().__init__()
-        self.norm1 = feature_norm(in_channels, num_classes)
+        self.norm1 = feature_norm(in_channels, num_classes, out_size // 2)
         self.conv1 = weight_norm(conv3x3(in_channels, out_channels))
-        self.norm2 = feature_norm(out_channels, num_classes)
+        self.norm2 = feature_norm(out_channels, num_classes, out_size)
         self.conv2 = weight_norm(conv3x3(out_channels, out_channels))
         self.shortcut = weight_norm(conv1x1(in_channels, out_channels))
 
@@ -120,12 +122,14 @@ class Generator(nn.Module):
         for block in layout.blocks:
             out_channels = block.width * base_channels
             self.blocks.append(
-                GeneratorBlock(channels, out_channels, num_classes, weight_norm, feature_norm)
+                GeneratorBlock(
+                    channels, out_channels, block.size, num_classes, weight_norm, feature_norm
+                )
             )
             channels = out_channels
             if block.size in attention_sizes:
-                self.attention[str(block.size)] = attention(channels)
-        self.final_norm = feature_norm(channels, 0)
+                self.attention[str(block.size)] = attention(channels, block.size)
+        self.final_norm = feature_norm(channels, 0, resolution)
         self.to_rgb = weight_norm(conv3x3(channels, 3))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -163,7 +167,7 @@ class Discriminator(nn.Module):
             channels = out_channels
             key = str(block.size)
             if block.size in attention_sizes and key not in self.attention:
-                self.attention[key] = attention(channels)
+                self.attention[key] = attention(channels, block.size)
                 self.attention_after[index] = key
         self.linear = weight_norm(nn.Linear(channels, 1))
         self.embed = weight_norm(nn.Embedding(num_classes, channels)) if num_classes else None

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from sagan_cli.device import autocast
-from sagan_cli.fileio import atomic_write
 from sagan_cli.model.networks import Generator
 
 
@@ -54,17 +50,3 @@ def sample_images(
     finally:
         generator.train(was_training)
     return torch.cat(out)
-
-
-def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
-    """Tile uint8 images (N, 3, H, W) into one PNG, ``columns`` wide."""
-    count, _, height, width = images.shape
-    rows = -(-count // columns)
-    canvas = torch.zeros(3, rows * height, columns * width, dtype=torch.uint8)
-    for index in range(count):
-        row, col = divmod(index, columns)
-        canvas[:, row * height : (row + 1) * height, col * width : (col + 1) * width] = images[
-            index
-        ]
-    image = Image.fromarray(np.ascontiguousarray(canvas.permute(1, 2, 0).numpy()))
-    atomic_write(path, lambda handle: image.save(handle, format="PNG"))

@@ -4,6 +4,11 @@ The order is a pure function of (seed, position): an endless concatenation of
 per-epoch permutations, and each batch's flips come from a generator seeded by
 its position. A checkpoint therefore only needs ``position`` (images consumed).
 
+Data-parallel runs draw the same global batch on every rank and keep their own
+slice of it (rank r of W takes rows r*B/W .. (r+1)*B/W), so W ranks see exactly
+the images one process would, and the position stays a global count: a run can
+resume under any number of ranks.
+
 Data that fits is decoded once and kept on the training device as uint8
 (converted and flipped there); otherwise a DataLoader with workers decodes each
 batch from the same index stream.
@@ -16,9 +21,10 @@ import os
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Sampler
 
-from sagan_cli.datasets.base import ImageSet, TensorImageSet
+from sagan_cli.api import ImageSet
+from sagan_cli.datasets.base import decode_all, from_workers
 
 
 def _seeded(*parts: object) -> torch.Generator:
@@ -26,17 +32,39 @@ def _seeded(*parts: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
+class EpochOrder:
+    """The image order of one run: epoch e is a permutation seeded by (seed, e).
+
+    The current epoch's permutation is kept, so a batch costs a slice, not a
+    ``randperm`` over the whole data set (23 ms at ImageNet size).
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = size, seed
+        self._epoch = -1
+        self._order = torch.empty(0, dtype=torch.long)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            self._order = torch.randperm(self.size, generator=_seeded("order", self.seed, epoch))
+            self._epoch = epoch
+        return self._order
+
+    def indices(self, position: int, count: int) -> torch.Tensor:
+        """Indices of the ``count`` images starting at stream ``position``."""
+        out = []
+        while count > 0:
+            epoch, offset = divmod(position, self.size)
+            take = min(count, self.size - offset)
+            out.append(self._permutation(epoch)[offset : offset + take])
+            position += take
+            count -= take
+        return torch.cat(out)
+
+
 def batch_indices(size: int, seed: int, position: int, count: int) -> torch.Tensor:
     """Indices of the ``count`` images starting at stream ``position``."""
-    out = []
-    while count > 0:
-        epoch, offset = divmod(position, size)
-        order = torch.randperm(size, generator=_seeded("order", seed, epoch))
-        take = min(count, size - offset)
-        out.append(order[offset : offset + take])
-        position += take
-        count -= take
-    return torch.cat(out)
+    return EpochOrder(size, seed).indices(position, count)
 
 
 def flip_mask(seed: int, position: int, count: int) -> torch.Tensor:
@@ -44,14 +72,19 @@ def flip_mask(seed: int, position: int, count: int) -> torch.Tensor:
 
 
 class _StreamSampler(Sampler[list[int]]):
-    def __init__(self, size: int, batch_size: int, seed: int, position: int) -> None:
-        self.size, self.batch_size, self.seed, self.position = size, batch_size, seed, position
+    def __init__(self, order: EpochOrder, global_batch: int, rows: slice, position: int) -> None:
+        self.order, self.global_batch, self.rows, self.position = (
+            order,
+            global_batch,
+            rows,
+            position,
+        )
 
     def __iter__(self) -> Iterator[list[int]]:
         position = self.position
         while True:
-            yield batch_indices(self.size, self.seed, position, self.batch_size).tolist()
-            position += self.batch_size
+            yield self.order.indices(position, self.global_batch)[self.rows].tolist()
+            position += self.global_batch
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -59,34 +92,12 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
-def decode_all(
-    images: ImageSet | Subset,
-    workers: int,
-    on_progress: Callable[[int, int], None] = lambda done, total: None,
-) -> TensorImageSet:
-    """Decode a whole split into one uint8 tensor (with worker processes for file sources)."""
-    if isinstance(images, TensorImageSet):
-        return images
-    if isinstance(images, Subset) and isinstance(images.dataset, TensorImageSet):
-        index = torch.as_tensor(images.indices)
-        labels = images.dataset.labels
-        return TensorImageSet(
-            images.dataset.images[index], None if labels is None else labels[index]
-        )
-    workers = min(workers, os.cpu_count() or 1)
-    loader = DataLoader(images, batch_size=256, num_workers=workers, shuffle=False)
-    chunks: list[torch.Tensor] = []
-    label_chunks: list[torch.Tensor] = []
-    for batch, batch_labels in loader:
-        chunks.append(batch)
-        label_chunks.append(batch_labels)
-        on_progress(sum(len(c) for c in chunks), len(images))
-    all_labels = torch.cat(label_chunks)
-    return TensorImageSet(torch.cat(chunks), None if (all_labels < 0).all() else all_labels)
-
-
 class BatchStream:
-    """Endless training batches: (images in [-1, 1], labels or None) on ``device``."""
+    """Endless training batches: (images in [-1, 1], labels or None) on ``device``.
+
+    ``batch_size`` is the global batch; with ``world_size`` ranks this rank gets
+    its ``batch_size / world_size`` rows of it.
+    """
 
     def __init__(
         self,
@@ -99,40 +110,42 @@ class BatchStream:
         resident_limit: int = 0,
         workers: int | None = None,
         on_progress: Callable[[int, int], None] = lambda done, total: None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.size = len(images)
         self.batch_size = batch_size
+        local = batch_size // world_size
+        self.rows = slice(rank * local, (rank + 1) * local)
         self.seed = seed
         self.device = device
         self.hflip = hflip
         self.position = position
+        self.order = EpochOrder(self.size, seed)
         self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
         first, _ = images[0]
         self.resident = self.size * first.numel() <= resident_limit
+        self._loader: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
         if self.resident:
             decoded = decode_all(images, self.workers, on_progress)
             self.images = decoded.images.to(device)
             self.labels = None if decoded.labels is None else decoded.labels.to(device)
-            self._loader: Iterator | None = None
         else:
             self._source = images
-            self._loader = None
 
     def _stream_batches(self) -> Iterator:
-        loader = DataLoader(
-            self._source,
-            batch_sampler=_StreamSampler(self.size, self.batch_size, self.seed, self.position),
+        loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+            self._source,  # type: ignore[arg-type]
+            batch_sampler=_StreamSampler(self.order, self.batch_size, self.rows, self.position),
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=self.workers > 0,
         )
-        return iter(loader)
+        return from_workers(iter(loader))
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.resident:
-            index = batch_indices(self.size, self.seed, self.position, self.batch_size).to(
-                self.device
-            )
+            index = self.order.indices(self.position, self.batch_size)[self.rows].to(self.device)
             images = self.images[index]
             labels = None if self.labels is None else self.labels[index]
         else:
@@ -143,7 +156,7 @@ class BatchStream:
             labels = None if (labels < 0).all() else labels.to(self.device, non_blocking=True)
         images = to_unit_range(images)
         if self.hflip:
-            flip = flip_mask(self.seed, self.position, self.batch_size).to(self.device)
+            flip = flip_mask(self.seed, self.position, self.batch_size)[self.rows].to(self.device)
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         self.position += self.batch_size
         return images, labels

@@ -2,6 +2,7 @@
 
     sagan train recipes/smoke.toml                  # CPU, about a minute
     sagan train sagan_full --device cuda            # the paper's method on shapes 64x64
+    sagan train sagan_imagenet128 --nproc 4         # one run on 4 GPUs (torchrun + DDP)
     sagan train --resume results/smoke/runs/<id>    # continue an interrupted run
 
 One iteration = ``d_steps`` discriminator updates on real and generated batches
@@ -9,49 +10,59 @@ One iteration = ``d_steps`` discriminator updates on real and generated batches
 EMA update. A checkpoint holds everything that determines the rest of the run
 (weights, both optimisers, EMA, every RNG state, the data position), so a
 resumed run continues bit for bit in deterministic mode.
+
+SIGINT and SIGTERM (what schedulers send before they kill) are taken only at
+iteration boundaries: the run finishes the iteration it is in, saves a
+checkpoint of it and exits 130 (SIGINT) or 143 (SIGTERM). A second Ctrl-C stops
+at once without saving (the last periodic checkpoint remains).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
-import importlib.metadata
 import os
 import platform
-import subprocess
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sagan_cli import __version__
+from sagan_cli import checkpoint as ckpt
+from sagan_cli.api import DataSource
 from sagan_cli.components import (
     build_data_source,
     build_loss,
     build_networks,
+    check_data,
     count_parameters,
     num_classes_for,
     plugin_for,
+    verify_networks,
 )
-from sagan_cli.datasets.base import DataSource
 from sagan_cli.device import autocast, available_memory, describe, effective_precision, synchronize
 from sagan_cli.errors import CheckpointError, ResultsError, SaganError
 from sagan_cli.fileio import atomic_write_text
+from sagan_cli.imagefiles import save_grid
 from sagan_cli.model.networks import Generator
-from sagan_cli.model.sampling import sample_images, save_grid
+from sagan_cli.model.sampling import sample_images
 from sagan_cli.plugins import Registry
-from sagan_cli.recipe import PLUGIN_SLOTS, Recipe, recipe_toml
-from sagan_cli.results import RunDir, now, run_id
-from sagan_cli.train import checkpoint as ckpt
+from sagan_cli.recipe import Recipe
+from sagan_cli.results import RunDir, git_commit, now, prepare_run, run_lock, versions
 from sagan_cli.train.data import BatchStream
+from sagan_cli.train.distributed import SINGLE, World
 from sagan_cli.train.ema import EMA
+from sagan_cli.train.observer import Observer
 
-EXIT_DONE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 3, 130
+EXIT_DONE, EXIT_DIVERGED = 0, 3
+EXIT_FOR_SIGNAL = {int(signal.SIGINT): 130, int(signal.SIGTERM): 143}
 SAMPLE_SEED_OFFSET = 1_000_003  # fixed z for grids and scores: a function of the run seed only
 GRID_SIZE = 64
 
@@ -60,20 +71,14 @@ class Evaluator(Protocol):
     """Computes metrics of a generator (see ``sagan_cli.evaluate``)."""
 
     def evaluate(
-        self, generator: Generator, step: int, metrics: list[str], num_samples: int
+        self,
+        generator: Generator,
+        step: int,
+        metrics: list[str],
+        num_samples: int,
+        final: bool,
+        checkpoint: str,
     ) -> dict[str, Any]: ...
-
-
-class Observer:
-    """Progress callbacks; the CLI renders them with rich, tests and ablations use their own."""
-
-    def started(self, run: RunDir, start_step: int, total: int, device: str) -> None: ...
-
-    def advanced(self, step: int) -> None: ...
-
-    def logged(self, record: dict[str, Any]) -> None: ...
-
-    def message(self, text: str) -> None: ...
 
 
 @dataclass
@@ -81,102 +86,55 @@ class TrainResult:
     run: RunDir
     status: str
     step: int
-    message: str
+    detail: str = ""
+    signal: int | None = None
 
     @property
     def exit_code(self) -> int:
-        return {"done": EXIT_DONE, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}.get(
-            self.status, 1
-        )
+        if self.status == "interrupted":
+            return EXIT_FOR_SIGNAL.get(self.signal or signal.SIGINT, 130)
+        return {"done": EXIT_DONE, "diverged": EXIT_DIVERGED}.get(self.status, 1)
+
+    def describe(self) -> str:
+        return f"{self.status} at step {self.step}" + (f": {self.detail}" if self.detail else "")
 
 
 class Diverged(Exception):
-    def __init__(self, step: int, d_loss: float, g_loss: float) -> None:
-        super().__init__(f"non-finite loss at step {step} (D {d_loss}, G {g_loss})")
+    def __init__(self, step: int, why: str) -> None:
+        super().__init__(f"{why} at step {step}")
         self.step = step
 
 
-def prepare_run(recipe: Recipe, run: RunDir) -> None:
-    """Create the run folder with its resolved recipe, or check an existing one matches."""
-    if run.exists():
-        if run.id != run_id(recipe):
-            raise ResultsError(
-                f"{run.path} holds a run of a different recipe (its id is {run_id(recipe)}, the "
-                f"folder says {run.id}). Was {run.recipe_path} edited? Restore it or start a new run."
-            )
-        return
-    run.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.recipe_path, recipe_toml(recipe))
-    run.update_status(
-        status="queued", run_id=run.id, experiment=run.path.parent.parent.name, created=now()
-    )
+class StopRequests:
+    """SIGINT/SIGTERM become a flag read at iteration boundaries (main thread only)."""
 
+    def __init__(self) -> None:
+        self.signal: int | None = None
 
-@contextlib.contextmanager
-def run_lock(run: RunDir):  # noqa: ANN201 - a context manager
-    """Only one process trains a run at a time; the lock dies with its process (even on SIGKILL)."""
-    lock_path = run.path / ".lock"
-    handle = lock_path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise ResultsError(
-            f"{run.path} is being trained right now by pid {holder}. Wait for it to finish or "
-            f"stop it; two processes must not write one run."
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+    def request(self, signum: int) -> None:
+        if self.signal is None:
+            self.signal = signum
 
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.getsignal(s) for s in signals}
 
-def versions(recipe: Recipe, registry: Registry) -> dict[str, Any]:
-    found: dict[str, Any] = {
-        "sagan-cli": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    for dist in ("torch-fidelity", "torchvision"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found[dist] = importlib.metadata.version(dist)
-    plugins = {}
-    for slot in PLUGIN_SLOTS:
-        plugin, _ = plugin_for(recipe, slot.path, registry)
-        entry = registry.get(slot.kind, plugin.name, key=slot.path)
-        plugins[slot.path] = f"{plugin.name} ({entry.provider} {entry.version})"
-    found["plugins"] = plugins
-    return found
+        def handler(signum: int, frame: Any) -> None:
+            if self.signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+            self.request(signum)
 
-
-def git_commit() -> str | None:
-    """The sagan-cli checkout's commit (with -dirty), when it runs from one."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-
-    try:
-        commit, dirty = (
-            git("rev-parse", "HEAD"),
-            git("status", "--porcelain", "--untracked-files=no"),
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
+        for s in signals:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, old in previous.items():
+                signal.signal(s, old)
 
 
 def resident_limit(device: torch.device) -> int:
@@ -194,32 +152,44 @@ class _Interval:
 
 
 class TrainingSession:
-    """Everything one run needs in memory; ``run()`` trains it to the end or to a stop."""
+    """One run in memory: networks, optimisers, EMA, data and RNG; ``advance()`` is one iteration.
+
+    ``run`` may be None (benchmarks): nothing is then written. ``run_to_end`` is the
+    full loop with logging, samples, evaluation, checkpoints and signals.
+    """
 
     def __init__(
         self,
         recipe: Recipe,
-        run: RunDir,
         device: torch.device,
         registry: Registry,
-        observer: Observer,
+        observer: Observer | None = None,
         source: DataSource | None = None,
+        run: RunDir | None = None,
+        world: World = SINGLE,
     ) -> None:
-        self.recipe, self.run, self.device, self.observer = recipe, run, device, observer
+        self.recipe, self.run, self.device = recipe, run, device
+        self.observer = observer or Observer()
+        self.world = world
         self.evaluator: Evaluator | None = None
         self.registry = registry
         cfg = recipe.train
         self.precision = effective_precision(device, cfg.precision)
         self.source = source or build_data_source(recipe, registry)
-        self.source.check()
+        if source is None:
+            check_data(self.source, registry)
         self.num_classes = num_classes_for(recipe, self.source)
         torch.manual_seed(recipe.seed)  # weight initialisation
         generator, discriminator = build_networks(recipe, self.num_classes, registry)
+        self.loss = build_loss(recipe, registry)
+        loss_entry, _ = plugin_for(recipe, "loss", registry)
+        # a fresh loss object for the dry run: plugins may count their calls
+        trial_loss = (build_loss(recipe, registry), loss_entry)
+        verify_networks(generator, discriminator, recipe.model.z_dim, self.num_classes, trial_loss)
         memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.generator = generator.to(device).to(memory_format=memory_format)
         self.discriminator = discriminator.to(device).to(memory_format=memory_format)
         self.ema = EMA(self.generator, cfg.ema_decay, cfg.ema_start)
-        self.loss = build_loss(recipe, registry)
         fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
         self.opt_g = torch.optim.Adam(
             self.generator.parameters(), lr=cfg.lr_g, betas=cfg.betas, **fused
@@ -228,6 +198,7 @@ class TrainingSession:
             self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas, **fused
         )
         self.noise = torch.Generator(device=device).manual_seed(recipe.seed + 1)
+        self.g_train, self.d_train = self._training_wrappers()
         self.g_step = torch.compile(self.generator) if cfg.compile else self.generator
         self.d_step = torch.compile(self.discriminator) if cfg.compile else self.discriminator
         self.step = 0
@@ -236,12 +207,23 @@ class TrainingSession:
         self.wall_time = 0.0
         self.data: BatchStream | None = None
         self.start_checkpoint: Path | None = None
+        self.stop = StopRequests()
+        self.interval = _Interval()
+
+    def _training_wrappers(self) -> tuple[Any, Any]:
+        """The modules whose backward updates weights: DDP-wrapped when data-parallel."""
+        if not self.world.distributed:
+            return self.generator, self.discriminator
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(self.generator, device_ids=ids), DDP(self.discriminator, device_ids=ids)
 
     # ---- state -----------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         return {
-            "run_id": self.run.id,
+            "run_id": self.run.id if self.run else "",
             "step": self.step,
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
@@ -254,15 +236,17 @@ class TrainingSession:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "best_fid": self.best_fid,
             "wall_time": self.wall_time,
+            # losses of steps not yet logged: a run stopped between log lines resumes them
+            "interval_losses": torch.stack(self.interval.losses).cpu()
+            if self.interval.losses
+            else torch.zeros(0, 2),
+            "interval_seconds": self.interval.train_seconds,
         }
 
     def restore(self, path: Path) -> None:
+        assert self.run is not None
         state = ckpt.load_checkpoint(path, self.device, self.run.path)
-        if state["run_id"] != self.run.id:
-            raise CheckpointError(
-                f"Checkpoint {path} belongs to run {state['run_id']}, not {self.run.id}; it cannot "
-                f"resume this run."
-            )
+        ckpt.check_belongs(state, path, self.run.id, self.run.path)
         try:
             self.generator.load_state_dict(state["generator"])
             self.discriminator.load_state_dict(state["discriminator"])
@@ -276,15 +260,20 @@ class TrainingSession:
             ) from None
         self.step = int(state["step"])
         self.data_position = int(state["data_position"])
-        self.noise.set_state(state["noise_rng"].cpu())
+        self.noise.set_state(state["noise_rng"].to(self.noise.get_state().device))
         torch.set_rng_state(state["torch_rng"].cpu())
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         self.best_fid = state["best_fid"]
         self.wall_time = float(state["wall_time"])
+        pending = state.get("interval_losses", torch.zeros(0, 2)).to(self.device)
+        self.interval = _Interval(
+            self.step - len(pending) + 1, list(pending), float(state.get("interval_seconds", 0.0))
+        )
 
     def resume_point(self, checkpoint_name: str | None) -> Path | None:
         """The checkpoint to start from: the named one, else the newest (None: start fresh)."""
+        assert self.run is not None
         available = ckpt.list_checkpoints(self.run.checkpoints)
         if checkpoint_name is None:
             return available[-1] if available else None
@@ -298,6 +287,7 @@ class TrainingSession:
 
     def set_aside_newer_than(self, chosen: Path) -> None:
         """Checkpoints after ``chosen`` belong to an abandoned continuation: keep them aside."""
+        assert self.run is not None
         newer = [p for p in ckpt.list_checkpoints(self.run.checkpoints) if p.name > chosen.name]
         if not newer:
             return
@@ -309,35 +299,61 @@ class TrainingSession:
 
     # ---- one iteration ---------------------------------------------------------------------
 
-    def _fake_labels(self, batch: int) -> torch.Tensor | None:
-        if not self.num_classes:
-            return None
-        return torch.randint(self.num_classes, (batch,), generator=self.noise, device=self.device)
+    def open_data(self, position: int = 0, resident: int | None = None) -> None:
+        """Start the real-image stream at ``position`` (images consumed so far)."""
+        cfg = self.recipe.train
+        self.data = BatchStream(
+            self.source.split("train"),
+            cfg.batch_size,
+            self.recipe.seed,
+            self.device,
+            self.recipe.data.hflip,
+            position=position,
+            resident_limit=resident_limit(self.device) if resident is None else resident,
+            rank=self.world.rank,
+            world_size=self.world.size,
+        )
+
+    def _noise(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This rank's rows of the global draw of z (and fake labels): one process's numbers."""
+        rows = slice(self.world.rank * batch, (self.world.rank + 1) * batch)
+        total = batch * self.world.size
+        z = torch.randn(total, self.recipe.model.z_dim, generator=self.noise, device=self.device)
+        labels = None
+        if self.num_classes:
+            labels = torch.randint(
+                self.num_classes, (total,), generator=self.noise, device=self.device
+            )[rows]
+        return z[rows], labels
+
+    def advance(self) -> torch.Tensor:
+        """One iteration (D update(s), G update, EMA); returns (D loss, G loss) on the device."""
+        losses = self.train_step()
+        self.step += 1
+        return losses
 
     def train_step(self) -> torch.Tensor:
         cfg = self.recipe.train
-        batch = cfg.batch_size
+        batch = cfg.batch_size // self.world.size
         assert self.data is not None
         d_total = torch.zeros((), device=self.device)
         self.discriminator.requires_grad_(True)
         for _ in range(cfg.d_steps):
             real, real_labels = self.data.next()
-            z = torch.randn(
-                batch, self.recipe.model.z_dim, generator=self.noise, device=self.device
-            )
-            fake_labels = self._fake_labels(batch)
+            z, fake_labels = self._noise(batch)
             with torch.no_grad(), autocast(self.device, self.precision):
                 fake = self.g_step(z, fake_labels)
             labels = None
             if fake_labels is not None:
-                assert (
-                    real_labels is not None
-                )  # conditional models are built only for labelled data
+                assert real_labels is not None  # conditional models need labelled data
                 labels = torch.cat([real_labels, fake_labels])
             with autocast(self.device, self.precision):
-                logits = self.d_step(torch.cat([real, fake.to(real.dtype)]), labels).float()
+                logits = self.d_train(torch.cat([real, fake.to(real.dtype)]), labels).float()
             d_loss = self.loss.d_loss(logits[:batch], logits[batch:])
-            penalty = self.loss.penalty(self._critic(real_labels), real, fake.to(real.dtype))
+            # Gradient penalties differentiate through D's gradient: the maths attention path
+            # has second derivatives, the fused CPU/CUDA kernels do not.
+            with sdpa_kernel([SDPBackend.MATH]):
+                penalty = self.loss.penalty(self._critic(real_labels), real, fake.to(real.dtype))
             if penalty is not None:
                 d_loss = d_loss + penalty
             self.opt_d.zero_grad(set_to_none=True)
@@ -346,10 +362,11 @@ class TrainingSession:
             d_total = d_total + d_loss.detach()
 
         self.discriminator.requires_grad_(False)  # G's update needs no D weight gradients
-        z = torch.randn(batch, self.recipe.model.z_dim, generator=self.noise, device=self.device)
-        fake_labels = self._fake_labels(batch)
+        z, fake_labels = self._noise(batch)
         with autocast(self.device, self.precision):
-            logits = self.d_step(self.g_step(z, fake_labels), fake_labels).float()
+            # D without its DDP wrapper: its weights are identical on every rank and it
+            # takes no gradient here, so there is nothing to synchronise.
+            logits = self.d_step(self.g_train(z, fake_labels), fake_labels).float()
         g_loss = self.loss.g_loss(logits)
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -359,7 +376,7 @@ class TrainingSession:
 
     def _critic(self, labels: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """D as a function of images alone (for penalties), conditioned on the real labels."""
-        return lambda images: self.d_step(images, labels).float()
+        return lambda images: self.d_train(images, labels).float()
 
     # ---- side work -------------------------------------------------------------------------
 
@@ -372,7 +389,8 @@ class TrainingSession:
         if len(bad):
             index = int(bad[0])
             raise Diverged(
-                interval.first_step + index, float(losses[index, 0]), float(losses[index, 1])
+                interval.first_step + index,
+                f"non-finite loss (D {float(losses[index, 0])}, G {float(losses[index, 1])})",
             )
         return losses
 
@@ -384,56 +402,58 @@ class TrainingSession:
                     found[f"gamma_{net_name}{name.split('.')[1]}"] = param.detach().item()
         return found
 
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.run is not None and self.world.is_main:
+            self.run.append_metrics(record)
+            self.observer.logged(record)
+
     def log(self, interval: _Interval) -> None:
         losses = self.check_finite(interval)
         if losses is None:
             return
         steps = len(interval.losses)
-        record = {
-            "kind": "train",
-            "step": self.step,
-            "d_loss": float(losses[:, 0].mean()),
-            "g_loss": float(losses[:, 1].mean()),
-            "lr_g": self.opt_g.param_groups[0]["lr"],
-            "lr_d": self.opt_d.param_groups[0]["lr"],
-            "img_per_s": steps * self.recipe.train.batch_size / max(interval.train_seconds, 1e-9),
-            "wall_time": self.wall_time,
-            **self.gammas(),
-        }
-        self.run.append_metrics(record)
-        self.observer.logged(record)
+        self._write(
+            {
+                "kind": "train",
+                "step": self.step,
+                "d_loss": float(losses[:, 0].mean()),
+                "g_loss": float(losses[:, 1].mean()),
+                "lr_g": self.opt_g.param_groups[0]["lr"],
+                "lr_d": self.opt_d.param_groups[0]["lr"],
+                "img_per_s": steps
+                * self.recipe.train.batch_size
+                / max(interval.train_seconds, 1e-9),
+                "wall_time": self.wall_time,
+                **self.gammas(),
+            }
+        )
         interval.first_step = self.step + 1
         interval.losses.clear()
         interval.train_seconds = 0.0
 
     def write_samples(self) -> None:
+        if self.run is None or not self.world.is_main:
+            return
         seed = self.recipe.seed + SAMPLE_SEED_OFFSET
         count = max(GRID_SIZE, self.recipe.train.structure_samples)
         images = sample_images(self.ema.model, count, seed, self.device, self.precision)
         save_grid(images[:GRID_SIZE], self.run.samples / f"step-{self.step:08d}.png")
         scores = self.source.structural_score(images[: self.recipe.train.structure_samples])
         if scores is not None:
-            record = {"kind": "structure", "step": self.step, **scores}
-            self.run.append_metrics(record)
-            self.observer.logged(record)
+            self._write({"kind": "structure", "step": self.step, **scores})
 
     def evaluate(self, final: bool) -> None:
-        assert self.evaluator is not None
+        assert self.evaluator is not None and self.run is not None
         cfg = self.recipe.eval
         metrics: list[str] = list(cfg.metrics) if final else ["fid"]
-        record = self.evaluator.evaluate(self.ema.model, self.step, metrics, cfg.num_samples)
-        record = {
-            "kind": "eval",
-            "step": self.step,
-            "final": final,
-            "checkpoint": "training",
-            **record,
-        }
+        record = self.evaluator.evaluate(
+            self.ema.model, self.step, metrics, cfg.num_samples, final, "training"
+        )
         if final:
             self.run.record_evaluation(record)
+            self.observer.logged(record)
         else:
-            self.run.append_metrics(record)
-        self.observer.logged(record)
+            self._write(record)
         fid = record.get("fid")
         if fid is not None and (self.best_fid is None or fid < self.best_fid):
             self.best_fid = fid
@@ -441,54 +461,63 @@ class TrainingSession:
 
     def evaluate_best(self) -> None:
         """Full metrics of best.pt (lowest in-training FID), recorded beside the final ones."""
+        assert self.run is not None
         best = self.run.checkpoints / "best.pt"
         if self.evaluator is None or not best.is_file():
             return
         state = ckpt.load_checkpoint(best, self.device, self.run.path)
         generator = copy.deepcopy(self.ema.model)
-        generator.load_state_dict(state["ema"])
+        ckpt.load_generator_weights(generator, state, best, self.run.recipe_path)
         cfg = self.recipe.eval
-        step = int(state["step"])
-        record = self.evaluator.evaluate(generator, step, list(cfg.metrics), cfg.num_samples)
-        record = {"kind": "eval", "step": step, "final": False, "checkpoint": "best.pt", **record}
+        record = self.evaluator.evaluate(
+            generator, int(state["step"]), list(cfg.metrics), cfg.num_samples, False, "best.pt"
+        )
         self.run.record_evaluation(record)
         self.observer.logged(record)
 
     def save(self) -> None:
-        ckpt.save_checkpoint(self.state(), self.run.checkpoints, self.recipe.train.keep_checkpoints)
+        if self.run is None or not self.world.is_main:
+            return
+        try:
+            ckpt.save_checkpoint(
+                self.state(), self.run.checkpoints, self.recipe.train.keep_checkpoints
+            )
+        except ckpt.NonFiniteWeights as exc:
+            raise Diverged(self.step, f"non-finite weights ({exc.where})") from None
 
     # ---- the loop ----------------------------------------------------------------------------
 
     def prepare(self, checkpoint_name: str | None = None) -> None:
         """Restore the resume point and open the data: validation that changes no file."""
-        cfg = self.recipe.train
         self.start_checkpoint = self.resume_point(checkpoint_name)
         if self.start_checkpoint is not None:
             self.restore(self.start_checkpoint)
-        self.data = BatchStream(
-            self.source.split("train"),
-            cfg.batch_size,
-            self.recipe.seed,
-            self.device,
-            self.recipe.data.hflip,
-            position=self.data_position,
-            resident_limit=resident_limit(self.device),
-        )
+        self.open_data(self.data_position)
+
+    def _status(self, **fields: Any) -> None:
+        if self.run is not None and self.world.is_main:
+            self.run.update_status(**fields)
 
     def run_to_end(self) -> TrainResult:
+        assert self.run is not None
         cfg, run = self.recipe.train, self.run
-        if self.start_checkpoint is not None:
+        if self.start_checkpoint is not None and self.world.is_main:
             self.set_aside_newer_than(self.start_checkpoint)
-            kept = [r for r in run.read_metrics() if r.get("step", 0) <= self.step]
-            run.keep_metrics(kept)  # what was logged after the checkpoint is recomputed identically
+            aside = run.keep_metrics_until(self.step)  # later lines are recomputed identically
+            if aside is not None:
+                self.observer.message(
+                    f"metrics.jsonl had unreadable lines; the original is kept as {aside.name}"
+                )
             self.observer.message(f"resuming from {self.start_checkpoint.name} (step {self.step})")
-        run.update_status(
+        self._status(
             status="running",
             started=now(),
             step=self.step,
             steps=cfg.steps,
             device=describe(self.device),
             precision=self.precision,
+            world_size=self.world.size,
+            threads=torch.get_num_threads(),
             versions=versions(self.recipe, self.registry),
             git_commit=git_commit(),
             host=platform.node(),
@@ -500,87 +529,109 @@ class TrainingSession:
             resumed_from=self.start_checkpoint.name if self.start_checkpoint else None,
             error=None,
         )
-        self.observer.started(run, self.step, cfg.steps, describe(self.device))
+        if self.world.is_main:
+            self.observer.started(run, self.step, cfg.steps, describe(self.device))
         if self.step == 0:
             self.write_samples()  # the untrained generator: every run's baseline
-        interval = _Interval(first_step=self.step + 1)
+        interval = self.interval
         self.generator.train()
         self.discriminator.train()
         try:
-            while self.step < cfg.steps:
-                began = time.perf_counter()
-                interval.losses.append(self.train_step())
-                self.step += 1
-                last = self.step == cfg.steps
-                log_due = last or self.step % cfg.log_every == 0
-                sample_due = last or self.step % cfg.sample_every == 0
-                eval_due = bool(
-                    self.evaluator
-                    and self.recipe.eval.every
-                    and self.step % self.recipe.eval.every == 0
-                )
-                checkpoint_due = last or self.step % cfg.checkpoint_every == 0
-                if log_due:
-                    synchronize(self.device)
-                elapsed = time.perf_counter() - began
-                interval.train_seconds += elapsed
-                self.wall_time += elapsed
-                self.observer.advanced(self.step)
-                if log_due:
-                    self.log(interval)
-                side_began = time.perf_counter()
-                if sample_due or eval_due or checkpoint_due:
-                    self.check_finite(interval)  # nothing is sampled or saved after a NaN
-                if sample_due:
-                    self.write_samples()
-                if eval_due:
-                    self.evaluate(final=False)
-                if checkpoint_due:
-                    self.save()
-                self.wall_time += time.perf_counter() - side_began
-                if self.step % cfg.log_every == 0:
-                    run.update_status(step=self.step)
+            with self.stop.installed():
+                while self.step < cfg.steps:
+                    began = time.perf_counter()
+                    interval.losses.append(self.advance())
+                    last = self.step == cfg.steps
+                    log_due = last or self.step % cfg.log_every == 0
+                    sample_due = last or self.step % cfg.sample_every == 0
+                    eval_due = bool(
+                        self.evaluator
+                        and self.recipe.eval.every
+                        and self.step % self.recipe.eval.every == 0
+                    )
+                    checkpoint_due = last or self.step % cfg.checkpoint_every == 0
+                    if log_due:
+                        synchronize(self.device)
+                    elapsed = time.perf_counter() - began
+                    interval.train_seconds += elapsed
+                    self.wall_time += elapsed
+                    try:
+                        self.observer.advanced(self.step)
+                    except KeyboardInterrupt:  # an observer's stop: at a boundary, like a signal
+                        self.stop.request(signal.SIGINT)
+                    if log_due:
+                        self.log(interval)
+                    side_began = time.perf_counter()
+                    if sample_due or eval_due or checkpoint_due:
+                        self.check_finite(interval)  # nothing is sampled or saved after a NaN
+                    if sample_due:
+                        self.write_samples()
+                    if eval_due:
+                        self.evaluate(final=False)
+                    if checkpoint_due:
+                        self.save()
+                    self.wall_time += time.perf_counter() - side_began
+                    if self.step % cfg.log_every == 0:
+                        self._status(step=self.step)
+                    if self.world.any(self.stop.signal is not None, self.device) and not last:
+                        return self._interrupted(interval, checkpoint_due)
         except Diverged as stop:
-            message = (
-                f"diverged: {stop}. Kept the last good checkpoint; lower the learning rates or "
-                f"change the loss and start a new run."
+            detail = (
+                f"{stop}. The last checkpoint on disk is good (checkpoints are never written "
+                f"with non-finite weights); lower the learning rates or change the loss and "
+                f"start a new run"
             )
-            run.append_metrics({"kind": "diverged", "step": stop.step})
-            run.update_status(
+            self._write({"kind": "diverged", "step": stop.step})
+            self._status(
                 status="diverged",
                 diverged_step=stop.step,
                 step=stop.step,
-                error=message,
+                error=detail,
                 finished=now(),
             )
-            return TrainResult(run, "diverged", stop.step, message)
-        except KeyboardInterrupt:
-            saved = ""
-            try:
-                self.check_finite(interval)
-                self.save()
-                saved = f"; saved a checkpoint at step {self.step}"
-            except Diverged:
-                pass
-            run.update_status(
-                status="interrupted",
-                step=self.step,
-                error="interrupted by the user",
-                finished=now(),
+            return TrainResult(run, "diverged", stop.step, detail)
+        except KeyboardInterrupt:  # a second Ctrl-C: the iteration may be half done
+            self._status(
+                status="interrupted", step=self.step, error="interrupted twice", finished=now()
             )
             return TrainResult(
                 run,
                 "interrupted",
                 self.step,
-                f"interrupted at step {self.step}{saved}; re-run the same command to resume",
+                "stopped at once (second Ctrl-C) without saving; re-run the same command to "
+                "resume from the last checkpoint",
+                signal.SIGINT,
             )
-        if self.evaluator and self.recipe.eval.final:
+        if self.evaluator and self.recipe.eval.final and self.world.is_main:
             self.evaluate(final=True)
             self.evaluate_best()
-        run.update_status(
+        self._status(
             status="done", step=self.step, finished=now(), wall_time_s=round(self.wall_time, 3)
         )
-        return TrainResult(run, "done", self.step, "done")
+        return TrainResult(run, "done", self.step)
+
+    def _interrupted(self, interval: _Interval, saved_already: bool) -> TrainResult:
+        """Stop at this iteration boundary: save it (unless just saved) and say how to resume."""
+        assert self.run is not None
+        signum = self.stop.signal or signal.SIGINT
+        name = signal.Signals(signum).name
+        try:
+            self.check_finite(interval)
+            if not saved_already:
+                self.save()
+            saved = f"saved a checkpoint at step {self.step}"
+        except Diverged:
+            saved = "the losses were not finite, so no checkpoint was saved"
+        self._status(
+            status="interrupted", step=self.step, error=f"stopped by {name}", finished=now()
+        )
+        return TrainResult(
+            self.run,
+            "interrupted",
+            self.step,
+            f"stopped by {name}; {saved}; re-run the same command to resume",
+            signum,
+        )
 
 
 def train_run(
@@ -592,15 +643,21 @@ def train_run(
     evaluator_factory: Callable[[Recipe, Any], Evaluator] | None = None,
     checkpoint_name: str | None = None,
     retry_diverged: bool = False,
+    world: World = SINGLE,
+    record_preflight_errors: bool = False,
 ) -> TrainResult:
     """Train (or resume, or skip if done) the run.
 
-    Problems found before training starts (data, checkpoint, weights) raise without
-    touching the folder; failures after it started are recorded in status.json.
+    Problems found before training starts (data, checkpoint, plugins) raise
+    without touching the folder, unless ``record_preflight_errors`` (an ablation
+    records them as the run's ``failed`` status); failures after it started are
+    recorded in status.json (and error.log for bugs). Only the lock holder writes.
     """
     observer = observer or Observer()
-    prepare_run(recipe, run)
-    with run_lock(run):
+    if world.is_main:
+        prepare_run(recipe, run)
+    world.barrier()
+    with run_lock(run) if world.is_main else contextlib.nullcontext():
         status = run.read_status()
         if status.get("status") == "done" and checkpoint_name is None:
             return TrainResult(
@@ -622,21 +679,33 @@ def train_run(
             recipe.train.deterministic, warn_only=device.type == "cuda"
         )
         try:
-            # Pre-flight: errors here leave the run folder exactly as it was.
-            session = TrainingSession(recipe, run, device, registry, observer)
-            session.prepare(checkpoint_name)
-            if evaluator_factory is not None and (recipe.eval.every or recipe.eval.final):
-                session.evaluator = evaluator_factory(recipe, session.source)
+            try:
+                session = TrainingSession(recipe, device, registry, observer, run=run, world=world)
+                session.prepare(checkpoint_name)
+                if evaluator_factory is not None and (recipe.eval.every or recipe.eval.final):
+                    session.evaluator = evaluator_factory(recipe, session.source)
+            except SaganError as exc:
+                if world.is_main and record_preflight_errors:
+                    run.update_status(status="failed", error=str(exc), finished=now())
+                raise
             try:
                 return session.run_to_end()
             except SaganError as exc:
-                run.update_status(status="failed", error=str(exc), finished=now())
+                if world.is_main:
+                    run.update_status(status="failed", error=str(exc), finished=now())
                 raise
             except Exception as exc:
-                atomic_write_text(run.path / "error.log", traceback.format_exc())
-                run.update_status(
-                    status="failed", error=f"{type(exc).__name__}: {exc}", finished=now()
-                )
+                if world.is_main:
+                    atomic_write_text(run.path / "error.log", traceback.format_exc())
+                    run.update_status(
+                        status="failed", error=f"{type(exc).__name__}: {exc}", finished=now()
+                    )
                 raise
+        except OSError as exc:
+            raise ResultsError(
+                f"Writing to {run.path} failed: {exc.strerror or exc}. Free disk space or fix "
+                f"the folder's permissions, then re-run the same command to resume from the "
+                f"last checkpoint."
+            ) from None
         finally:
             torch.use_deterministic_algorithms(previous)

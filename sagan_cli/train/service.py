@@ -2,41 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from sagan_cli.components import build_data_source
-from sagan_cli.datasets.base import DataSource
-from sagan_cli.device import effective_precision, select_device
 from sagan_cli.errors import ResultsError, SaganError
-from sagan_cli.evaluate.service import Evaluation, RunEvaluator, reference_from
-from sagan_cli.evaluate.weights import InceptionWeights, resolve_inception_weights
+from sagan_cli.evaluate.service import evaluator_factory
+from sagan_cli.evaluate.weights import InceptionWeights
 from sagan_cli.plugins import Registry
-from sagan_cli.recipe import Recipe, load_recipe
+from sagan_cli.preflight import check_batch_divides, check_before_work
+from sagan_cli.recipe import Recipe, check_experiment_name, load_recipe
 from sagan_cli.results import RunDir, run_dir_for
-from sagan_cli.train.loop import Observer, TrainResult, train_run
-
-
-def evaluator_factory(
-    weights: InceptionWeights, device: torch.device
-) -> Callable[[Recipe, DataSource], RunEvaluator]:
-    """Builds the in-training evaluator once the run's data source exists."""
-
-    def build(recipe: Recipe, source: DataSource) -> RunEvaluator:
-        reference = reference_from(source, recipe.eval.reference, recipe.eval.reference_samples)
-        evaluation = Evaluation(weights, reference, device, recipe.eval.batch_size)
-        return RunEvaluator(
-            evaluation, recipe.seed, effective_precision(device, recipe.train.precision)
-        )
-
-    return build
-
-
-def needs_evaluation(recipe: Recipe) -> bool:
-    return bool(recipe.eval.every or recipe.eval.final)
+from sagan_cli.train.distributed import SINGLE, World
+from sagan_cli.train.loop import TrainResult, train_run
+from sagan_cli.train.observer import Observer
 
 
 @dataclass
@@ -47,15 +27,26 @@ class TrainingJob:
     registry: Registry
     weights: InceptionWeights | None
     checkpoint: str | None
+    retry: bool = False
+    world: World = SINGLE
 
     def start(self, observer: Observer) -> TrainResult:
         factory = evaluator_factory(self.weights, self.device) if self.weights else None
         return train_run(
-            self.recipe, self.run, self.device, self.registry, observer, factory, self.checkpoint
+            self.recipe,
+            self.run,
+            self.device,
+            self.registry,
+            observer,
+            factory,
+            self.checkpoint,
+            retry_diverged=self.retry,
+            world=self.world,
         )
 
 
 def open_training(
+    *,
     recipe_ref: str | None,
     overrides: list[str],
     resume: Path | None,
@@ -65,6 +56,8 @@ def open_training(
     device: str,
     inception_weights: Path | None,
     registry: Registry,
+    retry: bool = False,
+    world: World = SINGLE,
 ) -> TrainingJob:
     """Everything a training command needs, validated: recipe, run folder, device, weights."""
     if resume is not None:
@@ -90,14 +83,24 @@ def open_training(
                 "--checkpoint chooses where a resumed run continues; use it with --resume RUN_DIR."
             )
         recipe = load_recipe(recipe_ref, overrides, registry=registry)
+        if experiment is not None:
+            check_experiment_name(experiment)
         run = run_dir_for(results_root, experiment or recipe.name, recipe)
-    chosen = select_device(device)
-    build_data_source(recipe, registry).check()
-    weights = resolve_inception_weights(inception_weights) if needs_evaluation(recipe) else None
-    try:
-        run.path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ResultsError(
-            f"Cannot create the results folder {run.path.parent}: {exc.strerror}."
-        ) from None
-    return TrainingJob(recipe, run, chosen, registry, weights, checkpoint)
+    check_batch_divides(recipe, world.size)
+    checked = check_before_work(
+        [recipe],
+        registry,
+        device=device,
+        inception_weights=inception_weights,
+        world_size=world.size,
+    )
+    if world.is_main:
+        try:
+            run.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResultsError(
+                f"Cannot create the results folder {run.path.parent}: {exc.strerror}."
+            ) from None
+    return TrainingJob(
+        recipe, run, checked.device, registry, checked.weights, checkpoint, retry, world
+    )

@@ -1,6 +1,6 @@
 """Implements a hook name that does not exist."""
 
-from sagan_cli.plugins import hookimpl
+from sagan_cli.api import hookimpl
 
 
 @hookimpl

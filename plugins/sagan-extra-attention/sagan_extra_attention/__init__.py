@@ -3,19 +3,16 @@
 * ``multihead``: SAGAN's block with several heads (scaled dot-product per head).
 * ``linear``: linear attention (Katharopoulos et al., 2020), O(N) in positions.
 
-Both follow the attention contract: ``factory(channels, params, weight_norm)``
-returns a module mapping (B, C, H, W) to the same shape, with a residual gain
-``gamma`` initialised to 0 as in SAGAN.
+This module only registers: it imports ``sagan_cli.api`` and pydantic, so
+``sagan plugins`` stays fast. The torch modules live in ``modules.py`` and are
+imported when a factory builds one.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
-from sagan_cli.plugins import AttentionPlugin, PluginParams, hookimpl
+from sagan_cli.api import AttentionPlugin, LayerContext, PluginParams, Register, hookimpl
 
 __version__ = "0.1.0"
 
@@ -29,69 +26,29 @@ class LinearParams(PluginParams):
     reduction: int = Field(8, ge=1, description="queries and keys use C/reduction channels")
 
 
-def _inner_channels(channels: int, reduction: int, heads: int) -> int:
-    """C/reduction rounded down to a multiple of ``heads`` (at least one channel per head)."""
-    return max(heads, channels // reduction // heads * heads)
+def build_multihead(params: MultiHeadParams, context: LayerContext):
+    from sagan_extra_attention.modules import MultiHeadSelfAttention2d, inner_channels
+
+    inner = inner_channels(context.channels, params.reduction, params.heads)
+    return MultiHeadSelfAttention2d(context.channels, params.heads, inner, context.weight_norm)
 
 
-class MultiHeadSelfAttention2d(nn.Module):
-    def __init__(self, channels: int, heads: int, inner: int, weight_norm) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = weight_norm(nn.Conv2d(channels, 3 * inner, 1, bias=False))
-        self.out = weight_norm(nn.Conv2d(inner, channels, 1, bias=False))
-        self.gamma = nn.Parameter(torch.zeros(()))
+def build_linear(params: LinearParams, context: LayerContext):
+    from sagan_extra_attention.modules import LinearSelfAttention2d
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = x.shape
-        # (B, 3*I, H, W) -> three (B, heads, N, I/heads); fused SDPA kernels need the
-        # last dim contiguous, else PyTorch falls back to materialising N x N maps.
-        q, k, v = (
-            t.reshape(batch, self.heads, -1, height * width).transpose(2, 3).contiguous()
-            for t in self.qkv(x).chunk(3, dim=1)
-        )
-        attended = F.scaled_dot_product_attention(q, k, v)
-        attended = attended.transpose(2, 3).reshape(batch, -1, height, width)
-        return x + self.gamma * self.out(attended)
-
-
-class LinearSelfAttention2d(nn.Module):
-    """phi(q) (phi(k)^T v) / (phi(q) sum phi(k)) with phi = elu + 1: never forms an N x N map."""
-
-    def __init__(self, channels: int, inner: int, weight_norm) -> None:
-        super().__init__()
-        self.query = weight_norm(nn.Conv2d(channels, inner, 1, bias=False))
-        self.key = weight_norm(nn.Conv2d(channels, inner, 1, bias=False))
-        self.value = weight_norm(nn.Conv2d(channels, channels, 1, bias=False))
-        self.gamma = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = F.elu(self.query(x).flatten(2)) + 1  # (B, I, N)
-        k = F.elu(self.key(x).flatten(2)) + 1  # (B, I, N)
-        v = self.value(x).flatten(2)  # (B, C, N)
-        context = torch.einsum("bin,bcn->bic", k, v)  # (B, I, C)
-        normaliser = torch.einsum("bin,bi->bn", q, k.sum(dim=2)).clamp(min=1e-6)
-        out = torch.einsum("bin,bic->bcn", q, context) / normaliser[:, None]
-        return x + self.gamma * out.reshape_as(x)
-
-
-def build_multihead(channels: int, params: MultiHeadParams, weight_norm) -> nn.Module:
-    inner = _inner_channels(channels, params.reduction, params.heads)
-    return MultiHeadSelfAttention2d(channels, params.heads, inner, weight_norm)
-
-
-def build_linear(channels: int, params: LinearParams, weight_norm) -> nn.Module:
-    return LinearSelfAttention2d(channels, max(1, channels // params.reduction), weight_norm)
+    inner = max(1, context.channels // params.reduction)
+    return LinearSelfAttention2d(context.channels, inner, context.weight_norm)
 
 
 @hookimpl
-def sagan_register_attention(register) -> None:
+def sagan_register_attention(register: Register) -> None:
     register(
         AttentionPlugin(
             name="multihead",
             summary="SAGAN block with several scaled dot-product heads",
             params=MultiHeadParams,
             factory=build_multihead,
+            identity_at_init=True,
         )
     )
     register(
@@ -100,5 +57,6 @@ def sagan_register_attention(register) -> None:
             summary="Linear attention (elu+1 features), O(N) time and memory",
             params=LinearParams,
             factory=build_linear,
+            identity_at_init=True,
         )
     )

@@ -3,6 +3,14 @@
 import pytest
 import sagan_extra_attention as extra
 import torch
+from sagan_extra_attention.modules import inner_channels
+
+from sagan_cli.api import LayerContext
+
+
+def context(channels: int) -> LayerContext:
+    """A place to build at, without weight norm."""
+    return LayerContext("g", 32, 0, channels, 8, lambda layer: layer)
 
 
 @pytest.mark.parametrize(
@@ -10,7 +18,7 @@ import torch
     [(extra.build_multihead, extra.MultiHeadParams()), (extra.build_linear, extra.LinearParams())],
 )
 def test_shape_identity_at_init_and_gradients(build, params):
-    module = build(32, params, lambda layer: layer)
+    module = build(params, context(32))
     x = torch.randn(2, 32, 6, 10, requires_grad=True)
     y = module(x)
     assert y.shape == x.shape
@@ -25,7 +33,7 @@ def test_shape_identity_at_init_and_gradients(build, params):
 
 def test_linear_attention_rows_are_convex_combinations():
     """With v = identity-like values the output lies inside the values' range (weights >= 0, sum 1)."""
-    module = extra.build_linear(8, extra.LinearParams(reduction=2), lambda layer: layer)
+    module = extra.build_linear(extra.LinearParams(reduction=2), context(8))
     with torch.no_grad():
         module.gamma.fill_(1.0)
     x = torch.randn(1, 8, 4, 4)
@@ -36,13 +44,13 @@ def test_linear_attention_rows_are_convex_combinations():
 
 
 def test_inner_channels_divisible_by_heads():
-    assert extra._inner_channels(64, 2, 4) == 32
-    assert extra._inner_channels(12, 2, 4) == 4
-    assert extra._inner_channels(4, 8, 4) == 4
+    assert inner_channels(64, 2, 4) == 32
+    assert inner_channels(12, 2, 4) == 4
+    assert inner_channels(4, 8, 4) == 4
 
 
 def test_multihead_uses_a_fused_kernel_without_an_n_by_n_map():
-    module = extra.build_multihead(16, extra.MultiHeadParams(heads=2), lambda layer: layer)
+    module = extra.build_multihead(extra.MultiHeadParams(heads=2), context(16))
     saved = []
     x = torch.randn(1, 16, 32, 32, requires_grad=True)
     with torch.autograd.graph.saved_tensors_hooks(
@@ -50,3 +58,16 @@ def test_multihead_uses_a_fused_kernel_without_an_n_by_n_map():
     ):
         module(x)
     assert max(saved) < 1024 * 1024 // 4  # an N x N map per head would be 2 x 1024 x 1024
+
+
+def test_multihead_maps_equal_the_heads_softmax_and_drive_the_block():
+    """attention_maps is what the block computes: averaging its heads' outputs agrees."""
+    module = extra.build_multihead(extra.MultiHeadParams(heads=1, reduction=1), context(8))
+    x = torch.randn(1, 8, 4, 4)
+    beta = module.attention_maps(x)
+    _, _, v = module._heads(x)
+    torch.testing.assert_close(beta.sum(-1), torch.ones(1, 16))
+    expected = (beta @ v[:, 0]).transpose(1, 2).reshape(1, -1, 4, 4)
+    with torch.no_grad():
+        module.gamma.fill_(1.0)
+        torch.testing.assert_close(module(x) - x, module.out(expected), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,480 @@
+"""The sagan-cli plugin API, version 1: the one module a plugin imports.
+
+A plugin is a module with ``@hookimpl`` functions, found through the entry-point
+group ``sagan_cli`` of an installed package::
+
+    [project.entry-points.sagan_cli]
+    my_plugin = "my_package.plugin"
+
+Each hook receives ``register`` and calls it with descriptors: a name, a
+one-line summary, a pydantic model of the plugin's parameters (a subclass of
+``PluginParams``) and a factory. sagan-cli validates a recipe's parameters with
+that model and calls the factory with them and a small context saying where
+the object is built. Everything a factory may receive or must return is
+defined here; nothing else in ``sagan_cli`` is part of the contract.
+
+This module imports neither torch nor any other heavy package, so listing
+plugins stays fast: keep your hook module light too and import torch inside
+your factories (or in a module they import).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import pluggy
+from pydantic import BaseModel, ConfigDict
+
+from sagan_cli.errors import PluginError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "API_VERSION",
+    "AttentionMaps",
+    "AttentionModule",
+    "AttentionPlugin",
+    "Critic",
+    "DataContext",
+    "DataPlugin",
+    "DataSource",
+    "FeatureNorm",
+    "GANLoss",
+    "Hookspecs",
+    "ImageSet",
+    "LaunchContext",
+    "Launcher",
+    "LauncherPlugin",
+    "LayerContext",
+    "LossPlugin",
+    "NetworkContext",
+    "NoParams",
+    "NormalizationPlugin",
+    "Plugin",
+    "PluginError",
+    "PluginParams",
+    "Register",
+    "RunTask",
+    "TensorImageSet",
+    "WeightNorm",
+    "apply_weight_norm",
+    "hookimpl",
+]
+
+API_VERSION = 1
+PROJECT = "sagan_cli"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class PluginParams(BaseModel):
+    """Base for a plugin's parameter model: unknown keys are errors, values are frozen.
+
+    Fields with defaults become the recipe's defaults; ``Field(description=...)``
+    texts appear in ``sagan plugins --json``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(PluginParams):
+    """Parameter model for plugins that take none."""
+
+
+# ---- where a factory builds its object -------------------------------------------------------
+
+WeightNorm = Callable[["nn.Module"], "nn.Module"]
+"""Wraps one layer with the network's weight normalization and returns the layer to use.
+
+The built-in ``spectral`` registers a parametrization on the layer itself and
+returns that same layer; ``none`` returns it untouched. Always keep the
+returned value (``self.conv = weight_norm(nn.Conv2d(...))``).
+"""
+
+
+@dataclass(frozen=True)
+class NetworkContext:
+    """The network an object is built for."""
+
+    network: Literal["g", "d"]  # generator or discriminator
+    resolution: int  # image size of the run (32, 64 or 128)
+    num_classes: int  # 0: unconditional
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+
+@dataclass(frozen=True)
+class LayerContext(NetworkContext):
+    """One place inside a network: attention blocks and G's feature norms are built here."""
+
+    channels: int  # channels of the (B, C, H, W) feature map
+    feature_size: int  # H = W of the feature map
+    weight_norm: WeightNorm = field(repr=False)  # this network's weight norm, for your layers
+
+    def describe(self) -> str:
+        net = "generator" if self.network == "g" else "discriminator"
+        return f"{net} at {self.feature_size}x{self.feature_size} ({self.channels} channels, {self.resolution}px images)"
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """What a data source is built for."""
+
+    name: str  # the name the plugin was registered under
+    resolution: int  # images must come out (3, resolution, resolution)
+
+
+# ---- what factories return ---------------------------------------------------------------------
+
+
+@runtime_checkable
+class AttentionModule(Protocol):
+    """An ``nn.Module`` mapping a (B, C, H, W) feature map to the same shape."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class AttentionMaps(Protocol):
+    """Optional: an attention module that can show where each position attends.
+
+    ``attention_maps(x)`` returns beta, (B, N, M) with rows summing to 1: for each
+    of the N = H*W query positions (row-major), its weights over M attended
+    positions laid out on a ``key_grid(H, W) = (h, w)`` grid (h*w = M) that
+    covers the feature map (pooled keys: a coarser grid). ``sagan attention``
+    and the attention statistics use it; modules without it are skipped with a
+    notice.
+    """
+
+    def attention_maps(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def key_grid(self, height: int, width: int) -> tuple[int, int]: ...
+
+
+@runtime_checkable
+class FeatureNorm(Protocol):
+    """G's feature normalization: ``forward(x, labels)``; ``labels`` is None when unconditional."""
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor: ...
+
+
+Critic = Callable[["torch.Tensor"], "torch.Tensor"]
+
+
+class GANLoss:
+    """An adversarial loss: subclass it and override ``d_loss`` and ``g_loss``.
+
+    Both map discriminator logits (B,) to a scalar to minimise. ``penalty`` is
+    optional: an extra D term computed from the critic itself (``None`` for none);
+    sagan-cli evaluates it with attention on a path that supports second
+    derivatives, so gradient penalties (WGAN-GP, R1) work with fused attention.
+    """
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def penalty(
+        self, critic: Critic, real: torch.Tensor, fake: torch.Tensor
+    ) -> torch.Tensor | None:
+        return None
+
+
+class ImageSet(ABC):
+    """A split of a data source: item i is (uint8 image (3, R, R), integer label or -1)."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]: ...
+
+
+class TensorImageSet(ImageSet):
+    """Images already decoded into one uint8 tensor (N, 3, R, R), with optional labels (N,)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        label = -1 if self.labels is None else int(self.labels[index])
+        return self.images[index], label
+
+
+class DataSource(ABC):
+    """Real images at one resolution, by split, with labels when the data has classes.
+
+    ``check`` is cheap and runs before any work starts (files exist, shapes fit);
+    raise ``PluginError`` (or ``sagan_cli.errors.DataError``) with the fix.
+    ``split`` may be slow (it may decode or render images).
+    """
+
+    def __init__(self, name: str, params: Any, resolution: int) -> None:
+        self.name = name
+        self.params = params
+        self.resolution = resolution
+
+    @property
+    @abstractmethod
+    def num_classes(self) -> int:
+        """Number of classes; 0 when the data is unlabelled."""
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train",)
+
+    def check(self) -> None:  # noqa: B027 - a source with nothing to check keeps this no-op
+        """Raise an error naming the fix if the data cannot be delivered as configured."""
+
+    @abstractmethod
+    def split(self, name: str) -> ImageSet:
+        """The images of split ``name`` (one of ``splits``)."""
+
+    def split_size(self, name: str) -> int:
+        """Images in split ``name``; override when counting is cheaper than ``split``."""
+        return len(self.split(name))
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the images: keys the reference-statistics cache.
+
+        Override ``fingerprint`` (not this) when the images live in files that can
+        change under the same parameters.
+        """
+        return {
+            "source": self.name,
+            "params": self.params.model_dump(mode="json") if self.params is not None else None,
+            "resolution": self.resolution,
+            "content": self.fingerprint(),
+        }
+
+    def fingerprint(self) -> Any:
+        """A cheap summary of the data's content (sizes, times, hashes); None for generated data."""
+        return None
+
+    def structural_score(self, images: torch.Tensor) -> dict[str, float] | None:
+        """Scores of uint8 samples (B, 3, R, R) needing no Inception net, or None.
+
+        Lower is better and real data scores 0; the headline value is ``structure``.
+        """
+        return None
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """One run of an ablation grid, as a launcher sees it: a run folder to train to the end.
+
+    Any process that sees the results folder can do the work, either by calling
+    ``LaunchContext.execute(task)`` (a picklable function: ship it to a Ray or
+    SLURM worker) or by running ``task.argv`` as a command. The run records its
+    own status in its folder, so a launcher needs to report nothing back.
+    """
+
+    run_dir: str
+    label: str
+    device: str = "auto"
+    nproc: int = 1  # processes (GPUs) for this one run: data-parallel when > 1
+    threads: int | None = None  # torch threads per process; None: the library default
+    inception_weights: str | None = None
+    retry_failed: bool = False
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        import sys
+
+        command = [sys.executable, "-m", "sagan_cli", "train", "--resume", self.run_dir]
+        command += ["--device", self.device, "--quiet"]
+        if self.nproc > 1:
+            command += ["--nproc", str(self.nproc)]
+        if self.threads:
+            command += ["--threads", str(self.threads)]
+        if self.inception_weights:
+            command += ["--inception-weights", self.inception_weights]
+        if self.retry_failed:
+            command += ["--retry-failed"]
+        return tuple(command)
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """What a launcher is asked to run, and the host's helpers for doing it."""
+
+    tasks: tuple[RunTask, ...]
+    results_root: str
+    jobs: int  # runs at once the user asked for (--jobs); a cluster launcher may ignore it
+    gpus_per_run: int
+    cpus_per_run: int
+    execute: Callable[[RunTask], str]  # train one task in the calling process; picklable
+    run_here: Callable[[RunTask], str]  # the same, with this terminal's live progress
+    poll: Callable[[], None]  # refresh the progress display from the run folders
+    report: Callable[[str], None]  # print a line for the user
+
+
+class Launcher(ABC):
+    """Runs ablation tasks somewhere (processes, a Ray cluster, SLURM) and waits for them.
+
+    ``launch`` returns when every task has ended (call ``context.poll()`` while
+    waiting). Raise ``PluginError`` with the fix when the backend is unusable.
+    """
+
+    supports_nproc: bool = False  # can a task use several processes (``--nproc``)?
+
+    def check(self) -> None:  # noqa: B027 - optional
+        """Raise ``PluginError`` if the backend is unusable (called before any run starts)."""
+
+    @abstractmethod
+    def launch(self, context: LaunchContext) -> None: ...
+
+
+def apply_weight_norm(module: nn.Module, weight_norm: WeightNorm) -> nn.Module:
+    """Wrap every Conv/Linear/Embedding inside ``module`` with ``weight_norm``; returns ``module``.
+
+    For modules you did not write (timm's, say): build them, then pass them
+    through this so that the recipe's weight norm (spectral norm in SAGAN)
+    reaches every layer, as it does in the built-in blocks.
+    """
+    from torch import nn
+
+    wrapped_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.Embedding)
+    for parent in list(module.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, wrapped_types):
+                setattr(parent, child_name, weight_norm(child))
+    if isinstance(module, wrapped_types):
+        return weight_norm(module)
+    return module
+
+
+# ---- descriptors -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plugin:
+    """What a hook registers: a name, a one-line summary, a parameter model and a factory."""
+
+    kind: ClassVar[str]
+    name: str
+    summary: str
+    factory: Callable[..., Any]
+    params: type[BaseModel] = NoParams
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionPlugin(Plugin):
+    """``factory(params, context: LayerContext) -> nn.Module`` mapping (B, C, H, W) to itself.
+
+    ``identity_at_init``: the block starts as the identity (SAGAN's gamma = 0);
+    ``sagan plugins check`` verifies the claim.
+    """
+
+    kind: ClassVar[str] = "attention"
+    identity_at_init: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormalizationPlugin(Plugin):
+    """Weight or feature normalization.
+
+    ``target="weight"``: ``factory(params, context: NetworkContext) -> WeightNorm``,
+    applied to every conv, linear and embedding layer of that network.
+    ``target="feature"``: ``factory(params, context: LayerContext) -> nn.Module``
+    with ``forward(x, labels)`` (G's norm; ``context.channels`` features).
+    ``conditional``: the feature norm uses the labels (class-conditional models).
+    """
+
+    kind: ClassVar[str] = "normalization"
+    target: Literal["weight", "feature"]
+    conditional: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossPlugin(Plugin):
+    """``factory(params) -> GANLoss``."""
+
+    kind: ClassVar[str] = "loss"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataPlugin(Plugin):
+    """``factory(params, context: DataContext) -> DataSource``."""
+
+    kind: ClassVar[str] = "data"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LauncherPlugin(Plugin):
+    """``factory(params) -> Launcher``; ``extra``: the pip extra it needs, named in errors."""
+
+    kind: ClassVar[str] = "launcher"
+    extra: str | None = None
+
+
+class Register(Protocol):
+    def __call__(self, plugin: Plugin) -> None: ...
+
+
+class Hookspecs:
+    """The hooks sagan-cli calls; implement any of them with ``@hookimpl``."""
+
+    @hookspec
+    def sagan_register_attention(self, register: Register) -> None:
+        """Register attention blocks: ``register(AttentionPlugin(...))``.
+
+        The factory is called as ``factory(params, context)`` with a ``LayerContext``
+        (network ``g``/``d``, channels, feature size, resolution, classes, and the
+        network's ``weight_norm``) and returns an ``nn.Module`` mapping a (B, C, H, W)
+        tensor to the same shape. Wrap every layer you create with
+        ``context.weight_norm`` (or call ``apply_weight_norm`` on a finished module).
+        Implement ``AttentionMaps`` to take part in ``sagan attention``.
+        """
+
+    @hookspec
+    def sagan_register_normalization(self, register: Register) -> None:
+        """Register weight or feature normalizations: ``register(NormalizationPlugin(...))``.
+
+        See ``NormalizationPlugin`` for the two factory signatures.
+        """
+
+    @hookspec
+    def sagan_register_loss(self, register: Register) -> None:
+        """Register adversarial losses: ``register(LossPlugin(...))``; the factory returns a ``GANLoss``."""
+
+    @hookspec
+    def sagan_register_data(self, register: Register) -> None:
+        """Register data sources: ``register(DataPlugin(...))``.
+
+        The factory is called as ``factory(params, context)`` with a ``DataContext``
+        and returns a ``DataSource`` whose splits yield uint8 (3, R, R) images.
+        """
+
+    @hookspec
+    def sagan_register_launcher(self, register: Register) -> None:
+        """Register ablation launchers: ``register(LauncherPlugin(...))``.
+
+        The factory is called as ``factory(params)`` and returns a ``Launcher``;
+        ``sagan ablate --launcher NAME`` hands it every run still to do.
+        """
+
+
+PLUGIN_CLASSES: dict[str, type[Plugin]] = {
+    cls.kind: cls
+    for cls in (AttentionPlugin, NormalizationPlugin, LossPlugin, DataPlugin, LauncherPlugin)
+}
+KINDS = tuple(PLUGIN_CLASSES)
+HOOKS = {kind: f"sagan_register_{kind}" for kind in KINDS}
+
+
+def hook_names() -> Iterable[str]:
+    return HOOKS.values()

@@ -1,0 +1,109 @@
+"""``ray``: every run is a Ray task with its CPU/GPU request.
+
+``address`` is ``auto`` (the cluster this machine is a node of), ``host:port``
+/ ``ray://host:port`` (a remote cluster), or unset: a local instance started for
+the grid and stopped after it. The workers need sagan-cli (and the run's
+plugins) installed and the results folder at the same path: a shared filesystem.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from sagan_cli.api import LaunchContext, Launcher
+from sagan_cli.errors import PluginError
+from sagan_cli.launchers import missing_extra
+from sagan_cli.launchers.params import RayParams
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise missing_extra("ray", "ray", "ray") from None
+    return ray
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    text = address.removeprefix("ray://")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return host or "127.0.0.1", int(port)
+
+
+class RayLauncher(Launcher):
+    def __init__(self, params: RayParams) -> None:
+        self.params = params
+        self.ray = _ray()
+
+    def check(self) -> None:
+        address = self.params.address
+        if address in (None, "auto"):
+            return
+        target = _host_port(address)
+        if target is None:
+            raise PluginError(
+                f"launch.address = '{address}' is not 'auto', host:port or ray://host:port."
+            )
+        try:
+            with socket.create_connection(target, timeout=self.params.connect_timeout_s):
+                pass
+        except OSError as exc:
+            raise PluginError(
+                f"The Ray cluster at launch.address = '{address}' does not answer "
+                f"({exc.strerror or exc}, waited up to {self.params.connect_timeout_s:g} s). Start "
+                f"it (`ray start --head`), fix the address, or leave launch.address unset for a "
+                f"local instance."
+            ) from None
+
+    def launch(self, context: LaunchContext) -> None:
+        ray = self.ray
+        started_here = not ray.is_initialized()
+        if started_here:
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            if self.params.address is None:
+                options["num_cpus"] = self.params.num_cpus
+                options["num_gpus"] = None if context.gpus_per_run else 0
+            else:
+                options["address"] = self.params.address
+            try:
+                ray.init(**options)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise PluginError(
+                    f"Ray could not start or connect (launch.address = "
+                    f"{self.params.address!r}): {str(exc).splitlines()[0]}"
+                ) from None
+        try:
+            cpus = self.params.cpus_per_run or context.cpus_per_run
+            gpus = (
+                self.params.gpus_per_run
+                if self.params.gpus_per_run is not None
+                else context.gpus_per_run
+            )
+            remote = ray.remote(context.execute).options(
+                num_cpus=cpus, num_gpus=gpus, max_retries=0
+            )
+            pending = {remote.remote(task): task for task in context.tasks}
+            context.report(
+                f"ray: {len(pending)} run(s) submitted ({cpus:g} CPU, {gpus:g} GPU each)"
+            )
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                context.poll()
+                for ref in done:
+                    task = pending.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except Exception as exc:  # the task's process died; its run says why
+                        context.report(f"{task.label}: the Ray task failed ({type(exc).__name__})")
+                time.sleep(0 if done else 0.1)
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref)  # SIGINT to the task: it checkpoints at the next boundary
+            raise
+        finally:
+            if started_here:
+                ray.shutdown()

@@ -1,0 +1,119 @@
+"""Checks every command runs before its first step of work: device, data, weights, memory.
+
+``train``, ``ablate`` and ``eval`` call ``check_before_work`` so that a missing
+file, an absent GPU or a configuration that cannot fit in memory is one clear
+paragraph before anything is written, not a failure minutes in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sagan_cli.api import DataSource
+from sagan_cli.components import build_data_source, check_data
+from sagan_cli.device import available_memory, select_device
+from sagan_cli.errors import SaganError
+from sagan_cli.evaluate.weights import InceptionWeights, resolve_inception_weights
+from sagan_cli.model import arch
+from sagan_cli.plugins import Registry
+from sagan_cli.recipe import Recipe
+
+GiB = 2**30
+
+
+def needs_evaluation(recipe: Recipe) -> bool:
+    return bool(recipe.eval.every or recipe.eval.final)
+
+
+@dataclass
+class Checked:
+    device: torch.device
+    weights: InceptionWeights | None
+    sources: dict[str, DataSource] = field(default_factory=dict)
+
+    def source_for(self, recipe: Recipe) -> DataSource:
+        return self.sources[_data_key(recipe)]
+
+
+def _data_key(recipe: Recipe) -> str:
+    return json.dumps(recipe.data.model_dump(mode="json"), sort_keys=True)
+
+
+def memory_estimate(recipe: Recipe, world_size: int = 1) -> int:
+    """Bytes one process needs at least: weights, gradients, Adam moments and the EMA copy, plus
+    the activations of one iteration (the conv layers alone; attention adds to it)."""
+    res, model = recipe.data.resolution, recipe.model
+    g_params, d_params = arch.parameter_estimate(
+        res, model.g_channels, model.d_channels, model.z_dim
+    )
+    weights = 4 * (5 * g_params + 4 * d_params)  # weight, grad, 2 moments (+ EMA for G)
+    batch = max(1, recipe.train.batch_size // world_size)
+    activations = 4 * batch * arch.activation_estimate(res, model.g_channels, model.d_channels)
+    return weights + activations
+
+
+def check_memory(recipe: Recipe, device: torch.device, world_size: int = 1) -> None:
+    need = memory_estimate(recipe, world_size)
+    free = available_memory(device)
+    if need > free:
+        raise SaganError(
+            f"{recipe.name}: this configuration needs at least {need / GiB:.1f} GiB on {device} "
+            f"(weights, gradients, Adam state and EMA for model.g_channels = "
+            f"{recipe.model.g_channels}, model.d_channels = {recipe.model.d_channels}, plus the "
+            f"activations of train.batch_size = {recipe.train.batch_size}), but only "
+            f"{free / GiB:.1f} GiB is free. Lower the widths or the batch size."
+        )
+
+
+def check_nproc(nproc: int, device: torch.device) -> None:
+    """``--nproc`` processes: one GPU each on CUDA (all must be visible), any number on CPU."""
+    if nproc < 1:
+        raise SaganError(f"--nproc {nproc}: give 1 or more processes.")
+    if device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise SaganError(
+            f"--nproc {nproc} asks for more GPUs than the {torch.cuda.device_count()} visible "
+            f"here: each process trains on its own GPU. Use --nproc "
+            f"{torch.cuda.device_count()} or fewer (or several nodes with torchrun)."
+        )
+    if device.type == "mps" and nproc > 1:
+        raise SaganError("--nproc > 1 needs CUDA GPUs or the CPU; MPS has no process groups.")
+
+
+def check_batch_divides(recipe: Recipe, world_size: int) -> None:
+    """The batch is global: every rank takes the same share of it."""
+    batch = recipe.train.batch_size
+    if batch % world_size:
+        fitting = max(world_size, batch // world_size * world_size)
+        raise SaganError(
+            f"train.batch_size = {batch} does not divide over {world_size} processes: the batch "
+            f"is global and split evenly across ranks. Use a multiple of {world_size} "
+            f"(--set train.batch_size={fitting})."
+        )
+
+
+def check_before_work(
+    recipes: Iterable[Recipe],
+    registry: Registry,
+    *,
+    device: str,
+    inception_weights: Path | None,
+    world_size: int = 1,
+) -> Checked:
+    """The device, every distinct data source, memory and (when needed) Inception weights."""
+    recipes = list(recipes)
+    checked = Checked(select_device(device), None)
+    for recipe in recipes:
+        key = _data_key(recipe)
+        if key not in checked.sources:
+            source = build_data_source(recipe, registry)
+            check_data(source, registry)
+            checked.sources[key] = source
+        check_memory(recipe, checked.device, world_size)
+    if any(needs_evaluation(r) for r in recipes):
+        checked.weights = resolve_inception_weights(inception_weights)
+    return checked

@@ -1,0 +1,7 @@
+"""A plugin module whose hook function lacks @hookimpl: it would register nothing."""
+
+from sagan_cli.api import AttentionPlugin
+
+
+def sagan_register_attention(register):
+    register(AttentionPlugin(name="never_seen", summary="x", factory=lambda p, c: None))
