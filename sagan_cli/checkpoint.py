@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sagan_cli.errors import CheckpointError, ResultsError
+from sagan_cli.errors import CheckpointError, ResultsError, describe_exception
 from sagan_cli.fileio import atomic_write
 
 FORMAT = 1
@@ -91,8 +91,8 @@ def load_checkpoint(
         raise CheckpointError(f"Checkpoint {path} does not exist.") from None
     except Exception as exc:  # truncated zip, bad pickle, disallowed type: all mean "corrupt"
         raise CheckpointError(
-            f"Checkpoint {path} is truncated or corrupt ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}).{_offer_other(path, run_dir)}"
+            f"Checkpoint {path} is truncated or corrupt ({describe_exception(exc)})."
+            f"{_offer_other(path, run_dir)}"
         ) from None
     missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
     if missing:

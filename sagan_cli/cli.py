@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from sagan_cli import __version__
 from sagan_cli.console import TrainProgress, console, err_console, progress_bar
@@ -31,6 +31,19 @@ if TYPE_CHECKING:
 def debugging() -> bool:
     """``SAGAN_DEBUG`` is on unless unset, empty, 0, false, no or off."""
     return os.environ.get("SAGAN_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _flags_without_type() -> None:
+    """typer 0.29 prints ``<bool>`` after every flag in --help; a flag takes no value."""
+    show_type = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else show_type(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
 
 
 class _ErrorHandlingGroup(TyperGroup):
@@ -286,6 +299,25 @@ InceptionOption = Annotated[
         rich_help_panel="Evaluation",
     ),
 ]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        envvar="SAGAN_THREADS",
+        help="Torch CPU threads per process (default: $SAGAN_THREADS, else torch's: all cores). "
+        "On a busy machine fewer threads are often much faster.",
+        rich_help_panel="Execution",
+    ),
+]
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 DeviceOption = Annotated[
     str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
 ]
@@ -504,15 +536,35 @@ def train_command(
         ),
     ] = None,
     inception_weights: InceptionOption = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes for this one run (one GPU each on CUDA): data-parallel through "
+            "torchrun. train.batch_size stays the global batch.",
+            rich_help_panel="Execution",
+        ),
+    ] = 1,
+    threads: ThreadsOption = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed", help="Also continue a run that diverged (from its last checkpoint)."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a SAGAN from a recipe into results/<experiment>/runs/<run_id>/ (resumes if it exists).
 
-    Exit codes: 0 done, 2 bad input, 3 diverged, 130 interrupted.
+    Exit codes: 0 done, 2 bad input, 3 diverged, 130 interrupted (Ctrl-C), 143 stopped by
+    SIGTERM (a checkpoint is saved first in both cases).
     """
-    from sagan_cli.train.service import open_training
+    from sagan_cli.train.distributed import join_process_group, launched_by_torchrun
+    from sagan_cli.train.service import PARENT_ENV, open_training, train_with_torchrun
 
+    _set_threads(threads)
     registry = _registry()
+    world = join_process_group(device) if launched_by_torchrun() else None
     job = open_training(
         recipe_ref=recipe,
         overrides=set_ or [],
@@ -523,13 +575,30 @@ def train_command(
         device=device,
         inception_weights=inception_weights,
         registry=registry,
+        retry=retry_failed,
+        world=world,
+        nproc=nproc,
     )
+    if nproc > 1 and world is None:
+        result = train_with_torchrun(job, nproc, sys.argv[1:], quiet)
+        (console if result.status == "done" else err_console).print(
+            escape(f"{result.describe()}\nrun folder: {result.run.path}")
+        )
+        raise typer.Exit(result.exit_code)
+    quiet = quiet or not job.world.is_main
     observer = TrainProgress(quiet=quiet)
-    with progress_bar() if not quiet else nullcontext() as progress:
-        observer.progress = progress
-        result = job.start(observer)
-    summary = f"{result.describe()}\nrun folder: {result.run.path}"
-    (console if result.status == "done" else err_console).print(escape(summary))
+    try:
+        with progress_bar() if not quiet else nullcontext() as progress:
+            observer.progress = progress
+            result = job.start(observer)
+    finally:
+        if job.world.distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if job.world.is_main and not os.environ.get(PARENT_ENV):
+        summary = f"{result.describe()}\nrun folder: {result.run.path}"
+        (console if result.status == "done" else err_console).print(escape(summary))
     raise typer.Exit(result.exit_code)
 
 

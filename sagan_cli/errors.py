@@ -40,6 +40,15 @@ class CheckpointError(SaganError):
     """A checkpoint is missing, truncated or does not match the run."""
 
 
+def describe_exception(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first sentence`` of an exception, never cut mid-sentence (for error paragraphs)."""
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        cut = text.rfind(". ", 0, limit)
+        text = text[: cut + 1] if cut > 0 else text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` Did you mean 'x'?`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)

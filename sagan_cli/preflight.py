@@ -103,6 +103,7 @@ def check_before_work(
     device: str,
     inception_weights: Path | None,
     world_size: int = 1,
+    training: bool = True,
 ) -> Checked:
     """The device, every distinct data source, memory and (when needed) Inception weights."""
     recipes = list(recipes)
@@ -115,5 +116,5 @@ def check_before_work(
             checked.sources[key] = source
         check_memory(recipe, checked.device, world_size)
     if any(needs_evaluation(r) for r in recipes):
-        checked.weights = resolve_inception_weights(inception_weights)
+        checked.weights = resolve_inception_weights(inception_weights, training=training)
     return checked

@@ -129,6 +129,9 @@ class TrainConfig(_Strict):
     precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast on CUDA only")
     compile: bool = Field(False, description="torch.compile G and D")
     deterministic: bool = Field(False, description="deterministic kernels (bitwise resume)")
+    sync_batchnorm: bool = Field(
+        True, description="data-parallel runs: G's batch norm uses the global batch's statistics"
+    )
     log_every: int = Field(100, ge=1)
     sample_every: int = Field(1000, ge=1)
     checkpoint_every: int = Field(1000, ge=1)
@@ -313,6 +316,12 @@ def read_toml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"Cannot read recipe {path}: {exc.strerror}.") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise RecipeError(
+            f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} on line {line}): a "
+            f"recipe is a TOML text file. Is it the file you meant? Re-save it as UTF-8."
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -485,6 +494,14 @@ def _explain(err: ErrorDetails) -> str:
         )
     if err["type"] == "missing":
         return f"'{key}' is required."
+    if err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        value, name_key = err.get("input"), _name_key(loc)
+        hint = (
+            f" Did you mean {key}.{name_key} = {value!r}?"
+            if name_key and isinstance(value, str)
+            else ""
+        )
+        return f"'{key}' must be a table ([{key}] with its own keys), not {value!r}.{hint}"
     if not loc:
         return f"{msg}."
     return f"'{key}' = {err.get('input')!r} is invalid: {msg}."
@@ -507,6 +524,12 @@ def _fields_at(loc: tuple[str, ...]) -> list[str]:
     """Field names of the recipe table at ``loc`` (suggestions for unknown keys)."""
     model = _model_at(loc)
     return list(model.model_fields) if model is not None else []
+
+
+def _name_key(loc: tuple[str, ...]) -> str | None:
+    """The key that names the plugin in a plugin table (``variant`` for model.attention)."""
+    slot = plugin_slot_at(tuple(loc))
+    return slot.name_key if slot else None
 
 
 def _blame(key: str, overrides: Sequence[Override]) -> str:

@@ -43,7 +43,16 @@ from sagan_cli.plugins import Registry
 from sagan_cli.recipe import PLUGIN_SLOTS, Recipe, recipe_dict, recipe_toml, table_at
 
 # Fields that name or describe a run without changing what it computes.
-PRESENTATION_ONLY = ("name", "description", "ablate", "launch")
+# Keys that name, present or schedule a run without changing what it computes; they never
+# enter its id, so adding one keeps every existing run id (and re-runs find their runs).
+NOT_IN_IDENTITY = (
+    "name",
+    "description",
+    "ablate",
+    "launch",
+    "logging",
+    "train.sync_batchnorm",
+)
 
 
 class RunBusy(ResultsError):
@@ -55,10 +64,14 @@ def now() -> str:
 
 
 def run_identity(recipe: Recipe) -> dict[str, Any]:
-    """What determines a run's outcome: the resolved recipe minus presentation-only fields."""
+    """What determines a run's outcome: the resolved recipe minus ``NOT_IN_IDENTITY``."""
     data = recipe_dict(recipe)
-    for key in PRESENTATION_ONLY:
-        data.pop(key, None)
+    for key in NOT_IN_IDENTITY:
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(last, None)
     return data
 
 
@@ -186,8 +199,11 @@ class RunDir:
         return aside
 
 
-def prepare_run(recipe: Recipe, run: RunDir) -> None:
-    """Create the run folder with its resolved recipe, or check an existing one matches."""
+def prepare_run(recipe: Recipe, run: RunDir, **status: Any) -> None:
+    """Create the run folder with its resolved recipe, or check an existing one matches.
+
+    ``status`` fields join the first status write of a new run.
+    """
     if run.exists():
         if run.id != run_id(recipe):
             raise ResultsError(
@@ -199,7 +215,11 @@ def prepare_run(recipe: Recipe, run: RunDir) -> None:
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.recipe_path, recipe_toml(recipe))
         run.update_status(
-            status="queued", run_id=run.id, experiment=run.path.parent.parent.name, created=now()
+            status="queued",
+            run_id=run.id,
+            experiment=run.path.parent.parent.name,
+            created=now(),
+            **status,
         )
     except OSError as exc:
         raise ResultsError(

@@ -17,7 +17,7 @@ from sagan_cli.recipe import load_recipe
 
 BUILTINS = {
     "attention": {"sagan", "sagan_pooled", "residual", "none"},
-    "normalization": {"spectral", "none", "batchnorm", "conditional_batchnorm"},
+    "normalization": {"spectral", "none", "batchnorm", "conditional_batchnorm", "identity"},
     "loss": {"hinge", "nonsaturating", "least_squares", "wasserstein"},
     "data": {"shapes", "image-folder", "npz", "cifar10", "cifar100"},
     "launcher": {"local", "ray", "slurm"},

@@ -48,7 +48,16 @@ def prepare_experiment(folder: Path, base: Recipe, axes: list[Axis], write: bool
     identity = config_identity(base)  # the base recipe (after --set, before axes and seeds)
     labels = [axis.label for axis in axes]
     if marker.is_file():
-        existing = json.loads(marker.read_text())
+        try:
+            existing = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            existing = None
+        if not (isinstance(existing, dict) and {"base", "axes"} <= set(existing)):
+            raise ResultsError(
+                f"{marker} is unreadable or not an experiment record, so the runs in {folder} "
+                f"cannot be matched to this grid. Move that folder aside (its runs stay "
+                f"readable) or choose another --name."
+            ) from None
         if existing["base"] != identity:
             changed = sorted(_differences(existing["base"], identity))
             raise ResultsError(
@@ -90,14 +99,16 @@ def create_runs(folder: Path, points: list[GridPoint]) -> list[RunDir]:
     runs = []
     for point in points:
         run = RunDir(folder / "runs" / point.run_id)
-        prepare_run(point.recipe, run)
-        if "axes" not in run.read_status():
-            run.update_status(
-                axes={label: value for label, value in point.settings.items()},
-                axis_labels={label: format_value(value) for label, value in point.settings.items()},
-                seed=point.seed,
-                grid_index=point.index,
-            )
+        # the grid fields go into the status with its first write: a reader never sees a
+        # run of this grid without them
+        prepare_run(
+            point.recipe,
+            run,
+            axes={label: value for label, value in point.settings.items()},
+            axis_labels={label: format_value(value) for label, value in point.settings.items()},
+            seed=point.seed,
+            grid_index=point.index,
+        )
         runs.append(run)
     return runs
 

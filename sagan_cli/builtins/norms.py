@@ -50,6 +50,12 @@ def build_batchnorm(params: BatchNormParams, context: LayerContext) -> nn.Module
     return BatchNorm2d(context.channels, momentum=params.momentum, eps=params.eps)
 
 
+def build_identity(params: NoParams, context: LayerContext) -> nn.Module:
+    from sagan_cli.model.norms import NoFeatureNorm
+
+    return NoFeatureNorm()
+
+
 def build_conditional_batchnorm(params: BatchNormParams, context: LayerContext) -> nn.Module:
     from sagan_cli.model.norms import ConditionalBatchNorm2d
 
@@ -77,6 +83,12 @@ PLUGINS = (
         summary="Batch normalization in G's blocks (unconditional)",
         params=BatchNormParams,
         factory=build_batchnorm,
+        target="feature",
+    ),
+    NormalizationPlugin(
+        name="identity",
+        summary="No feature normalization in G (for studying BN's role, or exact multi-rank runs)",
+        factory=build_identity,
         target="feature",
     ),
     NormalizationPlugin(

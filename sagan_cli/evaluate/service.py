@@ -316,6 +316,7 @@ def open_run_evaluation(
         registry,
         device=device,
         inception_weights=inception_weights,
+        training=False,
     )
     source = checked.source_for(recipe)
     ref = reference_for(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from sagan_cli.errors import WeightsError
+from sagan_cli.errors import WeightsError, describe_exception
 from sagan_cli.fileio import atomic_write
 
 ENV = "SAGAN_INCEPTION_WEIGHTS"
@@ -68,9 +68,13 @@ def file_sha256(path: Path) -> str:
 
 
 def resolve_inception_weights(
-    option: Path | None = None, download: bool = True
+    option: Path | None = None, download: bool = True, training: bool = False
 ) -> InceptionWeights:
-    """Find (or download) the weights file and check that it is a loadable Inception state dict."""
+    """Find (or download) the weights file and check that it is a loadable Inception state dict.
+
+    ``training``: the weights are wanted for in-training evaluation, which a recipe
+    can switch off (the error then says how).
+    """
     if option is not None:
         path, origin = Path(option).expanduser(), "option"
         if not path.is_file():
@@ -85,21 +89,21 @@ def resolve_inception_weights(
         path, origin = cached_weights_path(), "torch-fidelity cache"
         if not path.is_file():
             if not download:
-                raise _missing_error("downloading was not allowed")
-            _download(path)
+                raise _missing_error("downloading was not allowed", training)
+            _download(path, training)
             origin = "downloaded"
     check_weights_file(path)
     return InceptionWeights(path, file_sha256(path), origin)
 
 
-def _download(path: Path) -> None:
+def _download(path: Path, training: bool) -> None:
     url = torch_fidelity_url()
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             payload = response.read()
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise _missing_error(
-            f"downloading it from {url} failed: {getattr(exc, 'reason', exc)}"
+            f"downloading it from {url} failed: {getattr(exc, 'reason', exc)}", training
         ) from None
     expected_prefix = path.stem.rsplit("-", 1)[-1]
     if not hashlib.sha256(payload).hexdigest().startswith(expected_prefix):
@@ -109,15 +113,19 @@ def _download(path: Path) -> None:
     atomic_write(path, lambda handle: handle.write(payload))
 
 
-def _missing_error(why: str) -> WeightsError:
+def _missing_error(why: str, training: bool) -> WeightsError:
     expected = cached_weights_path()
+    switch_off = (
+        " (Or train without FID/IS/KID: --set eval.final=false --set eval.every=0.)"
+        if training
+        else ""
+    )
     return WeightsError(
         f"Inception weights for FID/IS/KID are not available: no --inception-weights was given, "
         f"{ENV} is not set, torch-fidelity's file {expected} does not exist, and {why}. Fix it "
         f"in one of three ways: download {torch_fidelity_url()} on a machine with internet and "
         f"put it at {expected}; or pass --inception-weights /path/to/{expected.name}; or set "
-        f"{ENV}=/path/to/{expected.name}. (Or turn evaluation off with --set eval.final=false "
-        f"--set eval.every=0.)"
+        f"{ENV}=/path/to/{expected.name}.{switch_off}"
     )
 
 
@@ -128,7 +136,7 @@ def check_weights_file(path: Path) -> None:
     except Exception as exc:
         raise WeightsError(
             f"Inception weights file {path} is corrupt or not a PyTorch state dict "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). Replace it with "
+            f"({describe_exception(exc, 120)}). Replace it with "
             f"{torch_fidelity_url().rsplit('/', 1)[-1]}."
         ) from None
     expected = expected_inception_shapes()

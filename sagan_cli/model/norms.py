@@ -13,6 +13,13 @@ class BatchNorm2d(nn.BatchNorm2d):
         return super().forward(x)
 
 
+class NoFeatureNorm(nn.Module):
+    """The identity with G's norm signature: no feature normalization."""
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return x
+
+
 class ConditionalBatchNorm2d(nn.Module):
     """Batch norm whose gain and bias are looked up per class (de Vries et al., 2017).
 

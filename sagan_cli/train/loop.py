@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import os
 import platform
 import signal
@@ -57,7 +58,7 @@ from sagan_cli.plugins import Registry
 from sagan_cli.recipe import Recipe
 from sagan_cli.results import RunDir, git_commit, now, prepare_run, run_lock, versions
 from sagan_cli.train.data import BatchStream
-from sagan_cli.train.distributed import SINGLE, World
+from sagan_cli.train.distributed import SINGLE, World, synchronise_batch_norm
 from sagan_cli.train.ema import EMA
 from sagan_cli.train.observer import Observer
 
@@ -186,6 +187,8 @@ class TrainingSession:
         # a fresh loss object for the dry run: plugins may count their calls
         trial_loss = (build_loss(recipe, registry), loss_entry)
         verify_networks(generator, discriminator, recipe.model.z_dim, self.num_classes, trial_loss)
+        if world.distributed and cfg.sync_batchnorm:
+            synchronise_batch_norm(generator)
         memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.generator = generator.to(device).to(memory_format=memory_format)
         self.discriminator = discriminator.to(device).to(memory_format=memory_format)
@@ -634,6 +637,31 @@ class TrainingSession:
         )
 
 
+def _record_failure(run: RunDir, world: World, error: str) -> None:
+    """Status ``failed`` (when this rank writes and the disk still takes it)."""
+    if world.is_main:
+        with contextlib.suppress(OSError):
+            run.update_status(status="failed", error=error, finished=now())
+
+
+def write_failure(run: RunDir, exc: OSError) -> ResultsError:
+    """One paragraph for a write that failed mid-run: where, why, and what was kept."""
+    kept = ckpt.list_checkpoints(run.checkpoints)
+    last = (
+        f"the last good checkpoint, {kept[-1].name}, is kept"
+        if kept
+        else "no checkpoint was written yet"
+    )
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return ResultsError(
+        f"Writing to {run.path} failed: {exc.strerror or exc}"
+        + (" (the disk is full)" if full else "")
+        + f"; {last} and no partial file was left. "
+        + ("Free space" if full else "Make the folder writable")
+        + ", then re-run the same command to resume."
+    )
+
+
 def train_run(
     recipe: Recipe,
     run: RunDir,
@@ -690,22 +718,18 @@ def train_run(
                 raise
             try:
                 return session.run_to_end()
+            except OSError as exc:  # disk full, folder gone or read-only
+                error = write_failure(run, exc)
+                _record_failure(run, world, str(error))
+                raise error from None
             except SaganError as exc:
-                if world.is_main:
-                    run.update_status(status="failed", error=str(exc), finished=now())
+                _record_failure(run, world, str(exc))
                 raise
             except Exception as exc:
                 if world.is_main:
-                    atomic_write_text(run.path / "error.log", traceback.format_exc())
-                    run.update_status(
-                        status="failed", error=f"{type(exc).__name__}: {exc}", finished=now()
-                    )
+                    with contextlib.suppress(OSError):
+                        atomic_write_text(run.path / "error.log", traceback.format_exc())
+                _record_failure(run, world, f"{type(exc).__name__}: {exc}")
                 raise
-        except OSError as exc:
-            raise ResultsError(
-                f"Writing to {run.path} failed: {exc.strerror or exc}. Free disk space or fix "
-                f"the folder's permissions, then re-run the same command to resume from the "
-                f"last checkpoint."
-            ) from None
         finally:
             torch.use_deterministic_algorithms(previous)
