@@ -763,14 +763,7 @@ def ablate_command(
             min=1, help="Processes (GPUs) per run: data-parallel runs.", rich_help_panel="Execution"
         ),
     ] = 1,
-    threads: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Torch CPU threads per run (default: cores / jobs with several jobs).",
-            rich_help_panel="Execution",
-        ),
-    ] = None,
+    threads: ThreadsOption = None,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Also re-run failed and diverged runs.")
     ] = False,

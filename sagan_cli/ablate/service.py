@@ -17,6 +17,7 @@ from sagan_cli.ablate.runner import GridOptions, prepare_experiment
 from sagan_cli.ablate.summary import collect_runs, group_keys, summarize, to_csv, to_markdown
 from sagan_cli.api import Launcher
 from sagan_cli.components import plugin_for
+from sagan_cli.device import select_device
 from sagan_cli.errors import ResultsError, SaganError, did_you_mean
 from sagan_cli.evaluate.weights import InceptionWeights
 from sagan_cli.fileio import atomic_write_text
@@ -104,13 +105,7 @@ def plan_ablation(
     )
     folder = results_root / name
     prepare_experiment(folder, base, axes, write=False)
-    checked = check_before_work(
-        [] if dry_run else [p.recipe for p in points],
-        registry,
-        device=device,
-        inception_weights=inception_weights,
-    )
-    chosen = checked.device
+    chosen = select_device(device)
     if chosen.type == "cuda" and chosen.index is None and jobs > torch.cuda.device_count():
         raise SaganError(
             f"--jobs {jobs} asks for more GPUs than the {torch.cuda.device_count()} visible: runs go one "
@@ -123,6 +118,13 @@ def plan_ablation(
     check_nproc(nproc, chosen)
     for point in points:
         check_batch_divides(point.recipe, nproc)
+    checked = check_before_work(
+        [] if dry_run else [p.recipe for p in points],
+        registry,
+        device=device,
+        inception_weights=inception_weights,
+        world_size=nproc,
+    )
     if threads is None and chosen.type == "cpu" and jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads never exceeds the cores
     built, launcher_name = _launcher(base, registry, nproc, dry_run)

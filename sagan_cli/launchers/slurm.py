@@ -59,7 +59,7 @@ class SlurmLauncher(Launcher):
     def launch(self, context: LaunchContext) -> None:
         p = self.params
         folder = Path(p.folder or Path(context.tasks[0].run_dir).parent.parent / "slurm")
-        executor = self.submitit.AutoExecutor(folder=str(folder / "%j"), cluster=p.cluster)
+        executor = self.submitit.AutoExecutor(folder=str(folder), cluster=p.cluster)
         nproc = max(t.nproc for t in context.tasks)
         gpus = p.gpus_per_node if p.gpus_per_node is not None else context.gpus_per_run
         parameters: dict[str, Any] = {

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from sagan_cli.device import select_device
 from sagan_cli.errors import ResultsError, SaganError
 from sagan_cli.evaluate.service import evaluator_factory
 from sagan_cli.evaluate.weights import InceptionWeights
@@ -99,6 +100,8 @@ def open_training(
         run = run_dir_for(results_root, experiment or recipe.name, recipe)
     size = world.size if world.distributed else nproc
     check_batch_divides(recipe, size)
+    if nproc > 1 and not world.distributed:
+        check_nproc(nproc, select_device(device))
     checked = check_before_work(
         [recipe],
         registry,
@@ -106,8 +109,6 @@ def open_training(
         inception_weights=inception_weights,
         world_size=size,
     )
-    if nproc > 1 and not world.distributed:
-        check_nproc(nproc, checked.device)
     if world.is_main:
         try:
             run.path.parent.mkdir(parents=True, exist_ok=True)

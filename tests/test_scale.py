@@ -1,0 +1,245 @@
+"""Scaling out: data-parallel runs over gloo, and the ray and slurm launchers (all on CPU)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from helpers import assert_clean_error, sagan_command, sagan_subprocess_env, snapshot
+
+from sagan_cli.recipe import load_recipe
+from sagan_cli.results import RunDir, list_runs, run_dir_for
+
+# no batch norm: with it, Adam turns round-off-sized gradients of the biases in front of
+# each BN (which BN removes again) into full steps, so ranks agree only to ~lr
+EXACT = ["model.norm.features=identity", "train.steps=6", "train.checkpoint_every=3"]
+
+
+def sets(*values: str) -> list[str]:
+    return [arg for value in values for arg in ("--set", value)]
+
+
+def train(recipe: Path, root: Path, *extra: str, nproc: int = 1) -> subprocess.CompletedProcess:
+    command = sagan_command(
+        "train", str(recipe), "--results", str(root), "--device", "cpu", "-q", *extra
+    )
+    if nproc > 1:
+        command += ["--nproc", str(nproc)]
+    return subprocess.run(command, env=sagan_subprocess_env(), capture_output=True, text=True)
+
+
+def weights(run: RunDir, step: int) -> dict:
+    return torch.load(run.checkpoints / f"step-{step:08d}.pt", weights_only=True)
+
+
+def assert_same_weights(a: dict, b: dict, tolerance: float) -> None:
+    for part in ("generator", "discriminator", "ema"):
+        for name, tensor in a[part].items():
+            torch.testing.assert_close(
+                tensor.float(), b[part][name].float(), rtol=0, atol=tolerance, msg=f"{part}.{name}"
+            )
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_compute_what_one_process_does_and_resume_across_rank_counts(
+    tiny_recipe, tmp_path
+):
+    two = train(tiny_recipe, tmp_path / "two", *sets(*EXACT), nproc=2)
+    assert two.returncode == 0, two.stderr
+    one = train(tiny_recipe, tmp_path / "one", *sets(*EXACT))
+    assert one.returncode == 0, one.stderr
+    recipe = load_recipe(tiny_recipe, EXACT)
+    run_two = run_dir_for(tmp_path / "two", "tiny", recipe)
+    run_one = run_dir_for(tmp_path / "one", "tiny", recipe)
+    status = run_two.read_status()
+    assert status["world_size"] == 2 and status["status"] == "done"
+    assert weights(run_two, 6)["data_position"] == weights(run_one, 6)["data_position"] == 48
+    assert_same_weights(weights(run_two, 6), weights(run_one, 6), 1e-5)
+
+    # the 2-rank checkpoint of step 3 continues on 1 rank and on 2 ranks to the same weights
+    for ranks in (1, 2):
+        copy = tmp_path / f"resumed-{ranks}" / "tiny" / "runs" / run_two.id
+        shutil.copytree(run_two.path, copy)
+        resumed = RunDir(copy)
+        (resumed.checkpoints / "step-00000006.pt").unlink()
+        resumed.update_status(status="interrupted")
+        command = sagan_command("train", "--resume", str(copy), "--device", "cpu", "-q")
+        if ranks > 1:
+            command += ["--nproc", str(ranks)]
+        done = subprocess.run(command, env=sagan_subprocess_env(), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert resumed.read_status()["resumed_from"] == "step-00000003.pt"
+        assert_same_weights(weights(resumed, 6), weights(run_two, 6), 1e-5)
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant process of ``pid`` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            found += [int(child), *children(int(child))]
+    return found
+
+
+@pytest.mark.slow
+def test_a_dying_rank_stops_the_run_without_a_hang_and_it_resumes(tiny_recipe, tmp_path):
+    extra = sets("train.steps=400", "train.checkpoint_every=5", "train.log_every=5")
+    command = sagan_command(
+        "train", str(tiny_recipe), "--results", str(tmp_path), "--device", "cpu", "-q",
+        "--nproc", "2", *extra,
+    )  # fmt: skip
+    process = subprocess.Popen(command, env=sagan_subprocess_env(), stderr=subprocess.PIPE)
+    recipe = load_recipe(tiny_recipe, [e for e in extra if e != "--set"])
+    run = run_dir_for(tmp_path, "tiny", recipe)
+    deadline = time.monotonic() + 180
+    while not (run.checkpoints / "step-00000010.pt").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    rank0 = run.read_status()["pid"]
+    ranks = [
+        p
+        for p in children(process.pid)
+        if p != rank0 and Path(f"/proc/{p}/cmdline").read_bytes().count(b"sagan_cli")
+    ]
+    assert ranks, "rank 1 was not found"
+    killed_at = time.monotonic()
+    for pid in ranks:
+        subprocess.run(["kill", "-9", str(pid)], check=False)
+    process.wait(timeout=120)
+    assert time.monotonic() - killed_at < 120
+    assert process.returncode not in (0, None)
+    status = run.read_status()
+    assert status["status"] == "failed"
+    assert "re-run the same command" in process.stderr.read().decode()
+
+    rerun = train(
+        tiny_recipe, tmp_path, *extra[:2], *sets("train.checkpoint_every=5", "train.log_every=5")
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert run.read_status()["status"] == "done" and run.read_status()["resumed_from"]
+
+
+# ---- bad input: one paragraph, exit 2, nothing started --------------------------------------------
+
+
+def test_batch_that_does_not_divide_over_the_ranks(cli, tiny_recipe, tmp_path):
+    result = cli("train", str(tiny_recipe), "--nproc", "3", "--results", str(tmp_path / "r"))
+    assert_clean_error(
+        result, "train.batch_size = 8 does not divide over 3", "--set train.batch_size=6"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_more_processes_than_gpus(cli, tiny_recipe, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    result = cli(
+        "train", str(tiny_recipe), "--device", "cuda", "--nproc", "4", "--set", "train.batch_size=8",
+        "--results", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert_clean_error(result, "--nproc 4", "2 visible")
+    assert not (tmp_path / "r").exists()
+
+
+def ablate(cli, recipe, tmp_path, *args):
+    return cli(
+        "ablate", str(recipe), "--vary", "attention_layer=[],[16]", "--results", str(tmp_path / "r"),
+        *args,
+    )  # fmt: skip
+
+
+def test_unknown_launcher_lists_the_available_ones(cli, tiny_recipe, tmp_path):
+    result = ablate(cli, tiny_recipe, tmp_path, "--launcher", "kubernetes")
+    assert_clean_error(result, "'kubernetes' is not a registered launcher", "local, ray, slurm")
+    assert not (tmp_path / "r").exists()
+
+
+def test_launcher_whose_extra_is_missing(cli, tiny_recipe, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_submitit(name, *args, **kwargs):
+        if name == "submitit":
+            raise ImportError("No module named 'submitit'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_submitit)
+    result = ablate(cli, tiny_recipe, tmp_path, "--launcher", "slurm")
+    assert_clean_error(result, 'pip install "sagan-cli[slurm]"', "--launcher local")
+    assert not (tmp_path / "r").exists()
+
+
+def test_ray_address_that_does_not_answer(cli, tiny_recipe, tmp_path):
+    result = ablate(
+        cli, tiny_recipe, tmp_path, "--launcher", "ray", "--set", "launch.address=127.0.0.1:9",
+        "--set", "launch.connect_timeout_s=2",
+    )  # fmt: skip
+    assert_clean_error(result, "127.0.0.1:9", "does not answer")
+    assert not (tmp_path / "r").exists()
+
+
+def test_nproc_with_a_launcher_that_cannot_honour_it(cli, tiny_recipe, tmp_path):
+    result = ablate(cli, tiny_recipe, tmp_path, "--launcher", "ray", "--nproc", "2")
+    assert_clean_error(result, "--nproc 2", "ray launcher", "--launcher local or slurm")
+    assert not (tmp_path / "r").exists()
+
+
+def test_slurm_without_sbatch_says_how_to_try_it_locally(cli, tiny_recipe, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    result = ablate(cli, tiny_recipe, tmp_path, "--launcher", "slurm")
+    assert_clean_error(result, "sbatch", "--set launch.cluster=local")
+
+
+# ---- launchers: the same run folders and summary as local ----------------------------------------
+
+TIMING = ["wall_time_s", "img_per_s"]  # the only columns a launcher may change
+
+
+def grid(cli, recipe, root, *args):
+    # one thread everywhere: float sums (hence results) depend on the thread count
+    result = cli(
+        "ablate", str(recipe), "--vary", "attention_layer=[],[16]", "--seeds", "2", "--name", "g",
+        "--results", str(root), "--device", "cpu", "--threads", "1", *args,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    runs = {r.id: r.read_status()["status"] for r in list_runs(root / "g")}
+    summary = pd.read_csv(root / "g" / "summary.csv").drop(columns=TIMING)
+    return result, runs, summary
+
+
+@pytest.fixture
+def local_grid(cli, tiny_recipe, tmp_path):
+    return grid(cli, tiny_recipe, tmp_path / "local")
+
+
+@pytest.mark.slow
+def test_ray_launcher_matches_local_and_skips_on_a_rerun(cli, tiny_recipe, tmp_path, local_grid):
+    _, local_runs, local_summary = local_grid
+    root = tmp_path / "ray"
+    args = ("--launcher", "ray", "--set", "launch.num_cpus=2")
+    _, runs, summary = grid(cli, tiny_recipe, root, *args)
+    assert runs == local_runs and set(runs.values()) == {"done"}
+    pd.testing.assert_frame_equal(summary, local_summary)
+    before = snapshot(root / "g" / "runs")
+    again, _, _ = grid(cli, tiny_recipe, root, *args)
+    assert again.output.count("already there") == 4 and "submitted" not in again.output
+    assert snapshot(root / "g" / "runs") == before
+
+
+@pytest.mark.slow
+def test_slurm_launcher_through_submitits_local_executor(cli, tiny_recipe, tmp_path, local_grid):
+    _, local_runs, local_summary = local_grid
+    root = tmp_path / "slurm"
+    result, runs, summary = grid(
+        cli, tiny_recipe, root, "--launcher", "slurm", "--set", "launch.cluster=local"
+    )
+    assert "submitted job array" in result.output
+    assert runs == local_runs
+    pd.testing.assert_frame_equal(summary, local_summary)
+    assert any((root / "g" / "slurm").glob("*_log.out"))  # submitit's logs, per job
