@@ -858,11 +858,19 @@ def ablate_command(
             progress.advance(grid_task)
             if outcome.run.path in tasks:
                 progress.remove_task(tasks.pop(outcome.run.path))
-            mark = {"done": "[green]✓[/]", "interrupted": "[yellow]…[/]"}.get(
-                outcome.status, "[red]✗[/]"
-            )
+            mark = {
+                "done": "[green]✓[/]",
+                "interrupted": "[yellow]…[/]",
+                "running": "[yellow]…[/]",
+            }.get(outcome.status, "[red]✗[/]")
             note = " (already there)" if outcome.skipped else ""
-            detail = f": {outcome.message}" if outcome.status != "done" and outcome.message else ""
+            if outcome.status == "running":
+                note = " (being trained by another process)"
+            detail = (
+                f": {outcome.message}"
+                if outcome.status not in ("done", "running") and outcome.message
+                else ""
+            )
             if not quiet or outcome.status != "done":
                 progress.console.print(
                     f"{mark} #{outcome.point.index + 1} {escape(outcome.point.describe())} seed "

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,13 +79,30 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
-def kill_when(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    """SIGKILL ``process`` as soon as ``path`` exists (fail if it ends or stalls first)."""
+def wait_for(
+    condition: Callable[[], bool],
+    what: str,
+    process: subprocess.Popen | None = None,
+    timeout: float = 300.0,
+) -> None:
+    """Poll until ``condition()`` holds; fail clearly if ``process`` ends first or time runs out.
+
+    The bound is generous: a loaded CI machine is slow, and waiting costs nothing when
+    the state arrives early.
+    """
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the process ended or stalled before {path} appeared")
-        time.sleep(0.01)
+    while not condition():
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the process exited ({process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            if process is not None:
+                process.kill()
+            pytest.fail(f"{what} did not happen within {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+def kill_when(path: Path, process: subprocess.Popen, timeout: float = 300.0) -> None:
+    """SIGKILL ``process`` as soon as ``path`` exists (fail if it ends or stalls first)."""
+    wait_for(path.exists, f"{path} appeared", process, timeout)
     process.send_signal(signal.SIGKILL)
     process.wait()

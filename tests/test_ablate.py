@@ -5,12 +5,18 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import time
 
 import pandas as pd
 import pytest
 import torch
-from helpers import assert_clean_error, kill_when, sagan_command, sagan_subprocess_env, snapshot
+from helpers import (
+    assert_clean_error,
+    kill_when,
+    sagan_command,
+    sagan_subprocess_env,
+    snapshot,
+    wait_for,
+)
 
 from sagan_cli.results import RunDir, list_runs
 
@@ -136,9 +142,12 @@ def test_killed_ablation_resumes_without_retraining_finished_runs(tiny_recipe, t
     )
     process = subprocess.Popen(command, env=sagan_subprocess_env())
     folder = tmp_path / "k"
-    deadline = time.monotonic() + 120
-    while len(list_runs(folder)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+
+    def grid_is_created() -> bool:
+        runs = list_runs(folder)
+        return len(runs) == 2 and all("grid_index" in r.read_status() for r in runs)
+
+    wait_for(grid_is_created, "both run folders with their grid index", process)
     first, second = sorted(list_runs(folder), key=lambda r: r.read_status()["grid_index"])
     kill_when(second.checkpoints / "step-00000010.pt", process)
     assert first.read_status()["status"] == "done" and second.read_status()["status"] == "running"

@@ -69,3 +69,18 @@ def test_bf16_training_runs_on_cuda(tiny_recipe, tmp_path):
     result = train_run(recipe, run, select_device("cuda"), get_registry())
     assert result.status == "done"
     assert run.read_status()["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("variant", ["sagan", "sagan_pooled"])
+def test_wgan_gp_trains_with_attention_on_cuda(tiny_recipe, tmp_path, variant):
+    """The gradient penalty differentiates through D's attention: second derivatives on CUDA."""
+    recipe = load_recipe(
+        tiny_recipe,
+        [
+            "loss.name=wasserstein",
+            f"model.attention.variant={variant}",
+            "train.deterministic=false",
+        ],
+    )
+    run = run_dir_for(tmp_path, recipe.name, recipe)
+    assert train_run(recipe, run, select_device("cuda"), get_registry()).status == "done"

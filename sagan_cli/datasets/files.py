@@ -18,7 +18,8 @@ from sagan_cli.model.arch import RESOLUTIONS
 
 
 @lru_cache(maxsize=32)
-def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+def _file_sha256(path: Path, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    # keyed by ctime and inode too: a rewrite that restores size and mtime still changes them
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -32,7 +33,9 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
     return {
         "bytes": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
-        "sha256": _file_sha256(path.resolve(), stat.st_size, stat.st_mtime_ns),
+        "sha256": _file_sha256(
+            path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+        ),
     }
 
 

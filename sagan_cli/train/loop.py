@@ -102,7 +102,7 @@ class TrainResult:
 
 class Diverged(Exception):
     def __init__(self, step: int, why: str) -> None:
-        super().__init__(f"{why} at step {step}")
+        super().__init__(why)
         self.step = step
 
 
@@ -622,7 +622,7 @@ class TrainingSession:
             self.check_finite(interval)
             if not saved_already:
                 self.save()
-            saved = f"saved a checkpoint at step {self.step}"
+            saved = "saved a checkpoint of it"
         except Diverged:
             saved = "the losses were not finite, so no checkpoint was saved"
         self._status(
