@@ -299,6 +299,14 @@ InceptionOption = Annotated[
         rich_help_panel="Evaluation",
     ),
 ]
+TensorBoardOption = Annotated[
+    bool,
+    typer.Option(
+        "--tensorboard",
+        help="Also write TensorBoard events into each run folder (logging.tensorboard = true).",
+        rich_help_panel="Output",
+    ),
+]
 ThreadsOption = Annotated[
     int | None,
     typer.Option(
@@ -552,6 +560,7 @@ def train_command(
             "--retry-failed", help="Also continue a run that diverged (from its last checkpoint)."
         ),
     ] = False,
+    tensorboard: TensorBoardOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a SAGAN from a recipe into results/<experiment>/runs/<run_id>/ (resumes if it exists).
@@ -578,6 +587,7 @@ def train_command(
         retry=retry_failed,
         world=world,
         nproc=nproc,
+        tensorboard=tensorboard,
     )
     if nproc > 1 and world is None:
         result = train_with_torchrun(job, nproc, sys.argv[1:], quiet)
@@ -706,6 +716,109 @@ def eval_command(
         console.print(f"recorded in {job.run.eval_path} and {job.run.metrics_path}")
 
 
+CheckpointOption = Annotated[
+    str, typer.Option(help="last, best, or a checkpoint path (or a file in checkpoints/).")
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")]
+
+
+@app.command("attention")
+def attention_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder.")],
+    checkpoint: CheckpointOption = "last",
+    net: Annotated[str, typer.Option(help="g (generated images) or d (real images).")] = "g",
+    layer: Annotated[
+        int | None, typer.Option(help="Only this attention layer (feature size); default: all.")
+    ] = None,
+    queries: Annotated[
+        str,
+        typer.Option(
+            help="auto (points spread over each image's foreground) or x,y;x,y in pixels."
+        ),
+    ] = "auto",
+    num_images: Annotated[int, typer.Option(help="Images, one row each.")] = 4,
+    seed: Annotated[int, typer.Option(help="Latents (G) or the choice of real images (D).")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output file (default: RUN_DIR/attention/<net>-<checkpoint>.png|npz)."),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="png (the figure) or npz (the raw maps).")
+    ] = "png",
+    force: ForceOption = False,
+    device: DeviceOption = "auto",
+) -> None:
+    """Where attention looks (the paper's Figure 5): per query point, its map over the image.
+
+    For G on generated images of the EMA generator, for D on real images of the run's data.
+    Variants without query-key maps (residual, none, linear attention) have nothing to show.
+    """
+    from sagan_cli.inspect.service import attention_maps
+
+    registry = _registry()
+    path, stats = attention_maps(
+        run_path=run_dir,
+        checkpoint=checkpoint,
+        net=net,
+        layer=layer,
+        queries=queries,
+        num_images=num_images,
+        seed=seed,
+        out=out,
+        output_format=output_format,
+        force=force,
+        device=device,
+        registry=registry,
+    )
+    table = Table("layer", "mean distance (image widths)", "entropy", "mirror share")
+    for name, values in stats.items():
+        table.add_row(
+            name, f"{values['distance']:.3f}", f"{values['entropy']:.3f}", f"{values['mirror']:.3f}"
+        )
+    console.print(table)
+    console.print(f"wrote {path}")
+
+
+@app.command("sample")
+def sample_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder.")],
+    num: Annotated[int, typer.Option(help="Samples to write.")] = 1000,
+    out: Annotated[
+        Path, typer.Option(help="A folder (PNG files) or a file.npz (uint8 N x H x W x 3).")
+    ] = Path("samples"),
+    checkpoint: CheckpointOption = "last",
+    class_: Annotated[
+        int | None,
+        typer.Option("--class", help="Only this class (conditional runs); default: balanced."),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Latent seed: the same seed gives the same images.")
+    ] = 0,
+    truncation: Annotated[
+        float | None, typer.Option(help="Truncation trick: redraw latents beyond this |z|.")
+    ] = None,
+    force: ForceOption = False,
+    device: DeviceOption = "auto",
+) -> None:
+    """Export samples of a run's EMA generator for any external metric (clean-fid, ...)."""
+    from sagan_cli.inspect.service import export_samples
+
+    registry = _registry()
+    path = export_samples(
+        run_path=run_dir,
+        checkpoint=checkpoint,
+        num=num,
+        out=out,
+        label=class_,
+        seed=seed,
+        truncation=truncation,
+        force=force,
+        device=device,
+        registry=registry,
+    )
+    console.print(f"wrote {num} samples to {path}")
+
+
 def _summary_table(header: list[str], rows: list[list[str]], title: str) -> Table:
     table = Table(*header, title=title)
     for row in rows:
@@ -767,6 +880,7 @@ def ablate_command(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Also re-run failed and diverged runs.")
     ] = False,
+    tensorboard: TensorBoardOption = False,
     results: Annotated[
         Path, typer.Option(help="Results root folder.", rich_help_panel="Output")
     ] = Path("results"),
@@ -788,7 +902,7 @@ def ablate_command(
     registry = _registry()
     plan = plan_ablation(
         recipe_ref=recipe,
-        overrides=set_ or [],
+        overrides=[*(set_ or []), *(["logging.tensorboard=true"] if tensorboard else [])],
         varies=vary or [],
         seeds=seeds,
         name=name,

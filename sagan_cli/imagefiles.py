@@ -58,10 +58,12 @@ def load_image(path: Path, resolution: int | None = None) -> torch.Tensor:
         ) from None
 
 
-def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> None:
-    """Tile uint8 images (N, 3, H, W) into one PNG, ``columns`` wide, without padding."""
+def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> torch.Tensor:
+    """Tile uint8 images (N, 3, H, W) into one PNG, ``columns`` wide, without padding; returns
+    the grid (3, H', W')."""
     from torchvision.utils import make_grid
 
     grid = make_grid(images, nrow=columns, padding=0)
     image = Image.fromarray(np.ascontiguousarray(grid.permute(1, 2, 0).numpy()))
     atomic_write(path, lambda handle: image.save(handle, format="PNG"))
+    return grid

@@ -115,6 +115,10 @@ def check_before_work(
             check_data(source, registry)
             checked.sources[key] = source
         check_memory(recipe, checked.device, world_size)
+    if any(r.logging.tensorboard for r in recipes):
+        from sagan_cli.train.tensorboard import check_installed
+
+        check_installed()
     if any(needs_evaluation(r) for r in recipes):
         checked.weights = resolve_inception_weights(inception_weights, training=training)
     return checked

@@ -156,6 +156,13 @@ class EvalConfig(_Strict):
     batch_size: int = Field(64, ge=1)
 
 
+class LoggingConfig(_Strict):
+    attention_images: int = Field(
+        8, ge=0, description="images for the attention statistics at every sample grid (0 = off)"
+    )
+    tensorboard: bool = Field(False, description="also write TensorBoard events to the run folder")
+
+
 class LaunchConfig(_PluginTable):
     launcher: str = Field("local", description="ablation launcher plugin (sagan ablate)")
 
@@ -175,6 +182,7 @@ class Recipe(_Strict):
     eval: EvalConfig = EvalConfig()
     ablate: AblateConfig = AblateConfig()
     launch: LaunchConfig = LaunchConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @model_validator(mode="after")
     def _placement_exists(self) -> Recipe:

@@ -82,6 +82,59 @@ def plot_curves(
     return written
 
 
+LAYER_CURVES = {
+    "gamma": ("gamma_", "gamma (attention gain)"),
+    "attention_distance": ("distance_", "mean attention distance (image widths)"),
+}
+
+
+def plot_layer_curves(
+    runs: pd.DataFrame, keys: list[str], folders: dict[str, Path], out_dir: Path
+) -> list[Path]:
+    """``gamma_vs_step.png`` and ``attention_distance_vs_step.png``: a panel per attention layer,
+    a line per grid point (mean over seeds) with a min-max band."""
+    written = []
+    for name, (prefix, title) in LAYER_CURVES.items():
+        series: dict[str, dict[str, list[pd.Series]]] = {}  # layer -> grid point -> per seed
+        labels: dict[str, str] = {}
+        for _, group in runs.groupby(keys, sort=False):
+            label = _label(group.iloc[0], keys)
+            labels[label] = label
+            for r in group.itertuples():
+                records = [
+                    m
+                    for m in RunDir(folders[r.experiment] / "runs" / r.run_id).read_metrics()
+                    if m.get("kind") == "attention"
+                ]
+                for field in sorted({k for m in records for k in m if k.startswith(prefix)}):
+                    points = {m["step"]: m[field] for m in records if m.get(field) is not None}
+                    layer = field.removeprefix(prefix)
+                    series.setdefault(layer, {}).setdefault(label, []).append(
+                        pd.Series(points, dtype=float)
+                    )
+        if not series:
+            continue
+        layers = sorted(series)
+        figure, axes = plt.subplots(1, len(layers), figsize=(5 * len(layers), 4), squeeze=False)
+        for axis, layer in zip(axes[0], layers, strict=True):
+            for label, seeds in series[layer].items():
+                frame = pd.concat(seeds, axis=1).sort_index()
+                (line,) = axis.plot(frame.index, frame.mean(axis=1).values, label=label)
+                if frame.shape[1] > 1:
+                    axis.fill_between(
+                        frame.index, frame.min(axis=1), frame.max(axis=1), alpha=0.2,
+                        color=line.get_color(),
+                    )  # fmt: skip
+            axis.set_title(f"layer {layer}", fontsize=9)
+            axis.set_xlabel("step")
+            axis.set_ylabel(title)
+            axis.legend(fontsize=7)
+        path = out_dir / f"{name}_vs_step.png"
+        _save(figure, path)
+        written.append(path)
+    return written
+
+
 def plot_samples(
     runs: pd.DataFrame, keys: list[str], folders: dict[str, Path], out_dir: Path
 ) -> Path | None:

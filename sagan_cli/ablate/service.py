@@ -12,7 +12,7 @@ import torch
 
 from sagan_cli.ablate.axes import Axis, build_axes
 from sagan_cli.ablate.grid import GridPoint, expand, parse_seeds
-from sagan_cli.ablate.plots import plot_curves, plot_samples
+from sagan_cli.ablate.plots import plot_curves, plot_layer_curves, plot_samples
 from sagan_cli.ablate.runner import GridOptions, prepare_experiment
 from sagan_cli.ablate.summary import collect_runs, group_keys, summarize, to_csv, to_markdown
 from sagan_cli.api import Launcher
@@ -206,5 +206,6 @@ def write_summary(folder: Path) -> tuple[Report, list[Path]]:
     folders = {folder.name: folder}
     written = [folder / "summary.csv", folder / "summary.md"]
     written += plot_curves(report.runs, report.keys, folders, folder)
+    written += plot_layer_curves(report.runs, report.keys, folders, folder)
     samples = plot_samples(report.runs, report.keys, folders, folder)
     return report, written + ([samples] if samples else [])

@@ -9,7 +9,9 @@ the run's last step), ``fid_best`` the lowest FID any evaluation of the run
 recorded, ``fid_best``/``is_best``/``kid_best`` from the evaluation of ``best.pt`` (the
 checkpoint with the lowest in-training FID; without one, ``fid_best`` is the
 lowest FID recorded), ``structure`` the final structural score and
-``structure_best`` its minimum (shapes data only).
+``structure_best`` its minimum (shapes data only), ``attn_distance`` and
+``attn_mirror`` the final attention statistics (mean over the run's attention
+layers of G and D; see ``sagan_cli.inspect.maps``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,18 @@ from sagan_cli import markdown
 from sagan_cli.recipe import load_recipe
 from sagan_cli.results import RunDir, config_identity, list_runs
 
-METRICS = ("fid", "is", "kid", "fid_best", "is_best", "kid_best", "structure", "structure_best")
+METRICS = (
+    "fid",
+    "is",
+    "kid",
+    "fid_best",
+    "is_best",
+    "kid_best",
+    "structure",
+    "structure_best",
+    "attn_distance",
+    "attn_mirror",
+)
 DELTA_METRICS = ("fid", "structure")
 BASELINE_VALUES = ("none", "[]")
 
@@ -51,6 +64,7 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
     metrics = run.read_metrics()
     train = [r for r in metrics if r.get("kind") == "train"]
     structure = [r for r in metrics if r.get("kind") == "structure"]
+    attention = [r for r in metrics if r.get("kind") == "attention"]
     evals = [r for r in metrics if r.get("kind") == "eval"]
     last_step = status.get("step", 0)
     final = _final_eval(evals, last_step)
@@ -77,6 +91,8 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
             "kid_best": best.get("kid_mean"),
             "structure": structure[-1]["structure"] if structure else None,
             "structure_best": min(r["structure"] for r in structure) if structure else None,
+            "attn_distance": _layer_mean(attention, "distance_"),
+            "attn_mirror": _layer_mean(attention, "mirror_"),
             "wall_time_s": status.get("wall_time_s"),
             "img_per_s": float(np.median([r["img_per_s"] for r in train[1:] or train]))
             if train
@@ -89,6 +105,14 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
         }
     )
     return row
+
+
+def _layer_mean(records: list[dict[str, Any]], prefix: str) -> float | None:
+    """The mean over layers of the last record's ``prefix<layer>`` values."""
+    if not records:
+        return None
+    values = [v for k, v in records[-1].items() if k.startswith(prefix) and v is not None]
+    return float(np.mean(values)) if values else None
 
 
 def run_identity_label(run: RunDir) -> str:

@@ -16,11 +16,27 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def fixed_inputs(
-    count: int, z_dim: int, num_classes: int, seed: int
+    count: int,
+    z_dim: int,
+    num_classes: int,
+    seed: int,
+    truncation: float | None = None,
+    label: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Latents from a CPU generator (the same on every device) and class-balanced labels."""
-    z = torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed))
-    labels = torch.arange(count) % num_classes if num_classes else None
+    """Latents from a CPU generator (the same on every device) and labels: class-balanced, or
+    all ``label``. ``truncation``: the truncation trick (BigGAN), entries with |z| > T redrawn."""
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(count, z_dim, generator=generator)
+    if truncation is not None:
+        outside = z.abs() > truncation
+        while outside.any():
+            z[outside] = torch.randn(int(outside.sum()), generator=generator)
+            outside = z.abs() > truncation
+    labels = None
+    if num_classes:
+        labels = (
+            torch.full((count,), label) if label is not None else torch.arange(count) % num_classes
+        )
     return z, labels
 
 
@@ -33,11 +49,13 @@ def sample_images(
     precision: str = "fp32",
     batch_size: int = 64,
     on_batch: Callable[[int], None] = lambda n: None,
+    truncation: float | None = None,
+    label: int | None = None,
 ) -> torch.Tensor:
     """``count`` uint8 images (count, 3, R, R) on the CPU from ``generator`` in eval mode."""
     was_training = generator.training
     generator.eval()
-    z, labels = fixed_inputs(count, generator.z_dim, generator.num_classes, seed)
+    z, labels = fixed_inputs(count, generator.z_dim, generator.num_classes, seed, truncation, label)
     out = []
     try:
         for start in range(0, count, batch_size):

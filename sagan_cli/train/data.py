@@ -143,6 +143,19 @@ class BatchStream:
         )
         return from_workers(iter(loader))
 
+    def first(self, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The data set's first ``count`` images in [-1, 1] (and labels): a fixed batch."""
+        count = min(count, self.size)
+        if self.resident:
+            images = self.images[:count]
+            labels = None if self.labels is None else self.labels[:count]
+        else:
+            items = [self._source[i] for i in range(count)]
+            images = torch.stack([image for image, _ in items]).to(self.device)
+            values = torch.tensor([label for _, label in items])
+            labels = None if (values < 0).all() else values.to(self.device)
+        return to_unit_range(images), labels
+
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.resident:
             index = self.order.indices(self.position, self.batch_size)[self.rows].to(self.device)

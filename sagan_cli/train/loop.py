@@ -52,15 +52,25 @@ from sagan_cli.device import autocast, available_memory, describe, effective_pre
 from sagan_cli.errors import CheckpointError, ResultsError, SaganError
 from sagan_cli.fileio import atomic_write_text
 from sagan_cli.imagefiles import save_grid
+from sagan_cli.inspect.figure import LayerMaps, figure_array, render
+from sagan_cli.inspect.maps import (
+    Layer,
+    attention_layers,
+    auto_queries,
+    captured_inputs,
+    layer_statistics,
+    maps_of,
+    query_maps,
+)
 from sagan_cli.model.networks import Generator
-from sagan_cli.model.sampling import sample_images
+from sagan_cli.model.sampling import fixed_inputs, sample_images, to_uint8
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import Recipe
 from sagan_cli.results import RunDir, git_commit, now, prepare_run, run_lock, versions
 from sagan_cli.train.data import BatchStream
 from sagan_cli.train.distributed import SINGLE, World, synchronise_batch_norm
 from sagan_cli.train.ema import EMA
-from sagan_cli.train.observer import Observer
+from sagan_cli.train.observer import Observer, Observers
 
 EXIT_DONE, EXIT_DIVERGED = 0, 3
 EXIT_FOR_SIGNAL = {int(signal.SIGINT): 130, int(signal.SIGTERM): 143}
@@ -440,10 +450,61 @@ class TrainingSession:
         seed = self.recipe.seed + SAMPLE_SEED_OFFSET
         count = max(GRID_SIZE, self.recipe.train.structure_samples)
         images = sample_images(self.ema.model, count, seed, self.device, self.precision)
-        save_grid(images[:GRID_SIZE], self.run.samples / f"step-{self.step:08d}.png")
+        grid = save_grid(images[:GRID_SIZE], self.run.samples / f"step-{self.step:08d}.png")
+        self.observer.image("samples", self.step, grid)
         scores = self.source.structural_score(images[: self.recipe.train.structure_samples])
         if scores is not None:
             self._write({"kind": "structure", "step": self.step, **scores})
+        self.write_attention_statistics()
+
+    def write_attention_statistics(self) -> None:
+        """Where attention looks, per layer of G (EMA, the sample latents) and D (the data's first
+        images): a fixed batch, through the explicit maps, in eval mode (nothing changes)."""
+        count = self.recipe.logging.attention_images
+        layers = {
+            "g": attention_layers(self.ema.model, "g"),
+            "d": attention_layers(self.discriminator, "d"),
+        }
+        if not count or not any(layer.has_maps for found in layers.values() for layer in found):
+            return
+        assert self.data is not None
+        z, labels = fixed_inputs(
+            count, self.recipe.model.z_dim, self.num_classes, self.recipe.seed + SAMPLE_SEED_OFFSET
+        )
+        labels = None if labels is None else labels.to(self.device)
+        real, real_labels = self.data.first(count)
+        was_training = self.discriminator.training
+        self.discriminator.eval()
+        try:
+            with torch.no_grad(), captured_inputs(layers["g"] + layers["d"]) as inputs:
+                fake = self.ema.model(z.to(self.device), labels)
+                self.discriminator(real, real_labels if self.num_classes else None)
+        finally:
+            self.discriminator.train(was_training)
+        record = {"kind": "attention", "step": self.step, **self.gammas()}
+        record.update(layer_statistics(layers["g"] + layers["d"], inputs))
+        self._write(record)
+        if self.recipe.logging.tensorboard:
+            self._attention_figure(to_uint8(fake[:4]).cpu(), layers["g"], inputs)
+
+    def _attention_figure(
+        self, images: torch.Tensor, layers: list[Layer], inputs: dict[str, torch.Tensor]
+    ) -> None:
+        points = auto_queries(images, 3)
+        found = [
+            LayerMaps(
+                layer.name,
+                layer.size,
+                query_maps(
+                    layer, maps_of(layer, inputs[layer.name][:4]).cpu(), points, images.shape[-1]
+                ),
+            )
+            for layer in layers
+            if layer.has_maps
+        ]
+        if found:
+            figure = render(images, points, found, f"G attention at step {self.step}")
+            self.observer.image("attention/g", self.step, figure_array(figure))
 
     def evaluate(self, final: bool) -> None:
         assert self.evaluator is not None and self.run is not None
@@ -682,6 +743,7 @@ def train_run(
     recorded in status.json (and error.log for bugs). Only the lock holder writes.
     """
     observer = observer or Observer()
+    board = None
     if world.is_main:
         prepare_run(recipe, run)
     world.barrier()
@@ -698,6 +760,11 @@ def train_run(
                 status.get("diverged_step", 0),
                 f"{status.get('error')} (not resumed)",
             )
+        if recipe.logging.tensorboard and world.is_main:
+            from sagan_cli.train.tensorboard import TensorBoardLog
+
+            board = TensorBoardLog(run.path / "tensorboard")
+            observer = Observers(observer, board)
         previous = torch.are_deterministic_algorithms_enabled()
         if recipe.train.deterministic and device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -733,3 +800,5 @@ def train_run(
                 raise
         finally:
             torch.use_deterministic_algorithms(previous)
+            if board is not None:
+                board.close()

@@ -25,6 +25,36 @@ class Observer:
 
     def message(self, text: str) -> None: ...
 
+    def image(self, tag: str, step: int, image: Any) -> None:
+        """A uint8 (3, H, W) picture of the run at ``step`` (sample grids, attention figures)."""
+
+
+class Observers(Observer):
+    """Several observers as one (the terminal and TensorBoard, say)."""
+
+    def __init__(self, *observers: Observer) -> None:
+        self.observers = observers
+
+    def started(self, run: RunDir, start_step: int, total: int, device: str) -> None:
+        for observer in self.observers:
+            observer.started(run, start_step, total, device)
+
+    def advanced(self, step: int) -> None:
+        for observer in self.observers:
+            observer.advanced(step)
+
+    def logged(self, record: dict[str, Any]) -> None:
+        for observer in self.observers:
+            observer.logged(record)
+
+    def message(self, text: str) -> None:
+        for observer in self.observers:
+            observer.message(text)
+
+    def image(self, tag: str, step: int, image: Any) -> None:
+        for observer in self.observers:
+            observer.image(tag, step, image)
+
 
 def describe_record(record: dict[str, Any]) -> str:
     """One short line for a metrics record."""

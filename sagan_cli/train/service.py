@@ -65,6 +65,7 @@ def open_training(
     retry: bool = False,
     world: World | None = None,
     nproc: int = 1,
+    tensorboard: bool = False,
 ) -> TrainingJob:
     """Everything a training command needs, validated: recipe, run folder, device, weights.
 
@@ -98,6 +99,10 @@ def open_training(
         if experiment is not None:
             check_experiment_name(experiment)
         run = run_dir_for(results_root, experiment or recipe.name, recipe)
+    if tensorboard:  # logging is no part of a run's identity: also fine for --resume
+        recipe = recipe.model_copy(
+            update={"logging": recipe.logging.model_copy(update={"tensorboard": True})}
+        )
     size = world.size if world.distributed else nproc
     check_batch_divides(recipe, size)
     if nproc > 1 and not world.distributed:
