@@ -289,13 +289,16 @@ class RunTask:
     threads: int | None = None  # torch threads per process; None: the library default
     inception_weights: str | None = None
     retry_failed: bool = False
+    quiet: bool = False  # no progress lines from the run
 
     @property
     def argv(self) -> tuple[str, ...]:
         import sys
 
         command = [sys.executable, "-m", "sagan_cli", "train", "--resume", self.run_dir]
-        command += ["--device", self.device, "--quiet"]
+        command += ["--device", self.device]
+        if self.quiet:
+            command += ["--quiet"]
         if self.nproc > 1:
             command += ["--nproc", str(self.nproc)]
         if self.threads:

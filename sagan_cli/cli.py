@@ -819,6 +819,32 @@ def sample_command(
     console.print(f"wrote {num} samples to {path}")
 
 
+AlphaOption = Annotated[
+    float, typer.Option(help="Significance level of the verdicts.", rich_help_panel="Statistics")
+]
+CiOption = Annotated[
+    str,
+    typer.Option(
+        "--ci", help="welch (t interval) or bootstrap (percentile).", rich_help_panel="Statistics"
+    ),
+]
+PairedOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--paired/--unpaired",
+        help="Pair runs by seed (default: paired when both rows ran the same seeds).",
+        rich_help_panel="Statistics",
+    ),
+]
+BaselineOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The row deltas are taken against, AXIS=VALUE (default: the none/[] row, else the first).",
+        rich_help_panel="Statistics",
+    ),
+]
+
+
 def _summary_table(header: list[str], rows: list[list[str]], title: str) -> Table:
     table = Table(*header, title=title)
     for row in rows:
@@ -886,6 +912,10 @@ def ablate_command(
     ] = Path("results"),
     device: DeviceOption = "auto",
     inception_weights: InceptionOption = None,
+    alpha: AlphaOption = 0.05,
+    ci: CiOption = "welch",
+    paired: PairedOption = None,
+    baseline: BaselineOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train and evaluate a grid of recipe variants x seeds; write summary.csv/md and plots.
@@ -896,9 +926,11 @@ def ablate_command(
     from sagan_cli.ablate.axes import format_value
     from sagan_cli.ablate.runner import create_runs, prepare_experiment, run_grid
     from sagan_cli.ablate.service import plan_ablation, write_summary
-    from sagan_cli.ablate.summary import display_rows
+    from sagan_cli.ablate.stats import StatsOptions
     from sagan_cli.results import RunDir
 
+    options = StatsOptions(alpha=alpha, ci=ci, paired=paired, baseline=baseline)
+    options.check()
     registry = _registry()
     plan = plan_ablation(
         recipe_ref=recipe,
@@ -916,7 +948,17 @@ def ablate_command(
         nproc=nproc,
         threads=threads,
         retry_failed=retry_failed,
+        quiet=quiet,
     )
+    if baseline is not None:  # checked against the grid before anything runs
+        axis, _, value = baseline.partition("=")
+        labels = {a.label: [format_value(v).replace(" ", "") for v in a.values] for a in plan.axes}
+        if axis.strip() not in labels or value.strip().replace(" ", "") not in labels[axis.strip()]:
+            raise SaganError(
+                f"--baseline {baseline}: the grid has "
+                + "; ".join(f"{k} = {', '.join(v)}" for k, v in labels.items())
+                + ". Name one of those values."
+            )
     if dry_run:
         table = Table(
             "#", *(a.label for a in plan.axes), "seed", "run id", "status", title=str(plan.folder)
@@ -1003,9 +1045,8 @@ def ablate_command(
             poll,
             report=lambda text: progress.console.print(escape(text)),
         )
-    report, written = write_summary(plan.folder)
-    header, rows = display_rows(report.table, report.keys)
-    console.print(_summary_table(header, rows, title=f"{plan.name} ({len(runs)} runs)"))
+    report, written = write_summary(plan.folder, options)
+    _print_report(report, title=f"{plan.name} ({len(runs)} runs)")
     console.print("wrote " + ", ".join(str(p) for p in written))
     if any(o.status == "interrupted" for o in outcomes):
         err_console.print("interrupted: re-run the same command to resume.")
@@ -1035,19 +1076,36 @@ def report_command(
         str | None, typer.Option(help="Group by this axis only (others are pooled).")
     ] = None,
     results: Annotated[Path, typer.Option(help="Results root folder.")] = Path("results"),
+    alpha: AlphaOption = 0.05,
+    ci: CiOption = "welch",
+    paired: PairedOption = None,
+    baseline: BaselineOption = None,
 ) -> None:
-    """Rebuild ablation tables from run folders alone; several experiments are merged."""
-    from sagan_cli.ablate.service import build_report, experiment_folders
-    from sagan_cli.ablate.summary import display_rows
+    """Rebuild tables from run folders alone: one per experiment, statistics within each."""
+    from sagan_cli.ablate.service import build_reports, experiment_folders
+    from sagan_cli.ablate.stats import StatsOptions
 
     if format_ not in ("table", "md", "csv", "json"):
         raise SaganError(f"--format '{format_}': choose table, md, csv or json.")
-    report = build_report(experiment_folders(experiments or [], results), by)
+    options = StatsOptions(alpha=alpha, ci=ci, paired=paired, baseline=baseline)
+    options.check()
+    reports = build_reports(experiment_folders(experiments or [], results), by, options)
     if format_ == "table":
-        header, rows = display_rows(report.table, report.keys)
-        console.print(_summary_table(header, rows, title=report.title))
+        for report in reports.reports:
+            _print_report(report)
     else:
-        sys.stdout.write({"md": report.markdown, "csv": report.csv, "json": report.json}[format_]())
+        sys.stdout.write(
+            {"md": reports.markdown, "csv": reports.csv, "json": reports.json}[format_]()
+        )
+
+
+def _print_report(report: Any, title: str | None = None) -> None:
+    from sagan_cli.ablate.summary import display_rows
+
+    header, rows = display_rows(report.table, report.keys)
+    console.print(_summary_table(header, rows, title=title or report.name))
+    for hint in report.hints():
+        console.print(escape(hint))
 
 
 def main() -> None:

@@ -46,7 +46,12 @@ def test_shapes_real_images_score_zero_and_are_mirror_symmetric(resolution):
     images = split.images
     assert images.shape == (96, 3, resolution, resolution) and images.dtype == torch.uint8
     assert torch.equal(images, images.flip(-1))
-    assert structural_score(images) == {"structure": 0.0, "asymmetry": 0.0, "blankness": 0.0}
+    assert structural_score(images) == {
+        "structure": 0.0,
+        "asymmetry": 0.0,
+        "blankness": 0.0,
+        "invalidity": 0.0,
+    }
     assert set(split.labels.tolist()) <= {0, 1, 2, 3}
 
 
@@ -244,3 +249,47 @@ def test_streaming_and_resident_paths_give_identical_batches():
         a, b = resident.next(), streamed.next()
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert a[0].min() >= -1 and a[0].max() <= 1
+
+
+def image_sets(resolution: int = 32) -> dict[str, torch.Tensor]:
+    """Fixed image sets from real to hopeless, as a structural score must order them."""
+    import torch.nn.functional as F
+
+    from sagan_cli.datasets.shapes import PALETTE
+
+    real = source_for({"source": "shapes", "num_images": 256}, resolution).split("train").images
+    rng = torch.Generator().manual_seed(1)
+    noisy = (real.float() + 3 * torch.randn(real.shape, generator=rng)).round().clamp(0, 255)
+    weights = torch.exp(-((torch.arange(5.0) - 2) ** 2) / 2)
+    weights /= weights.sum()
+    blurred = F.pad(real.float(), (2, 2, 2, 2), mode="replicate")
+    blurred = F.conv2d(blurred, weights.view(1, 1, 1, 5).repeat(3, 1, 1, 1), groups=3)
+    blurred = F.conv2d(blurred, weights.view(1, 1, 5, 1).repeat(3, 1, 1, 1), groups=3)
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    blobs = torch.zeros(256, 3, 32, 32)
+    for index in range(256):  # soft colour blobs on a dark background, not mirrored
+        image = torch.rand(3, 1, 1, generator=rng) * 0.25 * torch.ones(3, 32, 32)
+        for _ in range(3):
+            colour = PALETTE[int(torch.randint(len(PALETTE), (1,), generator=rng))]
+            cx, cy = torch.rand(2, generator=rng) * 32
+            radius = 2 + 5 * torch.rand(1, generator=rng)
+            alpha = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * radius**2))
+            image = image * (1 - alpha) + colour[:, None, None] * alpha
+        blobs[index] = image * 255
+    return {
+        "real": real,
+        "slight noise": noisy.to(torch.uint8),
+        "blurred": blurred.round().clamp(0, 255).to(torch.uint8),
+        "blobs": blobs.round().to(torch.uint8),
+        "uniform noise": torch.randint(0, 256, real.shape, generator=rng, dtype=torch.uint8),
+        "grey": torch.full_like(real, 128),
+        "blank": torch.full_like(real, 20),
+    }
+
+
+def test_structural_score_orders_real_noisy_blurred_blobs_and_junk():
+    scores = {name: structural_score(images)["structure"] for name, images in image_sets().items()}
+    assert scores["real"] == 0.0
+    assert 0 < scores["slight noise"] < scores["blurred"] < scores["blobs"]
+    for junk in ("uniform noise", "grey", "blank"):
+        assert scores[junk] > 1.5 * scores["blobs"], (junk, scores)

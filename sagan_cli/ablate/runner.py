@@ -175,9 +175,9 @@ def execute_task(task: RunTask, observer: Observer | None = None) -> str:
     except SaganError as exc:
         run.update_status(status="failed", error=str(exc), finished=now())
         return "failed"
-    status, _ = run_one(
-        recipe, run, device, registry, weights, observer or LogLines(task.label), task.retry_failed
-    )
+    if observer is None:
+        observer = Observer() if task.quiet else LogLines(task.label)
+    status, _ = run_one(recipe, run, device, registry, weights, observer, task.retry_failed)
     return status
 
 
@@ -207,6 +207,7 @@ def task_for(
         threads=options.threads,
         inception_weights=str(weights.path) if weights else None,
         retry_failed=options.retry_failed,
+        quiet=options.quiet,
     )
 
 
@@ -218,6 +219,7 @@ class GridOptions:
     nproc: int = 1
     threads: int | None = None
     retry_failed: bool = False
+    quiet: bool = False
 
 
 def run_grid(

@@ -14,7 +14,15 @@ from sagan_cli.ablate.axes import Axis, build_axes
 from sagan_cli.ablate.grid import GridPoint, expand, parse_seeds
 from sagan_cli.ablate.plots import plot_curves, plot_layer_curves, plot_samples
 from sagan_cli.ablate.runner import GridOptions, prepare_experiment
-from sagan_cli.ablate.summary import collect_runs, group_keys, summarize, to_csv, to_markdown
+from sagan_cli.ablate.stats import StatsOptions
+from sagan_cli.ablate.summary import (
+    collect_runs,
+    group_keys,
+    power_hints,
+    summarize,
+    to_csv,
+    to_markdown,
+)
 from sagan_cli.api import Launcher
 from sagan_cli.components import plugin_for
 from sagan_cli.device import select_device
@@ -90,6 +98,7 @@ def plan_ablation(
     nproc: int = 1,
     threads: int | None = None,
     retry_failed: bool = False,
+    quiet: bool = False,
 ) -> AblationPlan:
     """The whole grid, resolved and validated; nothing is written."""
     path = find_recipe(recipe_ref)
@@ -128,7 +137,9 @@ def plan_ablation(
     if threads is None and chosen.type == "cpu" and jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads never exceeds the cores
     built, launcher_name = _launcher(base, registry, nproc, dry_run)
-    options = GridOptions(jobs=jobs, nproc=nproc, threads=threads, retry_failed=retry_failed)
+    options = GridOptions(
+        jobs=jobs, nproc=nproc, threads=threads, retry_failed=retry_failed, quiet=quiet
+    )
     return AblationPlan(
         name, folder, base, axes, points, chosen, checked.weights, built, launcher_name, options
     )
@@ -162,46 +173,82 @@ def experiment_folders(targets: list[str], results_root: Path) -> list[Path]:
 
 @dataclass
 class Report:
+    """One experiment's table: statistics never cross experiments."""
+
+    name: str
     runs: pd.DataFrame
     table: pd.DataFrame
     keys: list[str]
-    title: str
+    options: StatsOptions
 
     def markdown(self) -> str:
-        return to_markdown(self.table, self.keys, self.runs, self.title)
+        return to_markdown(self.table, self.keys, self.runs, self.name, self.options.alpha)
+
+    def hints(self) -> list[str]:
+        return power_hints(self.table, self.keys, self.options.alpha)
+
+
+@dataclass
+class Reports:
+    """Several experiments: separate tables; CSV and JSON carry an ``experiment`` column."""
+
+    reports: list[Report]
+
+    def _frame(self, attribute: str) -> pd.DataFrame:
+        frames = []
+        for report in self.reports:
+            frame = getattr(report, attribute)
+            if len(self.reports) > 1 and "experiment" not in frame:
+                frame = frame.assign(experiment=report.name)[["experiment", *frame.columns]]
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+    def markdown(self) -> str:
+        return "\n".join(report.markdown() for report in self.reports)
 
     def csv(self) -> str:
-        return to_csv(self.table)
+        return to_csv(self._frame("table"))
 
     def json(self) -> str:
         return json.dumps(
             {
-                "summary": json.loads(self.table.to_json(orient="records")),
-                "runs": json.loads(self.runs.to_json(orient="records")),
+                "summary": json.loads(self._frame("table").to_json(orient="records")),
+                "runs": json.loads(self._frame("runs").to_json(orient="records")),
             },
             indent=2,
         )
 
 
-def build_report(folders: list[Path], by: str | None = None) -> Report:
-    runs = collect_runs(folders)
+def build_report(
+    folder: Path, by: str | None = None, options: StatsOptions = StatsOptions()
+) -> Report:
+    """One experiment's table from its run folders alone."""
+    options.check()
+    runs = collect_runs([folder])
     if runs.empty:
-        raise ResultsError(f"No runs in {', '.join(str(f) for f in folders)} yet.")
-    keys = group_keys(runs, folders)
+        raise ResultsError(f"No runs in {folder} yet.")
+    keys = group_keys(runs, [folder])
     if by is not None:
         if by not in keys:
             raise SaganError(
-                f"--by '{by}' is not an axis of these experiments; axes: {', '.join(keys)}."
+                f"--by '{by}' is not an axis of {folder.name}; axes: {', '.join(keys)}."
             )
         keys = [by]
-    title = " + ".join(f.name for f in folders)
-    return Report(runs, summarize(runs, keys), keys, title)
+    return Report(folder.name, runs, summarize(runs, keys, options), keys, options)
 
 
-def write_summary(folder: Path) -> tuple[Report, list[Path]]:
+def build_reports(
+    folders: list[Path], by: str | None = None, options: StatsOptions = StatsOptions()
+) -> Reports:
+    return Reports([build_report(folder, by, options) for folder in folders])
+
+
+def write_summary(
+    folder: Path, options: StatsOptions = StatsOptions()
+) -> tuple[Report, list[Path]]:
     """summary.csv, summary.md and the plots of one experiment, rebuilt from its run folders."""
-    report = build_report([folder])
-    atomic_write_text(folder / "summary.csv", report.csv())
+    report = build_report(folder, None, options)
+    atomic_write_text(folder / "summary.csv", to_csv(report.table))
     atomic_write_text(folder / "summary.md", report.markdown())
     folders = {folder.name: folder}
     written = [folder / "summary.csv", folder / "summary.md"]

@@ -1,8 +1,13 @@
 """Ablation tables built from run folders alone (``sagan ablate`` and ``sagan report`` share this).
 
-``collect_runs`` reads one row per run; ``summarize`` groups them per grid point:
-mean, std (sample, n-1) and n over seeds for every metric, the baseline delta,
-steps, wall time, images/s and parameter counts.
+``collect_runs`` reads one row per run; ``summarize`` groups one experiment's runs
+per grid point: mean, std (sample, n-1) and n over the seeds of finished runs
+for every metric; deltas against the baseline row with a confidence interval,
+a p-value, Holm's correction and a verdict (``sagan_cli.ablate.stats``);
+steps, wall time, images/s and parameter counts. Interrupted and failed runs
+are counted in the status column and left out of every number. Plain ``sagan
+train`` runs (no ablation) are grouped by configuration and labelled with
+their run ids.
 
 Metrics per run: ``fid``/``is``/``kid`` from the final evaluation (the newest at
 the run's last step), ``fid_best`` the lowest FID any evaluation of the run
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from sagan_cli import markdown
+from sagan_cli.ablate.stats import StatsOptions, compare, holm, seeds_needed, verdict
+from sagan_cli.errors import SaganError, did_you_mean
 from sagan_cli.recipe import load_recipe
 from sagan_cli.results import RunDir, config_identity, list_runs
 
@@ -40,7 +48,8 @@ METRICS = (
     "attn_distance",
     "attn_mirror",
 )
-DELTA_METRICS = ("fid", "structure")
+DELTA_METRICS = ("fid", "is", "kid", "structure")
+PLAIN_KEY = "run_ids"  # the label of plain-train groups
 BASELINE_VALUES = ("none", "[]")
 
 
@@ -71,12 +80,12 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
     fids = [e["fid"] for e in evals if e.get("fid") is not None]
     best = ([e for e in evals if e.get("checkpoint") == "best.pt"] or [{}])[-1]
     labels = status.get("axis_labels") or {}
-    if not axes:
-        identity = run_identity_label(run)
-        labels = {"config": identity}
     row: dict[str, Any] = {"experiment": experiment}
-    for axis in axes or ["config"]:
-        row[axis] = labels.get(axis, "")
+    if axes:
+        for axis in axes:
+            row[axis] = labels.get(axis, "")
+    else:
+        row["config"] = run_identity_label(run)
     row.update(
         {
             "seed": status.get("seed"),
@@ -142,32 +151,51 @@ def collect_runs(folders: list[Path]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
+    if "config" in frame:  # plain runs: a configuration is labelled by its runs' ids
+        ids = frame.groupby("config")["run_id"].agg(lambda r: ", ".join(sorted(r)))
+        frame[PLAIN_KEY] = frame["config"].map(ids)
+        frame = frame.drop(columns="config")
     return frame.sort_values(["experiment", "grid_index", "seed"], kind="stable").reset_index(
         drop=True
     )
 
 
 def group_keys(runs: pd.DataFrame, folders: list[Path]) -> list[str]:
-    """The axes of the experiments (``config`` for plain runs), plus ``experiment`` when merged."""
+    """The axes of the experiments (run ids for plain runs), plus ``experiment`` when merged."""
     axes: list[str] = []
     for folder in folders:
-        for axis in experiment_axes(folder) or ["config"]:
+        for axis in experiment_axes(folder) or [PLAIN_KEY]:
             if axis not in axes:
                 axes.append(axis)
     return (["experiment"] if runs["experiment"].nunique() > 1 else []) + axes
 
 
-def summarize(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """One row per group: metric mean/std/n over seeds, baseline deltas, cost columns."""
+def summarize(
+    runs: pd.DataFrame, keys: list[str], options: StatsOptions = StatsOptions()
+) -> pd.DataFrame:
+    """One experiment's table: a row per group with metric mean/std/n over the seeds of
+    finished runs, statistics against the baseline row, cost columns."""
     rows: list[dict[str, Any]] = []
+    values_by_seed: list[dict[str, dict[int, float]]] = []
     for values, group in runs.fillna({k: "" for k in keys}).groupby(keys, sort=False):
         values = values if isinstance(values, tuple) else (values,)
         row: dict[str, Any] = dict(zip(keys, values, strict=True))
         counts = group["status"].value_counts()
         row["runs"] = len(group)
         row["status"] = ", ".join(f"{n} {s}" for s, n in counts.items())
+        finished = group[group["status"] == "done"]
+        values_by_seed.append(
+            {
+                metric: {
+                    int(seed): float(value)
+                    for seed, value in zip(finished["seed"], finished[metric], strict=True)
+                    if value is not None and not pd.isna(value) and not pd.isna(seed)
+                }
+                for metric in DELTA_METRICS
+            }
+        )
         for metric in METRICS:
-            column = pd.to_numeric(group[metric], errors="coerce").dropna()
+            column = pd.to_numeric(finished[metric], errors="coerce").dropna()
             row[f"{metric}_mean"] = column.mean() if len(column) else np.nan
             row[f"{metric}_std"] = column.std(ddof=1) if len(column) > 1 else np.nan
             row[f"{metric}_n"] = len(column)
@@ -180,15 +208,61 @@ def summarize(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             row[column] = int(numbers.iloc[0]) if len(numbers) else np.nan
         rows.append(row)
     table = pd.DataFrame(rows)
-    baseline = _baseline_row(table, keys)
-    for metric in DELTA_METRICS:
-        table[f"{metric}_delta"] = table[f"{metric}_mean"] - table.loc[baseline, f"{metric}_mean"]
+    if PLAIN_KEY in keys:  # plain runs are no ablation: no baseline to compare against
+        table["baseline"] = False
+        return table
+    baseline = _baseline_row(table, keys, options.baseline)
     table["baseline"] = [i == baseline for i in range(len(table))]
+    for metric in DELTA_METRICS:
+        comparisons = [
+            compare(seeds[metric], values_by_seed[baseline][metric], options.ci, options.paired)
+            if i != baseline
+            else None
+            for i, seeds in enumerate(values_by_seed)
+        ]
+        adjusted = holm([c.p if c is not None and c.testable else math.nan for c in comparisons])
+        table[f"{metric}_delta"] = [c.delta if c else np.nan for c in comparisons]
+        table[f"{metric}_ci_low"] = [c.ci_low if c else np.nan for c in comparisons]
+        table[f"{metric}_ci_high"] = [c.ci_high if c else np.nan for c in comparisons]
+        table[f"{metric}_p"] = [c.p if c else np.nan for c in comparisons]
+        table[f"{metric}_p_holm"] = adjusted
+        table[f"{metric}_paired"] = [c.paired if c else None for c in comparisons]
+        table[f"{metric}_verdict"] = [
+            "baseline" if c is None else verdict(metric, c, p, options.alpha)
+            for c, p in zip(comparisons, adjusted, strict=True)
+        ]
+        table[f"{metric}_seeds_needed"] = [
+            seeds_needed(
+                seeds[metric], values_by_seed[baseline][metric], bool(c.paired), options.alpha
+            )
+            if c is not None
+            and c.testable
+            and verdict(metric, c, p, options.alpha) == "inconclusive"
+            else None
+            for seeds, c, p in zip(values_by_seed, comparisons, adjusted, strict=True)
+        ]
     return table
 
 
-def _baseline_row(table: pd.DataFrame, keys: list[str]) -> int:
-    """The row whose axis value is 'none' or [] if there is one, else the first."""
+def _baseline_row(table: pd.DataFrame, keys: list[str], chosen: str | None) -> int:
+    """``--baseline AXIS=VALUE``; else the row whose axis value is 'none' or [], else the first."""
+    if chosen is not None:
+        axis, _, value = chosen.partition("=")
+        axis, value = axis.strip(), value.strip()
+        if axis not in keys:
+            raise SaganError(
+                f"--baseline {chosen}: '{axis}' is not an axis of this table.{did_you_mean(axis, keys)} "
+                f"Axes: {', '.join(k for k in keys if k != 'experiment')}."
+            )
+        labels = [str(v) for v in table[axis]]
+        wanted = value.replace(" ", "")
+        for index, label in enumerate(labels):
+            if label.replace(" ", "") == wanted:
+                return index
+        raise SaganError(
+            f"--baseline {chosen}: no row has {axis} = {value}. Values in the grid: "
+            f"{', '.join(dict.fromkeys(labels))}."
+        )
     for index, row in table.iterrows():
         if any(str(row[k]) in BASELINE_VALUES for k in keys if k != "experiment"):
             return int(index)
@@ -204,29 +278,41 @@ def cell(row: pd.Series, metric: str, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f} ({n})"
 
 
+def _number(value: float, digits: int = 3) -> str:
+    return "–" if value is None or pd.isna(value) else f"{value:+.{digits}f}"
+
+
+def _p(value: float) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def display_rows(table: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[list[str]]]:
     """Header and string rows for Markdown and the terminal: only metrics that have values."""
     present = [m for m in METRICS if table[f"{m}_n"].sum() > 0]
-    header = [
-        *keys,
-        *present,
-        *(f"Δ {m}" for m in DELTA_METRICS if m in present),
-        "steps",
-        "wall s",
-        "img/s",
-        "G params",
-        "D params",
-        "status",
-    ]
+    compared = [m for m in DELTA_METRICS if m in present and f"{m}_delta" in table]
+    header = [*keys, *present]
+    for metric in compared:
+        header += [f"Δ {metric} [95% CI]", f"p {metric} (Holm)", f"{metric} verdict"]
+    header += ["steps", "wall s", "img/s", "G params", "D params", "status"]
     rows = []
     for _, row in table.iterrows():
         line = [str(row[k]) for k in keys] + [cell(row, m) for m in present]
-        for metric in DELTA_METRICS:
-            if metric in present:
-                delta = row[f"{metric}_delta"]
-                line.append(
-                    "baseline" if row["baseline"] else ("–" if pd.isna(delta) else f"{delta:+.3f}")
-                )
+        for metric in compared:
+            if row["baseline"]:
+                line += ["baseline", "", ""]
+                continue
+            interval = (
+                ""
+                if pd.isna(row[f"{metric}_ci_low"])
+                else f" [{row[f'{metric}_ci_low']:+.3f}, {row[f'{metric}_ci_high']:+.3f}]"
+            )
+            line += [
+                _number(row[f"{metric}_delta"]) + interval,
+                _p(row[f"{metric}_p_holm"]),
+                str(row[f"{metric}_verdict"]),
+            ]
         line += [
             str(row["steps"]),
             "–" if pd.isna(row["wall_time_s"]) else f"{row['wall_time_s']:.1f}",
@@ -239,21 +325,52 @@ def display_rows(table: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[
     return header, rows
 
 
-def to_markdown(table: pd.DataFrame, keys: list[str], runs: pd.DataFrame, title: str) -> str:
+def power_hints(table: pd.DataFrame, keys: list[str], alpha: float) -> list[str]:
+    """One line per inconclusive comparison: how many seeds would settle it (80% power)."""
+    hints = []
+    for _, row in table.iterrows():
+        label = ", ".join(f"{k}={row[k]}" for k in keys if k != "experiment")
+        for metric in DELTA_METRICS:
+            if row.get(f"{metric}_verdict") != "inconclusive":
+                continue
+            delta, have = row[f"{metric}_delta"], int(row[f"{metric}_n"])
+            needed = row[f"{metric}_seeds_needed"]
+            if needed is None or pd.isna(needed):
+                hints.append(
+                    f"{metric}, {label}: Δ {delta:+.3g} is too small for its variance to be "
+                    f"detected with up to 1000 seeds; treat it as no effect."
+                )
+            else:
+                hints.append(
+                    f"{metric}, {label}: about {int(needed)} seeds per row would detect Δ "
+                    f"{delta:+.3g} with 80% power at α = {alpha:g} (it has {have})."
+                )
+    return hints
+
+
+def to_markdown(
+    table: pd.DataFrame, keys: list[str], runs: pd.DataFrame, title: str, alpha: float
+) -> str:
     header, rows = display_rows(table, keys)
     lines = [
         f"# {title}",
         "",
-        "Mean ± sample std (n seeds). Lower is better for FID, KID and structure.",
+        "Mean ± sample std (n seeds) over finished runs. Lower is better for FID, KID and "
+        "structure, higher for IS. Δ: against the baseline row, with a 95% confidence "
+        f"interval; p: two-sided t test (paired on shared seeds, else Welch), Holm-corrected "
+        f"over the rows; verdicts at α = {alpha:g}.",
         "",
         markdown.table(header, rows),
     ]
+    hints = power_hints(table, keys, alpha)
+    if hints:
+        lines += ["", "Inconclusive comparisons:", ""] + [f"- {h}" for h in hints]
     provenance = sorted({p for p in runs["eval_provenance"] if p})
     if provenance:
         lines += ["", "Evaluation: " + "; ".join(provenance) + "."]
-    failed = runs[runs["status"].isin(["failed", "diverged"])]
+    failed = runs[runs["status"].isin(["failed", "diverged", "interrupted"])]
     if len(failed):
-        lines += ["", "Runs that did not finish:", ""]
+        lines += ["", "Runs that did not finish (not in the statistics):", ""]
         lines += [f"- {r.run_id} ({r.status}): {r.error}" for r in failed.itertuples()]
     return "\n".join(lines) + "\n"
 

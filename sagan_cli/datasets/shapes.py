@@ -14,7 +14,14 @@ Structural score (lower is better, exactly 0 for real images):
   border colour by more than 0.2 in some channel) falls below the smallest
   share any real image has, in [0, 1]; it stops a blank image from passing as
   symmetric;
-* ``structure`` = asymmetry + blankness.
+* ``invalidity``: the share of pixels that are neither the flat background nor
+  a palette colour (within 0.04 in every channel) and touch no pixel that is
+  (8-neighbourhood), in [0, 1]. Real images are flat backgrounds and flat
+  palette shapes whose only in-between pixels are one-pixel anti-aliased edges,
+  so they score exactly 0; blur, soft colour blobs and noise leave whole
+  regions of in-between colours. It stops blurred or blobby samples that
+  happen to be symmetric from passing as learnt;
+* ``structure`` = asymmetry + blankness + invalidity.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ CHUNK = 64  # images per generator seed: a fixed chunking keeps image i independ
 SUPERSAMPLE = 4  # at 32x32; 2 above
 MARGIN = 2.0  # pixels of pure background at the border, so its colour is recoverable
 FOREGROUND_THRESHOLD = 0.2
+CLEAN_COLOUR_TOLERANCE = 0.04  # a pixel this close to the background or a palette colour is clean
 
 
 def _generator(seed: int, split: str, chunk: int) -> torch.Generator:
@@ -123,11 +131,24 @@ def structural_score(images: torch.Tensor) -> dict[str, float]:
         ((x - background).abs().amax(dim=1) > FOREGROUND_THRESHOLD).float().mean(dim=(1, 2))
     )
     blankness = (1 - foreground / min_foreground_share(images.shape[-1])).clamp(min=0)
+    invalidity = _invalidity(x, background)
     return {
-        "structure": float((asymmetry + blankness).mean()),
+        "structure": float((asymmetry + blankness + invalidity).mean()),
         "asymmetry": float(asymmetry.mean()),
         "blankness": float(blankness.mean()),
+        "invalidity": float(invalidity.mean()),
     }
+
+
+def _invalidity(x: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """(B,) share of pixels of no clean colour that touch no clean pixel (see the docstring)."""
+    tolerance = CLEAN_COLOUR_TOLERANCE
+    near_background = (x - background).abs().amax(dim=1) <= tolerance
+    palette = PALETTE.to(x.device)[None, :, :, None, None]  # (1, colours, 3, 1, 1)
+    near_palette = ((x[:, None] - palette).abs().amax(dim=2) <= tolerance).any(dim=1)
+    clean = (near_background | near_palette).float()[:, None]
+    touches_clean = F.max_pool2d(F.pad(clean, (1, 1, 1, 1), value=1.0), 3, stride=1)[:, 0] > 0
+    return (~touches_clean).float().mean(dim=(1, 2))
 
 
 class ShapesSource(DataSource):

@@ -65,6 +65,12 @@ def describe_record(record: dict[str, Any]) -> str:
         )
     if kind == "structure":
         return f"structure {record['structure']:.3f} (asym {record['asymmetry']:.3f})"
+    if kind == "attention":
+        layers = sorted(k.removeprefix("distance_") for k in record if k.startswith("distance_"))
+        return "attention " + "  ".join(
+            f"{layer}: dist {record[f'distance_{layer}']:.2f} mirror {record[f'mirror_{layer}']:.3f}"
+            for layer in layers
+        )
     if kind == "eval":
         parts = [f"FID {record['fid']:.2f}"] if record.get("fid") is not None else []
         if record.get("is_mean") is not None:
