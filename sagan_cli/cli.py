@@ -412,7 +412,13 @@ def bench_train_command(
         str,
         typer.Option("--compile", help="off, on, or both (time with and without torch.compile)."),
     ] = "off",
-    steps: Annotated[int, typer.Option(min=1, help="Timed iterations.")] = 20,
+    channels_last: Annotated[
+        str, typer.Option("--channels-last", help="off, on, or both (tensor layout).")
+    ] = "off",
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16, or both (bf16 autocast; on CPU needs native bf16).")
+    ] = "fp32",
+    steps: Annotated[int, typer.Option(min=1, help="Timed iterations (median reported).")] = 20,
     warmup: Annotated[
         int, typer.Option(min=1, help="Untimed iterations first (compilation happens here).")
     ] = 5,
@@ -424,9 +430,12 @@ def bench_train_command(
             "when its files are not here, e.g. 1000 for ImageNet).",
         ),
     ] = None,
+    threads: ThreadsOption = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/bench"),
 ) -> None:
-    """Images/s of the full training iteration (D, G, EMA) on synthetic data of the recipe's shape."""
+    """Images/s of the full training iteration (D, G, EMA) on synthetic data of the recipe's
+    shape, its GFLOP and the fraction of this device's measured matmul rate it reaches."""
+    import itertools
     from dataclasses import asdict
 
     import pandas as pd
@@ -436,20 +445,42 @@ def bench_train_command(
     from sagan_cli.device import select_device
     from sagan_cli.recipe import load_recipe
 
-    if compile_ not in ("off", "on", "both"):
+    choices = {"off": [False], "on": [True], "both": [False, True]}
+    if compile_ not in choices:
         raise SaganError(f"--compile '{compile_}': choose off, on or both.")
+    if channels_last not in choices:
+        raise SaganError(f"--channels-last '{channels_last}': choose off, on or both.")
+    precisions = {"fp32": ["fp32"], "bf16": ["bf16-cpu"], "both": ["fp32", "bf16-cpu"]}
+    if precision not in precisions:
+        raise SaganError(f"--precision '{precision}': choose fp32, bf16 or both.")
+    _set_threads(threads)
     registry = _registry()
     chosen = select_device(device)
     loaded = [load_recipe(r, set_ or [], registry=registry) for r in recipes]
-    modes = {"off": [False], "on": [True], "both": [False, True]}[compile_]
+    rates: dict[str, float] = {}
     rows = []
     for recipe in loaded:
-        for compiled in modes:
-            classes = classes_for_bench(recipe, registry, num_classes)
-            result = bench_train_step(recipe, registry, chosen, compiled, classes, steps, warmup)
+        classes = classes_for_bench(recipe, registry, num_classes)
+        for compiled, layout, wanted in itertools.product(
+            choices[compile_], choices[channels_last], precisions[precision]
+        ):
+            result = bench_train_step(
+                recipe,
+                registry,
+                chosen,
+                compiled,
+                classes,
+                steps,
+                warmup,
+                memory_format="channels_last" if layout else "contiguous",
+                precision=wanted,
+                rates=rates,
+            )
             console.print(
-                f"{recipe.name} batch {result.batch} {result.precision} compile={compiled}: "
-                f"{result.img_per_s:.1f} img/s ({result.it_per_s:.2f} it/s)"
+                f"{recipe.name} batch {result.batch} {result.precision} compile={compiled} "
+                f"{result.memory_format}: {result.img_per_s:.1f} img/s, {result.gflop_per_step:.1f} "
+                f"GFLOP/step, {100 * result.fraction_of_matmul:.0f}% of the measured "
+                f"{result.matmul_tflops:.2f} TFLOP/s matmul rate"
             )
             rows.append(asdict(result))
     paths = write_results(
@@ -889,13 +920,13 @@ def ablate_command(
         ),
     ] = None,
     jobs: Annotated[
-        int,
+        str,
         typer.Option(
-            min=1,
-            help="Runs at once with the local launcher (one per GPU, or processes on CPU).",
+            help="Runs at once with the local launcher: N, or auto (one per GPU; on CPU from the "
+            "cores and the model size).",
             rich_help_panel="Execution",
         ),
-    ] = 1,
+    ] = "1",
     nproc: Annotated[
         int,
         typer.Option(
@@ -927,7 +958,7 @@ def ablate_command(
     from sagan_cli.ablate.runner import create_runs, prepare_experiment, run_grid
     from sagan_cli.ablate.service import plan_ablation, write_summary
     from sagan_cli.ablate.stats import StatsOptions
-    from sagan_cli.results import RunDir
+    from sagan_cli.results import run_dir_in
 
     options = StatsOptions(alpha=alpha, ci=ci, paired=paired, baseline=baseline)
     options.check()
@@ -964,14 +995,13 @@ def ablate_command(
             "#", *(a.label for a in plan.axes), "seed", "run id", "status", title=str(plan.folder)
         )
         for number, point in enumerate(plan.points, 1):
-            existing = (
-                RunDir(plan.folder / "runs" / point.run_id).read_status().get("status", "new")
-            )
+            existing_run = run_dir_in(plan.folder / "runs", point.recipe)
+            existing = existing_run.read_status().get("status", "new")
             table.add_row(
                 str(number),
                 *(escape(format_value(point.settings[a.label])) for a in plan.axes),
                 str(point.seed),
-                point.run_id,
+                existing_run.id,
                 existing,
             )
         console.print(table)

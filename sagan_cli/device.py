@@ -42,10 +42,25 @@ def select_device(requested: str | None = None) -> torch.device:
 
 
 def effective_precision(device: torch.device, requested: str) -> str:
-    """bf16 autocast runs on CUDA only; elsewhere training is fp32 (recorded as such)."""
-    if requested == "bf16" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+    """bf16 autocast on CUDA; on CPUs with native bf16 only when asked for (``bf16-cpu``),
+    since it changes results on CPU runs that were fp32; else fp32 (recorded as such)."""
+    if (
+        requested in ("bf16", "bf16-cpu")
+        and device.type == "cuda"
+        and torch.cuda.is_bf16_supported()
+    ):
+        return "bf16"
+    if requested == "bf16-cpu" and device.type == "cpu" and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """oneDNN's check for bf16 instructions (AVX512-BF16 or AMX) on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ paragraph before anything is written, not a failure minutes in.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,28 @@ def check_memory(recipe: Recipe, device: torch.device, world_size: int = 1) -> N
             f"activations of train.batch_size = {recipe.train.batch_size}), but only "
             f"{free / GiB:.1f} GiB is free. Lower the widths or the batch size."
         )
+
+
+# Below this many FLOPs per iteration a run does not scale across CPU threads (measured:
+# docs/benchmarks.md), so a grid runs one single-threaded run per core instead.
+SMALL_RUN_FLOPS = 50e9
+
+
+def auto_jobs(recipes: list[Recipe], device: torch.device, pending: int) -> tuple[int, int | None]:
+    """``--jobs auto``: (runs at once, torch threads per run) for this machine and grid."""
+    if device.type == "cuda":
+        return max(1, min(torch.cuda.device_count(), pending)), None
+    cores = os.cpu_count() or 1
+    largest = max(
+        arch.iteration_flops_estimate(
+            r.data.resolution, r.model.g_channels, r.model.d_channels, r.train.batch_size
+        )
+        for r in recipes
+    )
+    if largest >= SMALL_RUN_FLOPS:
+        return 1, cores  # a big run uses every core better than several runs share them
+    jobs = max(1, min(cores, pending))
+    return jobs, max(1, cores // jobs)
 
 
 def check_nproc(nproc: int, device: torch.device) -> None:

@@ -126,8 +126,19 @@ class TrainConfig(_Strict):
     d_steps: int = Field(1, ge=1, description="D updates per G update")
     ema_decay: float = Field(0.9999, ge=0, lt=1, description="0 disables EMA averaging")
     ema_start: int = Field(1000, ge=0, description="EMA copies G until this step")
-    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast on CUDA only")
-    compile: bool = Field(False, description="torch.compile G and D")
+    precision: Literal["bf16", "bf16-cpu", "fp32"] = Field(
+        "bf16",
+        description="bf16: autocast on CUDA (CPU runs fp32); bf16-cpu: also on CPUs with native "
+        "bf16 (AMX / AVX512-BF16); fp32",
+    )
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile G and D: true, false, or auto (when the run is long enough "
+        "to repay the compile time on this device; never with deterministic = true)",
+    )
+    memory_format: Literal["auto", "contiguous", "channels_last"] = Field(
+        "auto", description="tensor layout of the networks: auto picks the faster on the device"
+    )
     deterministic: bool = Field(False, description="deterministic kernels (bitwise resume)")
     sync_batchnorm: bool = Field(
         True, description="data-parallel runs: G's batch norm uses the global batch's statistics"

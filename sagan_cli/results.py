@@ -52,6 +52,8 @@ NOT_IN_IDENTITY = (
     "launch",
     "logging",
     "train.sync_batchnorm",
+    "train.compile",
+    "train.memory_format",
 )
 
 
@@ -73,6 +75,15 @@ def run_identity(recipe: Recipe) -> dict[str, Any]:
             node = node.get(part, {})
         node.pop(last, None)
     return data
+
+
+def legacy_run_id(recipe: Recipe) -> str:
+    """The id sagan-cli 0.1 gave this recipe (it counted train.compile, then a boolean, in):
+    folders named so are found and continued."""
+    identity = run_identity(recipe)
+    identity["train"]["compile"] = recipe.train.compile is True
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def config_identity(recipe: Recipe) -> dict[str, Any]:
@@ -205,7 +216,7 @@ def prepare_run(recipe: Recipe, run: RunDir, **status: Any) -> None:
     ``status`` fields join the first status write of a new run.
     """
     if run.exists():
-        if run.id != run_id(recipe):
+        if run.id not in (run_id(recipe), legacy_run_id(recipe)):
             raise ResultsError(
                 f"{run.path} holds a run of a different recipe (its id is {run_id(recipe)}, the "
                 f"folder says {run.id}). Was {run.recipe_path} edited? Restore it or start a new run."
@@ -305,7 +316,14 @@ def git_commit() -> str | None:
 
 
 def run_dir_for(root: Path, experiment: str, recipe: Recipe) -> RunDir:
-    return RunDir(root / experiment / "runs" / run_id(recipe))
+    return run_dir_in(root / experiment / "runs", recipe)
+
+
+def run_dir_in(runs: Path, recipe: Recipe) -> RunDir:
+    """The recipe's run folder under ``runs``: an existing 0.1-style folder, else the current id."""
+    legacy = RunDir(runs / legacy_run_id(recipe))
+    current = RunDir(runs / run_id(recipe))
+    return legacy if legacy.exists() and not current.exists() else current
 
 
 def list_runs(experiment: Path) -> list[RunDir]:

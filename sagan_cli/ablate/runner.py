@@ -24,7 +24,7 @@ from sagan_cli.evaluate.weights import InceptionWeights
 from sagan_cli.fileio import atomic_write_json
 from sagan_cli.plugins import Registry, get_registry
 from sagan_cli.recipe import Recipe, load_recipe
-from sagan_cli.results import RunBusy, RunDir, config_identity, now, prepare_run
+from sagan_cli.results import RunBusy, RunDir, config_identity, now, prepare_run, run_dir_in
 from sagan_cli.train.loop import train_run
 from sagan_cli.train.observer import LogLines, Observer
 
@@ -98,7 +98,7 @@ def create_runs(folder: Path, points: list[GridPoint]) -> list[RunDir]:
     """Every run folder exists (queued) before the first trains: the grid is visible at once."""
     runs = []
     for point in points:
-        run = RunDir(folder / "runs" / point.run_id)
+        run = run_dir_in(folder / "runs", point.recipe)
         # the grid fields go into the status with its first write: a reader never sees a
         # run of this grid without them
         prepare_run(

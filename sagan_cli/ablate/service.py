@@ -30,7 +30,7 @@ from sagan_cli.errors import ResultsError, SaganError, did_you_mean
 from sagan_cli.evaluate.weights import InceptionWeights
 from sagan_cli.fileio import atomic_write_text
 from sagan_cli.plugins import Registry, attributed, plugin_code
-from sagan_cli.preflight import check_batch_divides, check_before_work, check_nproc
+from sagan_cli.preflight import auto_jobs, check_batch_divides, check_before_work, check_nproc
 from sagan_cli.recipe import (
     Recipe,
     check_experiment_name,
@@ -90,7 +90,7 @@ def plan_ablation(
     name: str | None,
     results_root: Path,
     device: str,
-    jobs: int,
+    jobs: int | str,
     inception_weights: Path | None,
     registry: Registry,
     dry_run: bool = False,
@@ -115,6 +115,16 @@ def plan_ablation(
     folder = results_root / name
     prepare_experiment(folder, base, axes, write=False)
     chosen = select_device(device)
+    if jobs == "auto":
+        jobs, auto_threads = auto_jobs([p.recipe for p in points], chosen, len(points))
+        threads = threads or auto_threads
+    else:
+        try:
+            jobs = int(jobs)
+        except ValueError:
+            jobs = 0
+        if jobs < 1:
+            raise SaganError("--jobs: give a positive number of runs at once, or auto.")
     if chosen.type == "cuda" and chosen.index is None and jobs > torch.cuda.device_count():
         raise SaganError(
             f"--jobs {jobs} asks for more GPUs than the {torch.cuda.device_count()} visible: runs go one "

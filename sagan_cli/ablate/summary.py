@@ -106,6 +106,7 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
             "img_per_s": float(np.median([r["img_per_s"] for r in train[1:] or train]))
             if train
             else None,
+            "threads": status.get("threads"),
             "g_params": (status.get("parameters") or {}).get("generator"),
             "d_params": (status.get("parameters") or {}).get("discriminator"),
             "grid_index": status.get("grid_index", 0),
@@ -200,7 +201,7 @@ def summarize(
             row[f"{metric}_std"] = column.std(ddof=1) if len(column) > 1 else np.nan
             row[f"{metric}_n"] = len(column)
         row["steps"] = int(group["steps"].max())
-        for column in ("wall_time_s", "img_per_s"):
+        for column in ("wall_time_s", "img_per_s", "threads"):
             numbers = pd.to_numeric(group[column], errors="coerce").dropna()
             row[column] = numbers.mean() if len(numbers) else np.nan
         for column in ("g_params", "d_params"):
@@ -295,7 +296,7 @@ def display_rows(table: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[
     header = [*keys, *present]
     for metric in compared:
         header += [f"Δ {metric} [95% CI]", f"p {metric} (Holm)", f"{metric} verdict"]
-    header += ["steps", "wall s", "img/s", "G params", "D params", "status"]
+    header += ["steps", "wall s", "img/s", "threads", "G params", "D params", "status"]
     rows = []
     for _, row in table.iterrows():
         line = [str(row[k]) for k in keys] + [cell(row, m) for m in present]
@@ -317,6 +318,7 @@ def display_rows(table: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[
             str(row["steps"]),
             "–" if pd.isna(row["wall_time_s"]) else f"{row['wall_time_s']:.1f}",
             "–" if pd.isna(row["img_per_s"]) else f"{row['img_per_s']:.1f}",
+            "–" if pd.isna(row["threads"]) else f"{row['threads']:g}",
             "–" if pd.isna(row["g_params"]) else f"{int(row['g_params']):,}",
             "–" if pd.isna(row["d_params"]) else f"{int(row['d_params']):,}",
             row["status"],

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sagan_cli.bench.flops import count_flops, matmul_rate
 from sagan_cli.components import build_data_source, check_data, count_parameters
 from sagan_cli.datasets.synthetic import SyntheticSource
 from sagan_cli.device import synchronize
@@ -27,6 +28,8 @@ class TrainStepResult:
     device: str
     precision: str
     compile: bool
+    memory_format: str
+    threads: int
     batch: int
     g_params: int
     d_params: int
@@ -34,6 +37,11 @@ class TrainStepResult:
     ms_per_step: float
     it_per_s: float
     img_per_s: float
+    gflop_per_step: float
+    achieved_tflops: float
+    matmul_tflops: float
+    fraction_of_matmul: float
+    warmup_s: float  # the first (warm-up) iterations, compilation included
     peak_mb: float | None
 
 
@@ -54,6 +62,23 @@ def classes_for_bench(recipe: Recipe, registry: Registry, num_classes: int | Non
         ) from None
 
 
+def _session(
+    recipe: Recipe, registry: Registry, device: torch.device, num_classes: int
+) -> TrainingSession:
+    source = SyntheticSource(recipe.data.resolution, num_classes, recipe.train.batch_size * 4)
+    session = TrainingSession(recipe, device, registry, source=source)
+    session.open_data(resident=2**62)
+    return session
+
+
+def iteration_flops(
+    recipe: Recipe, registry: Registry, device: torch.device, num_classes: int
+) -> int:
+    """FLOPs of one full iteration (D step(s), G step, EMA), counted on an eager session."""
+    eager = recipe.model_copy(update={"train": recipe.train.model_copy(update={"compile": False})})
+    return count_flops(_session(eager, registry, device, num_classes).advance)
+
+
 def bench_train_step(
     recipe: Recipe,
     registry: Registry,
@@ -62,18 +87,29 @@ def bench_train_step(
     num_classes: int,
     steps: int,
     warmup: int,
+    memory_format: str = "contiguous",
+    precision: str | None = None,
+    rates: dict[str, float] | None = None,
 ) -> TrainStepResult:
     """Time ``steps`` full iterations (D update(s), G update, EMA) after ``warmup`` untimed ones;
-    the median iteration is reported (robust to a noisy machine)."""
-    recipe = recipe.model_copy(
-        update={"train": recipe.train.model_copy(update={"compile": compiled})}
-    )
-    source = SyntheticSource(recipe.data.resolution, num_classes, recipe.train.batch_size * 4)
-    session = TrainingSession(recipe, device, registry, source=source)
-    session.open_data(resident=2**62)
+    the median iteration is reported (robust to a noisy machine), with its FLOPs against the
+    device's matmul rate (``rates`` caches those per precision)."""
+    train = {"compile": compiled, "memory_format": memory_format}
+    if precision is not None:
+        train["precision"] = precision
+    recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update=train)})
+    session = _session(recipe, registry, device, num_classes)
+    started = time.perf_counter()
     for _ in range(warmup):
         session.advance()
     synchronize(device)
+    warmup_s = time.perf_counter() - started
+    flops = iteration_flops(recipe, registry, device, num_classes)
+    rates = {} if rates is None else rates
+    if session.precision not in rates:
+        dtype = torch.bfloat16 if session.precision == "bf16" else torch.float32
+        rates[session.precision] = matmul_rate(device, dtype)
+    rate = rates[session.precision]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -85,16 +121,23 @@ def bench_train_step(
     seconds = statistics.median(times)
     peak = torch.cuda.max_memory_allocated(device) / MB if device.type == "cuda" else None
     return TrainStepResult(
-        recipe.name,
-        device.type,
-        session.precision,
-        compiled,
-        recipe.train.batch_size,
-        count_parameters(session.generator),
-        count_parameters(session.discriminator),
-        steps,
-        1000 * seconds,
-        1 / seconds,
-        recipe.train.batch_size / seconds,
-        peak,
+        recipe=recipe.name,
+        device=device.type,
+        precision=session.precision,
+        compile=compiled,
+        memory_format=memory_format,
+        threads=torch.get_num_threads(),
+        batch=recipe.train.batch_size,
+        g_params=count_parameters(session.generator),
+        d_params=count_parameters(session.discriminator),
+        steps=steps,
+        ms_per_step=1000 * seconds,
+        it_per_s=1 / seconds,
+        img_per_s=recipe.train.batch_size / seconds,
+        gflop_per_step=flops / 1e9,
+        achieved_tflops=flops / seconds / 1e12,
+        matmul_tflops=rate / 1e12,
+        fraction_of_matmul=flops / seconds / rate,
+        warmup_s=warmup_s,
+        peak_mb=peak,
     )

@@ -114,3 +114,12 @@ def feature_channels(network: str, resolution: int, base_channels: int) -> dict[
     for block in blocks:
         found.setdefault(block.size, block.width * base_channels)
     return dict(sorted(found.items()))
+
+
+def iteration_flops_estimate(resolution: int, g_base: int, d_base: int, batch: int) -> float:
+    """FLOPs of one training iteration from the 3x3 convolutions alone (the bulk of it): G runs
+    twice (D step, G step), D three times (real, fake, G step); backward costs twice forward."""
+    g_blocks, d_blocks = _layers(resolution, g_base, d_base)
+    g = sum(2 * 9 * (i * o + o * o) * s * s for i, o, s in g_blocks)
+    d = sum(2 * 9 * (i * o + o * o) * (2 * s) ** 2 / 4 for i, o, s in d_blocks)
+    return batch * 3 * (2 * g + 3 * d)

@@ -55,8 +55,11 @@ class GeneratorBlock(nn.Module):
         self.shortcut = weight_norm(conv1x1(in_channels, out_channels))
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        h = F.interpolate(F.relu(self.norm1(x, labels)), scale_factor=2.0, mode="nearest")
-        h = self.conv2(F.relu(self.norm2(self.conv1(h), labels)))
+        # in-place ReLUs on fresh outputs: nothing else holds them, so no copy is needed
+        h = F.interpolate(
+            F.relu(self.norm1(x, labels), inplace=True), scale_factor=2.0, mode="nearest"
+        )
+        h = self.conv2(F.relu(self.norm2(self.conv1(h), labels), inplace=True))
         return h + self.shortcut(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
@@ -80,8 +83,8 @@ class DiscriminatorBlock(nn.Module):
         self.shortcut = weight_norm(conv1x1(in_channels, out_channels)) if learnable else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x if self.first else F.relu(x)
-        h = self.conv2(F.relu(self.conv1(h)))
+        h = x if self.first else F.relu(x)  # x also feeds the shortcut: not in place
+        h = self.conv2(F.relu(self.conv1(h), inplace=True))
         if self.downsample:
             h = F.avg_pool2d(h, 2)
         skip = x
@@ -139,7 +142,7 @@ class Generator(nn.Module):
             key = str(h.shape[-1])
             if key in self.attention:
                 h = self.attention[key](h)
-        return torch.tanh(self.to_rgb(F.relu(self.final_norm(h, None))))
+        return torch.tanh(self.to_rgb(F.relu(self.final_norm(h, None), inplace=True)))
 
 
 class Discriminator(nn.Module):

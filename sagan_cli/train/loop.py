@@ -70,6 +70,7 @@ from sagan_cli.results import RunDir, git_commit, now, prepare_run, run_lock, ve
 from sagan_cli.train.data import BatchStream
 from sagan_cli.train.distributed import SINGLE, World, synchronise_batch_norm
 from sagan_cli.train.ema import EMA
+from sagan_cli.train.execution import choose_execution
 from sagan_cli.train.observer import Observer, Observers
 
 EXIT_DONE, EXIT_DIVERGED = 0, 3
@@ -199,7 +200,8 @@ class TrainingSession:
         verify_networks(generator, discriminator, recipe.model.z_dim, self.num_classes, trial_loss)
         if world.distributed and cfg.sync_batchnorm:
             synchronise_batch_norm(generator)
-        memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        self.execution = choose_execution(recipe, device)
+        memory_format = self.execution.torch_memory_format
         self.generator = generator.to(device).to(memory_format=memory_format)
         self.discriminator = discriminator.to(device).to(memory_format=memory_format)
         self.ema = EMA(self.generator, cfg.ema_decay, cfg.ema_start)
@@ -212,8 +214,9 @@ class TrainingSession:
         )
         self.noise = torch.Generator(device=device).manual_seed(recipe.seed + 1)
         self.g_train, self.d_train = self._training_wrappers()
-        self.g_step = torch.compile(self.generator) if cfg.compile else self.generator
-        self.d_step = torch.compile(self.discriminator) if cfg.compile else self.discriminator
+        compiled = self.execution.compile
+        self.g_step = torch.compile(self.generator) if compiled else self.generator
+        self.d_step = torch.compile(self.discriminator) if compiled else self.discriminator
         self.step = 0
         self.data_position = 0
         self.best_fid: float | None = None
@@ -582,6 +585,7 @@ class TrainingSession:
             precision=self.precision,
             world_size=self.world.size,
             threads=torch.get_num_threads(),
+            execution=self.execution.describe(),
             versions=versions(self.recipe, self.registry),
             git_commit=git_commit(),
             host=platform.node(),

@@ -1,0 +1,65 @@
+"""How a run executes on its device: torch.compile or eager, and the tensor layout.
+
+``train.compile = "auto"`` compiles only runs long enough to repay the compile
+time: the break-even step counts below were measured with ``sagan bench train``
+(docs/benchmarks.md) and are deliberately on the safe side. Deterministic runs
+(bit-exact resume) are never compiled automatically. None of this changes what
+a run computes beyond floating-point rounding, so it is not part of run ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sagan_cli.recipe import Recipe
+
+# Compiling costs a fixed time up front and saves a share of every later step; below these
+# step counts the saving does not repay it (measured on the smoke and sagan_cifar10 recipes).
+COMPILE_BREAK_EVEN_STEPS = {"cpu": 5_000, "cuda": 2_000}
+# Tensor layout per device type when ``memory_format = "auto"``: channels_last feeds the
+# tensor cores on CUDA; on CPU the measured difference decides (see docs/benchmarks.md).
+AUTO_MEMORY_FORMAT = {"cuda": "channels_last", "cpu": "contiguous"}
+
+
+@dataclass(frozen=True)
+class Execution:
+    compile: bool
+    memory_format: str  # "contiguous" or "channels_last"
+    reason: str
+
+    @property
+    def torch_memory_format(self) -> torch.memory_format:
+        return (
+            torch.channels_last
+            if self.memory_format == "channels_last"
+            else torch.contiguous_format
+        )
+
+    def describe(self) -> dict[str, object]:
+        return {"compile": self.compile, "memory_format": self.memory_format, "reason": self.reason}
+
+
+def choose_execution(recipe: Recipe, device: torch.device) -> Execution:
+    cfg = recipe.train
+    memory_format = (
+        AUTO_MEMORY_FORMAT.get(device.type, "contiguous")
+        if cfg.memory_format == "auto"
+        else cfg.memory_format
+    )
+    if cfg.compile != "auto":
+        return Execution(bool(cfg.compile), memory_format, "train.compile as set")
+    if cfg.deterministic:
+        return Execution(False, memory_format, "auto: deterministic runs stay eager")
+    break_even = COMPILE_BREAK_EVEN_STEPS.get(device.type)
+    if break_even is None or cfg.steps < break_even:
+        return Execution(
+            False,
+            memory_format,
+            f"auto: {cfg.steps} steps are fewer than the {break_even or 'unmeasured'} that repay "
+            f"compiling on {device.type}",
+        )
+    return Execution(
+        True, memory_format, f"auto: {cfg.steps} steps repay compiling on {device.type}"
+    )

@@ -1,0 +1,117 @@
+"""How runs execute: compile and layout choices, threads and jobs, FLOP accounting."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from sagan_cli.bench.flops import count_flops
+from sagan_cli.device import select_device
+from sagan_cli.plugins import get_registry
+from sagan_cli.preflight import auto_jobs
+from sagan_cli.recipe import load_recipe
+from sagan_cli.results import run_dir_for
+from sagan_cli.train.execution import COMPILE_BREAK_EVEN_STEPS, choose_execution
+from sagan_cli.train.loop import train_run
+
+CPU = torch.device("cpu")
+
+
+def test_flop_count_of_a_tiny_network_is_the_hand_computed_one():
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    linear = nn.Linear(8 * 4 * 4, 10, bias=False)
+    x = torch.randn(2, 3, 4, 4)
+    # conv: 2 FLOPs x batch 2 x 8 outputs x 16 positions x 27 weights; linear: 2 x 2 x 128 x 10
+    expected = 2 * 2 * 8 * 16 * 27 + 2 * 2 * 128 * 10
+    assert count_flops(lambda: linear(conv(x).flatten(1))) == expected
+    # backward doubles it: gradients with respect to inputs and to weights
+    y = linear(conv(x.requires_grad_(True)).flatten(1)).sum()
+    assert count_flops(y.backward) == 2 * expected
+
+
+def recipe_with(*sets: str):
+    return load_recipe("smoke", list(sets))
+
+
+def test_auto_compile_never_compiles_a_run_shorter_than_its_break_even():
+    for device in ("cpu", "cuda"):
+        below = COMPILE_BREAK_EVEN_STEPS[device] - 1
+        chosen = choose_execution(recipe_with(f"train.steps={below}"), torch.device(device))
+        assert not chosen.compile and "fewer than" in chosen.reason
+        long_run = recipe_with(f"train.steps={COMPILE_BREAK_EVEN_STEPS[device]}")
+        assert choose_execution(long_run, torch.device(device)).compile
+    deterministic = recipe_with("train.steps=10000000", "train.deterministic=true")
+    assert not choose_execution(deterministic, CPU).compile
+    assert choose_execution(recipe_with("train.compile=true", "train.steps=5"), CPU).compile
+
+
+def test_auto_layout_per_device_and_explicit_choices():
+    assert choose_execution(recipe_with(), torch.device("cuda")).memory_format == "channels_last"
+    assert choose_execution(recipe_with(), CPU).memory_format == "contiguous"
+    explicit = recipe_with("train.memory_format=channels_last")
+    assert choose_execution(explicit, CPU).memory_format == "channels_last"
+
+
+def final_losses(tmp_path, tiny_recipe, *sets: str) -> list[tuple[float, float]]:
+    """Losses of the first two iterations (later ones drift apart chaotically from any rounding
+    difference, as two GAN runs do)."""
+    recipe = load_recipe(
+        tiny_recipe, ["train.deterministic=false", "train.steps=2", "train.log_every=1", *sets]
+    )
+    run = run_dir_for(tmp_path, recipe.name, recipe)
+    assert train_run(recipe, run, select_device("cpu"), get_registry()).status == "done"
+    return [(r["d_loss"], r["g_loss"]) for r in run.read_metrics() if r["kind"] == "train"]
+
+
+def test_the_chosen_defaults_train_like_eager_fp32(tmp_path, tiny_recipe):
+    eager = final_losses(
+        tmp_path / "eager", tiny_recipe, "train.compile=false", "train.memory_format=contiguous",
+        "train.precision=fp32",
+    )  # fmt: skip
+    defaults = final_losses(tmp_path / "defaults", tiny_recipe)
+    channels_last = final_losses(tmp_path / "cl", tiny_recipe, "train.memory_format=channels_last")
+    for other in (defaults, channels_last):
+        torch.testing.assert_close(torch.tensor(other), torch.tensor(eager), rtol=1e-5, atol=1e-5)
+
+
+def test_jobs_auto_fits_the_machine(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    smoke, cifar = recipe_with(), load_recipe("sagan_cifar10", ["data.root=/nowhere"])
+    assert auto_jobs([smoke] * 6, CPU, 6) == (2, 1)  # small runs: one per core, one thread each
+    assert auto_jobs([cifar] * 6, CPU, 6) == (1, 2)  # a big run uses both cores
+    assert auto_jobs([smoke], CPU, 1) == (1, 2)  # never more jobs than runs to do
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert auto_jobs([cifar] * 6, torch.device("cuda"), 6) == (4, None)
+
+
+def test_threads_are_set_and_recorded(cli, tiny_recipe, tmp_path):
+    previous = torch.get_num_threads()
+    try:
+        result = cli("train", str(tiny_recipe), "--threads", "1", "--results", str(tmp_path))
+        assert result.exit_code == 0, result.output
+    finally:
+        torch.set_num_threads(previous)
+    run = next((tmp_path / "tiny" / "runs").iterdir())
+    import json
+
+    status = json.loads((run / "status.json").read_text())
+    assert status["threads"] == 1
+    assert status["execution"] == {
+        "compile": False,
+        "memory_format": "contiguous",
+        "reason": "auto: deterministic runs stay eager",
+    }
+
+
+@pytest.mark.parametrize("value", ["0", "many"])
+def test_bad_jobs(cli, tiny_recipe, tmp_path, value):
+    from helpers import assert_clean_error
+
+    result = cli(
+        "ablate", str(tiny_recipe), "--vary", "attention_layer=[],[16]", "--jobs", value,
+        "--results", str(tmp_path),
+    )  # fmt: skip
+    assert_clean_error(result, "--jobs", "auto")
