@@ -450,7 +450,7 @@ def bench_train_command(
         raise SaganError(f"--compile '{compile_}': choose off, on or both.")
     if channels_last not in choices:
         raise SaganError(f"--channels-last '{channels_last}': choose off, on or both.")
-    precisions = {"fp32": ["fp32"], "bf16": ["bf16-cpu"], "both": ["fp32", "bf16-cpu"]}
+    precisions = {"fp32": ["fp32"], "bf16": ["bf16"], "both": ["fp32", "bf16"]}
     if precision not in precisions:
         raise SaganError(f"--precision '{precision}': choose fp32, bf16 or both.")
     _set_threads(threads)

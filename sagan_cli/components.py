@@ -69,18 +69,33 @@ def _key(path: str) -> str:
     return f"{path}.{slot.name_key}"
 
 
+def _checked(
+    entry: Entry,
+    key: str,
+    doing: str,
+    call: Callable[[], Any],
+    accept: Callable[[Any], bool],
+    expected: str,
+) -> Any:
+    """``call()`` as plugin code; a result ``accept`` refuses is an error naming the plugin."""
+    with plugin_code(entry, key, doing):
+        result = call()
+    if not accept(result):
+        raise attributed(entry, key, doing, f"it returned {type(result).__name__}, not {expected}")
+    return result
+
+
 def build_data_source(recipe: Recipe, registry: Registry | None = None) -> DataSource:
     entry, params = plugin_for(recipe, "data", registry)
     context = DataContext(entry.name, recipe.data.resolution)
-    with plugin_code(entry, "data.source", "building the data source"):
-        source = entry.plugin.factory(params, context)
-    if not isinstance(source, DataSource):
-        raise attributed(
-            entry,
-            "data.source",
-            "building the data source",
-            f"its factory returned {type(source).__name__}, not a sagan_cli.api.DataSource",
-        )
+    source: DataSource = _checked(
+        entry,
+        "data.source",
+        "building the data source",
+        lambda: entry.plugin.factory(params, context),
+        lambda result: isinstance(result, DataSource),
+        "a sagan_cli.api.DataSource",
+    )
     return source
 
 
@@ -93,17 +108,14 @@ def check_data(source: DataSource, registry: Registry | None = None) -> None:
 
 def build_loss(recipe: Recipe, registry: Registry | None = None) -> GANLoss:
     entry, params = plugin_for(recipe, "loss", registry)
-    with plugin_code(entry, "loss.name", "building the loss"):
-        loss = entry.plugin.factory(params)
-    missing = [m for m in ("d_loss", "g_loss") if not callable(getattr(loss, m, None))]
-    if missing:
-        raise attributed(
-            entry,
-            "loss.name",
-            "building the loss",
-            f"its factory returned {type(loss).__name__}, which lacks {', '.join(missing)} "
-            f"(subclass sagan_cli.api.GANLoss)",
-        )
+    loss: GANLoss = _checked(
+        entry,
+        "loss.name",
+        "building the loss",
+        lambda: entry.plugin.factory(params),
+        lambda result: all(callable(getattr(result, m, None)) for m in ("d_loss", "g_loss")),
+        "a loss with d_loss and g_loss (subclass sagan_cli.api.GANLoss)",
+    )
     return loss
 
 
@@ -120,32 +132,34 @@ def num_classes_for(recipe: Recipe, source: DataSource) -> int:
     return source.num_classes
 
 
+def _is_module(result: Any) -> bool:
+    return isinstance(result, nn.Module)
+
+
 def _weight_norm(
     recipe: Recipe, path: str, context: NetworkContext, registry: Registry | None
 ) -> WeightNorm:
     entry, params = plugin_for(recipe, path, registry)
     key = _key(path)
     origin = Origin(entry, key, context)
-    with plugin_code(entry, key, f"building the weight norm {origin.where()}"):
-        wrap = entry.plugin.factory(params, context)
-    if not callable(wrap):
-        raise attributed(
-            entry,
-            key,
-            f"building the weight norm {origin.where()}",
-            f"its factory returned {type(wrap).__name__}, not a function layer -> layer",
-        )
+    wrap = _checked(
+        entry,
+        key,
+        f"building the weight norm {origin.where()}",
+        lambda: entry.plugin.factory(params, context),
+        callable,
+        "a function layer -> layer",
+    )
 
     def guarded(layer: nn.Module) -> nn.Module:
-        with plugin_code(entry, key, f"wrapping a {type(layer).__name__} {origin.where()}"):
-            wrapped = wrap(layer)
-        if not isinstance(wrapped, nn.Module):
-            raise attributed(
-                entry,
-                key,
-                f"wrapping a {type(layer).__name__} {origin.where()}",
-                f"it returned {type(wrapped).__name__}, not the nn.Module to use",
-            )
+        wrapped: nn.Module = _checked(
+            entry,
+            key,
+            f"wrapping a {type(layer).__name__} {origin.where()}",
+            lambda: wrap(layer),
+            _is_module,
+            "the nn.Module to use",
+        )
         return wrapped
 
     return guarded
@@ -153,15 +167,9 @@ def _weight_norm(
 
 def _built_module(entry: Entry, key: str, origin: Origin, build: Callable[[], Any]) -> nn.Module:
     what = "a block" if entry.kind == "attention" else "a feature norm"
-    with plugin_code(entry, key, f"building {what} {origin.where()}"):
-        module = build()
-    if not isinstance(module, nn.Module):
-        raise attributed(
-            entry,
-            key,
-            f"building {what} {origin.where()}",
-            f"its factory returned {type(module).__name__}, not an nn.Module",
-        )
+    module: nn.Module = _checked(
+        entry, key, f"building {what} {origin.where()}", build, _is_module, "an nn.Module"
+    )
     object.__setattr__(module, ORIGIN, origin)  # not a submodule, not in the state dict
     return module
 

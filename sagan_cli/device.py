@@ -41,16 +41,12 @@ def select_device(requested: str | None = None) -> torch.device:
     return device
 
 
-def effective_precision(device: torch.device, requested: str) -> str:
-    """bf16 autocast on CUDA; on CPUs with native bf16 only when asked for (``bf16-cpu``),
-    since it changes results on CPU runs that were fp32; else fp32 (recorded as such)."""
-    if (
-        requested in ("bf16", "bf16-cpu")
-        and device.type == "cuda"
-        and torch.cuda.is_bf16_supported()
-    ):
+def effective_precision(device: torch.device, requested: str, on_cpu: bool = False) -> str:
+    """bf16 autocast on CUDA; on CPUs with native bf16 only when asked for (``on_cpu``, the
+    recipe's train.bf16_on_cpu: it changes the results of CPU runs); else fp32 (recorded)."""
+    if requested == "bf16" and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return "bf16"
-    if requested == "bf16-cpu" and device.type == "cpu" and cpu_has_native_bf16():
+    if requested == "bf16" and on_cpu and device.type == "cpu" and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
 

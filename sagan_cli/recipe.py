@@ -126,10 +126,11 @@ class TrainConfig(_Strict):
     d_steps: int = Field(1, ge=1, description="D updates per G update")
     ema_decay: float = Field(0.9999, ge=0, lt=1, description="0 disables EMA averaging")
     ema_start: int = Field(1000, ge=0, description="EMA copies G until this step")
-    precision: Literal["bf16", "bf16-cpu", "fp32"] = Field(
-        "bf16",
-        description="bf16: autocast on CUDA (CPU runs fp32); bf16-cpu: also on CPUs with native "
-        "bf16 (AMX / AVX512-BF16); fp32",
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast on CUDA")
+    bf16_on_cpu: bool = Field(
+        False,
+        description="with precision = bf16, also autocast on CPUs with native bf16 (AMX, "
+        "AVX512-BF16); off by default: it changes the results of CPU runs",
     )
     compile: bool | Literal["auto"] = Field(
         "auto",

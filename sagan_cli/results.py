@@ -65,16 +65,30 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+# Keys added after 0.1 that do change results enter a run's identity only when set away
+# from their default, so every existing run keeps its id.
+ADDED_SINCE_0_1 = {"train.bf16_on_cpu": False}
+
+
 def run_identity(recipe: Recipe) -> dict[str, Any]:
-    """What determines a run's outcome: the resolved recipe minus ``NOT_IN_IDENTITY``."""
+    """What determines a run's outcome: the resolved recipe minus ``NOT_IN_IDENTITY`` (and
+    ``ADDED_SINCE_0_1`` keys at their defaults)."""
     data = recipe_dict(recipe)
-    for key in NOT_IN_IDENTITY:
+    at_default = [k for k, default in ADDED_SINCE_0_1.items() if _value_at(data, k) == default]
+    for key in (*NOT_IN_IDENTITY, *at_default):
         *parents, last = key.split(".")
         node = data
         for part in parents:
             node = node.get(part, {})
         node.pop(last, None)
     return data
+
+
+def _value_at(data: dict[str, Any], key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def legacy_run_id(recipe: Recipe) -> str:
@@ -313,6 +327,18 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
+
+
+def open_run_folder(path: Path, registry: Registry) -> tuple[RunDir, Recipe]:
+    """An existing run folder and its resolved recipe (for eval, attention, sample)."""
+    from sagan_cli.recipe import load_recipe
+
+    run = RunDir(path.expanduser())
+    if not run.exists():
+        raise ResultsError(
+            f"{path} is not a run folder (no recipe.toml). Give results/<experiment>/runs/<id>."
+        )
+    return run, load_recipe(run.recipe_path, registry=registry)
 
 
 def run_dir_for(root: Path, experiment: str, recipe: Recipe) -> RunDir:

@@ -94,9 +94,9 @@ def bench_train_step(
     """Time ``steps`` full iterations (D update(s), G update, EMA) after ``warmup`` untimed ones;
     the median iteration is reported (robust to a noisy machine), with its FLOPs against the
     device's matmul rate (``rates`` caches those per precision)."""
-    train = {"compile": compiled, "memory_format": memory_format}
+    train: dict[str, object] = {"compile": compiled, "memory_format": memory_format}
     if precision is not None:
-        train["precision"] = precision
+        train.update(precision=precision, bf16_on_cpu=precision == "bf16")
     recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update=train)})
     session = _session(recipe, registry, device, num_classes)
     started = time.perf_counter()

@@ -30,7 +30,7 @@ from sagan_cli.datasets.base import SPLITS, decode_all
 from sagan_cli.datasets.files import ImageFolderSource, NpzSource
 from sagan_cli.datasets.params import ImageFolderParams, NpzParams
 from sagan_cli.device import effective_precision
-from sagan_cli.errors import CheckpointError, DataError, ResultsError, SaganError
+from sagan_cli.errors import CheckpointError, DataError, SaganError
 from sagan_cli.evaluate.fidelity import (
     LazyReference,
     ReferenceCache,
@@ -46,7 +46,7 @@ from sagan_cli.model.sampling import sample_images
 from sagan_cli.plugins import Registry
 from sagan_cli.preflight import check_before_work
 from sagan_cli.recipe import EvalConfig, load_recipe, split_list
-from sagan_cli.results import RunDir
+from sagan_cli.results import RunDir, open_run_folder
 
 EVAL_SEED_OFFSET = 2_000_003  # evaluation latents: fixed per run seed, distinct from sample grids
 REFERENCE_ORDER_SEED = 0
@@ -226,7 +226,9 @@ def evaluator_factory(
         reference = reference_from(source, recipe.eval.reference, recipe.eval.reference_samples)
         evaluation = Evaluation(weights, reference, device, recipe.eval.batch_size)
         return RunEvaluator(
-            evaluation, recipe.seed, effective_precision(device, recipe.train.precision)
+            evaluation,
+            recipe.seed,
+            effective_precision(device, recipe.train.precision, recipe.train.bf16_on_cpu),
         )
 
     return build
@@ -304,12 +306,7 @@ def open_run_evaluation(
     registry: Registry,
 ) -> RunEvaluationJob:
     """Validate everything (run, checkpoint, weights, reference) before any sampling."""
-    run = RunDir(run_path.expanduser())
-    if not run.exists():
-        raise ResultsError(
-            f"{run_path} is not a run folder (no recipe.toml). Give results/<experiment>/runs/<id>."
-        )
-    recipe = load_recipe(run.recipe_path, registry=registry)
+    run, recipe = open_run_folder(run_path, registry)
     path = checkpoint_for(run, checkpoint)
     checked = check_before_work(
         [recipe.model_copy(update={"eval": recipe.eval.model_copy(update={"final": True})})],
@@ -335,7 +332,9 @@ def open_run_evaluation(
         checked.weights, ref, checked.device, batch_size or recipe.eval.batch_size
     )
     evaluator = RunEvaluator(
-        evaluation, recipe.seed, effective_precision(checked.device, recipe.train.precision)
+        evaluation,
+        recipe.seed,
+        effective_precision(checked.device, recipe.train.precision, recipe.train.bf16_on_cpu),
     )
     return RunEvaluationJob(
         run,

@@ -35,7 +35,8 @@ from sagan_cli.inspect.maps import (
 from sagan_cli.model.networks import Discriminator, Generator
 from sagan_cli.model.sampling import fixed_inputs, sample_images, to_uint8
 from sagan_cli.plugins import Registry
-from sagan_cli.recipe import Recipe, load_recipe, split_list
+from sagan_cli.recipe import Recipe, split_list
+from sagan_cli.results import open_run_folder
 from sagan_cli.train.data import to_unit_range
 
 AUTO_QUERIES = 3
@@ -57,14 +58,7 @@ def load_run(
     run_path: Path, checkpoint: str, device: str, registry: Registry, need_data: bool
 ) -> LoadedRun:
     """A run's networks at a checkpoint: G with the EMA weights, D with its own."""
-    from sagan_cli.results import RunDir
-
-    run = RunDir(run_path.expanduser())
-    if not run.exists():
-        raise ResultsError(
-            f"{run_path} is not a run folder (no recipe.toml). Give results/<experiment>/runs/<id>."
-        )
-    recipe = load_recipe(run.recipe_path, registry=registry)
+    run, recipe = open_run_folder(run_path, registry)
     path = checkpoint_for(run, checkpoint)
     chosen = select_device(device)
     source = None
@@ -269,7 +263,9 @@ def export_samples(
             f"--class {label}: the run's generator "
             + (f"has classes 0 to {classes - 1}." if classes else "is unconditional; drop --class.")
         )
-    precision = effective_precision(loaded.device, loaded.recipe.train.precision)
+    precision = effective_precision(
+        loaded.device, loaded.recipe.train.precision, loaded.recipe.train.bf16_on_cpu
+    )
     images = sample_images(
         loaded.generator,
         num,
