@@ -37,44 +37,51 @@ def recipe_with(*sets: str):
 
 
 def test_auto_compile_never_compiles_a_run_shorter_than_its_break_even():
-    for device in ("cpu", "cuda"):
-        below = COMPILE_BREAK_EVEN_STEPS[device] - 1
-        chosen = choose_execution(recipe_with(f"train.steps={below}"), torch.device(device))
+    for device, break_even in COMPILE_BREAK_EVEN_STEPS.items():
+        if break_even is None:  # measured not to pay at any length
+            chosen = choose_execution(recipe_with("train.steps=10000000"), torch.device(device))
+            assert not chosen.compile and "does not pay" in chosen.reason
+            continue
+        chosen = choose_execution(
+            recipe_with(f"train.steps={break_even - 1}"), torch.device(device)
+        )
         assert not chosen.compile and "fewer than" in chosen.reason
-        long_run = recipe_with(f"train.steps={COMPILE_BREAK_EVEN_STEPS[device]}")
+        long_run = recipe_with(f"train.steps={break_even}")
         assert choose_execution(long_run, torch.device(device)).compile
     deterministic = recipe_with("train.steps=10000000", "train.deterministic=true")
-    assert not choose_execution(deterministic, CPU).compile
+    assert not choose_execution(deterministic, torch.device("cuda")).compile
     assert choose_execution(recipe_with("train.compile=true", "train.steps=5"), CPU).compile
 
 
 def test_auto_layout_per_device_and_explicit_choices():
     assert choose_execution(recipe_with(), torch.device("cuda")).memory_format == "channels_last"
-    assert choose_execution(recipe_with(), CPU).memory_format == "contiguous"
-    explicit = recipe_with("train.memory_format=channels_last")
-    assert choose_execution(explicit, CPU).memory_format == "channels_last"
+    assert choose_execution(recipe_with(), CPU).memory_format == "channels_last"
+    explicit = recipe_with("train.memory_format=contiguous")
+    assert choose_execution(explicit, CPU).memory_format == "contiguous"
 
 
-def final_losses(tmp_path, tiny_recipe, *sets: str) -> list[tuple[float, float]]:
-    """Losses of the first two iterations (later ones drift apart chaotically from any rounding
-    difference, as two GAN runs do)."""
-    recipe = load_recipe(
-        tiny_recipe, ["train.deterministic=false", "train.steps=2", "train.log_every=1", *sets]
-    )
+def losses(tmp_path, tiny_recipe, *sets: str) -> torch.Tensor:
+    """(steps, 2) D and G losses of every iteration of a short run."""
+    recipe = load_recipe(tiny_recipe, ["train.deterministic=false", "train.log_every=1", *sets])
     run = run_dir_for(tmp_path, recipe.name, recipe)
     assert train_run(recipe, run, select_device("cpu"), get_registry()).status == "done"
-    return [(r["d_loss"], r["g_loss"]) for r in run.read_metrics() if r["kind"] == "train"]
+    return torch.tensor(
+        [(r["d_loss"], r["g_loss"]) for r in run.read_metrics() if r["kind"] == "train"]
+    )
 
 
 def test_the_chosen_defaults_train_like_eager_fp32(tmp_path, tiny_recipe):
-    eager = final_losses(
+    eager = losses(
         tmp_path / "eager", tiny_recipe, "train.compile=false", "train.memory_format=contiguous",
         "train.precision=fp32",
     )  # fmt: skip
-    defaults = final_losses(tmp_path / "defaults", tiny_recipe)
-    channels_last = final_losses(tmp_path / "cl", tiny_recipe, "train.memory_format=channels_last")
-    for other in (defaults, channels_last):
-        torch.testing.assert_close(torch.tensor(other), torch.tensor(eager), rtol=1e-5, atol=1e-5)
+    defaults = losses(tmp_path / "defaults", tiny_recipe)
+    channels_last = losses(tmp_path / "cl", tiny_recipe, "train.memory_format=channels_last")
+    assert torch.equal(defaults, channels_last)  # on CPU the default is channels_last
+    # the first iteration is one forward of each net: the equivalence tolerance of the model
+    # tests; after that Adam turns rounding into small, bounded differences
+    torch.testing.assert_close(defaults[0], eager[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(defaults, eager, rtol=1e-3, atol=1e-3)
 
 
 def test_jobs_auto_fits_the_machine(monkeypatch):
@@ -101,7 +108,7 @@ def test_threads_are_set_and_recorded(cli, tiny_recipe, tmp_path):
     assert status["threads"] == 1
     assert status["execution"] == {
         "compile": False,
-        "memory_format": "contiguous",
+        "memory_format": "channels_last",
         "reason": "auto: deterministic runs stay eager",
     }
 

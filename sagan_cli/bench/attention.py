@@ -8,9 +8,11 @@ the allocator's peak during forward + backward (``peak_mb``).
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import pandas as pd
 import torch
@@ -64,40 +66,55 @@ def _explicit_bytes(channels: int, size: int, batch: int, variant: str) -> int:
     return 3 * batch * positions * attended * 4  # scores, softmax and its gradient, fp32
 
 
-def _time_one(
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def _time_interleaved(
     module: nn.Module,
-    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    forwards: list[Forward],
     x: torch.Tensor,
     device: torch.device,
     precision: str,
     repeats: int,
-) -> tuple[float, int, int | None]:
-    def step() -> torch.Tensor:
-        with autocast(device, precision):
-            out = forward(module, x)
-        return out
+) -> list[tuple[float, int, int | None]]:
+    """(median ms, bytes saved for backward, CUDA peak) of each forward of one module.
 
-    for _ in range(2):  # warm-up: kernel selection, allocator
-        step().float().square().mean().backward()
-    synchronize(device)
-    out, saved = _saved_bytes(step)
-    out.float().square().mean().backward()
-    peak = None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step().float().square().mean().backward()
+    The forwards take turns in every repetition, so a machine that speeds up or slows
+    down (shared CPUs do) shifts them all alike and their ratio stays honest.
+    """
+
+    def step(forward: Forward) -> torch.Tensor:
+        with autocast(device, precision):
+            return forward(module, x)
+
+    memory = []
+    for forward in forwards:
+        for _ in range(2):  # warm-up: kernel selection, allocator
+            step(forward).float().square().mean().backward()
         synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - base
-    times = []
+        out, saved = _saved_bytes(partial(step, forward))
+        out.float().square().mean().backward()
+        peak = None
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            step(forward).float().square().mean().backward()
+            synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device) - base
+        memory.append((saved, peak))
+    times: list[list[float]] = [[] for _ in forwards]
     for _ in range(repeats):
-        x.grad = None
-        synchronize(device)
-        start = time.perf_counter()
-        step().float().square().mean().backward()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1000, saved, peak
+        for index, forward in enumerate(forwards):
+            x.grad = None
+            synchronize(device)
+            start = time.perf_counter()
+            step(forward).float().square().mean().backward()
+            synchronize(device)
+            times[index].append(time.perf_counter() - start)
+    return [
+        (statistics.median(t) * 1000, saved, peak)
+        for t, (saved, peak) in zip(times, memory, strict=True)
+    ]
 
 
 def bench_attention(
@@ -111,53 +128,58 @@ def bench_attention(
     memory_budget: int,
     on_result: Callable[[AttentionResult], None] = lambda r: None,
 ) -> pd.DataFrame:
-    """Time every registered attention variant plus the explicit baselines at each size."""
+    """Time every registered attention variant (and the explicit equations of sagan and
+    sagan_pooled, interleaved with their fused path) at each size."""
     from torch.nn.utils.parametrizations import spectral_norm
 
     weight_norm = spectral_norm  # as in training: SN on every 1x1 conv
-    plans: list[tuple[str, str, Callable[[nn.Module, torch.Tensor], torch.Tensor]]] = []
-    for name in registry.names("attention"):
-        if name == "none":
-            continue
-        plans.append((name, name, lambda m, x: m(x)))
-        if name in ("sagan", "sagan_pooled"):
-            plans.append((name + EXPLICIT, name, _explicit_forward))
     results = []
-    for label, plugin_name, forward in plans:
-        entry = registry.get("attention", plugin_name, key="variant")
+    for name in (n for n in registry.names("attention") if n != "none"):
+        entry = registry.get("attention", name, key="variant")
         for size in sizes:
-            row = AttentionResult(label, size, size * size, channels, batch, None, None, None, "ok")
-            if (
-                label.endswith(EXPLICIT)
-                and _explicit_bytes(channels, size, batch, plugin_name) > memory_budget
-            ):
-                row.status = "skipped: N x M map over the memory budget"
-            else:
-                torch.manual_seed(0)
-                params = entry.plugin.params()
-                context = LayerContext("g", size, 0, channels, size, weight_norm)
-                module = entry.plugin.factory(params, context).to(device)
-                with torch.no_grad():
-                    for pname, param in module.named_parameters():
-                        if pname.endswith("gamma"):
-                            param.fill_(1.0)  # so that backward runs through the attention
-                x = torch.randn(batch, channels, size, size, device=device)
-                if device.type == "cuda":
-                    module = module.to(memory_format=torch.channels_last)
-                    x = x.to(memory_format=torch.channels_last)
-                x.requires_grad_(True)
-                try:
-                    ms, saved, peak = _time_one(module, forward, x, device, precision, repeats)
+            labels: list[str] = [name]
+            forwards: list[Forward] = [lambda m, x: m(x)]
+            rows = [
+                AttentionResult(name, size, size * size, channels, batch, None, None, None, "ok")
+            ]
+            if name in ("sagan", "sagan_pooled"):
+                explicit = AttentionResult(
+                    name + EXPLICIT, size, size * size, channels, batch, None, None, None, "ok"
+                )
+                if _explicit_bytes(channels, size, batch, name) > memory_budget:
+                    explicit.status = "skipped: N x M map over the memory budget"
+                else:
+                    labels.append(explicit.variant)
+                    forwards.append(_explicit_forward)
+                rows.append(explicit)
+            torch.manual_seed(0)
+            context = LayerContext("g", size, 0, channels, size, weight_norm)
+            module = entry.plugin.factory(entry.plugin.params(), context).to(device)
+            with torch.no_grad():
+                for pname, param in module.named_parameters():
+                    if pname.endswith("gamma"):
+                        param.fill_(1.0)  # so that backward runs through the attention
+            x = torch.randn(batch, channels, size, size, device=device)
+            if device.type == "cuda":
+                module = module.to(memory_format=torch.channels_last)
+                x = x.to(memory_format=torch.channels_last)
+            x.requires_grad_(True)
+            try:
+                timed = _time_interleaved(module, forwards, x, device, precision, repeats)
+                for label, (ms, saved, peak) in zip(labels, timed, strict=True):
+                    row = next(r for r in rows if r.variant == label)
                     row.ms, row.saved_mb = ms, saved / MB
                     row.peak_mb = None if peak is None else peak / MB
-                except torch.OutOfMemoryError:
+            except torch.OutOfMemoryError:
+                for row in rows:
                     row.status = "out of memory"
-                finally:
-                    del module, x
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-            results.append(row)
-            on_result(row)
+            finally:
+                del module, x
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            for row in rows:
+                results.append(row)
+                on_result(row)
     return pd.DataFrame([asdict(r) for r in results])
 
 

@@ -30,27 +30,30 @@ def conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)
 
 
-# N x M below which the plain bmm core beats the padded fused kernel on CPU (maps up to 16x16
-# with pooled keys); from 32x32 on the map is not kept, as on the fused path everywhere.
-CPU_BMM_MAX_SCORES = 256 * 64
+# N x M up to which two plain bmms beat the fused kernel on CPU (maps up to 16x16, where the
+# kernel's set-up dominates and the map is only 256 KB per image); larger maps are never kept.
+CPU_BMM_MAX_SCORES = 256 * 256
 
 
 def fused_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """softmax(query @ key^T) @ value for (B, N, d_k), (B, M, d_k), (B, M, d_v) -> (B, N, d_v)."""
     d_key, d_value = query.shape[-1], value.shape[-1]
+    if query.device.type == "cpu" and query.shape[1] * key.shape[1] <= CPU_BMM_MAX_SCORES:
+        return torch.bmm(torch.softmax(torch.bmm(query, key.transpose(1, 2)), dim=-1), value)
     if query.device.type == "cpu" and d_key < d_value:
-        if query.shape[1] * key.shape[1] <= CPU_BMM_MAX_SCORES:
-            # Small maps: two bmms without padding do a quarter of the score work of the
-            # padded fused kernel, and the N x M map is small enough to keep.
-            return torch.bmm(torch.softmax(torch.bmm(query, key.transpose(1, 2)), dim=-1), value)
         # The CPU fused kernel needs equal head dims (else PyTorch falls back to the
         # quadratic-memory maths path). Zero-padding queries and keys leaves every
         # dot product, hence the softmax, unchanged. CUDA's memory-efficient kernel
         # takes unequal dims as they are.
         query = F.pad(query, (0, d_value - d_key))
         key = F.pad(key, (0, d_value - d_key))
+    # Fused kernels need unit stride in the last dim, else SDPA silently takes the quadratic
+    # path; for channels_last feature maps these are no-ops.
     out = F.scaled_dot_product_attention(
-        query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1), scale=1.0
+        query.contiguous().unsqueeze(1),
+        key.contiguous().unsqueeze(1),
+        value.contiguous().unsqueeze(1),
+        scale=1.0,
     )
     return out.squeeze(1)
 
@@ -75,17 +78,16 @@ class SelfAttention2d(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(()))
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries (B, N, C_k), keys (B, M, C_k), values (B, M, C_v); M = N / pool^2."""
+        """Queries (B, N, C_k), keys (B, M, C_k), values (B, M, C_v); M = N / pool^2 (views of the
+        maps: a kernel that needs them contiguous copies them)."""
         keys, values = self.f(x), self.h(x)
         if self.pool > 1:
             keys = F.max_pool2d(keys, self.pool)
             values = F.max_pool2d(values, self.pool)
-        # Fused kernels need unit stride in the last dim, else SDPA silently takes the
-        # quadratic path; for channels_last maps these copies are no-ops.
         return (
-            self.g(x).flatten(2).transpose(1, 2).contiguous(),
-            keys.flatten(2).transpose(1, 2).contiguous(),
-            values.flatten(2).transpose(1, 2).contiguous(),
+            self.g(x).flatten(2).transpose(1, 2),
+            keys.flatten(2).transpose(1, 2),
+            values.flatten(2).transpose(1, 2),
         )
 
     def combine(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,14 @@ from sagan_cli.recipe import Recipe
 
 # Compiling costs a fixed time up front and saves a share of every later step; below these
 # step counts the saving does not repay it (measured on the smoke and sagan_cifar10 recipes).
-COMPILE_BREAK_EVEN_STEPS = {"cpu": 5_000, "cuda": 2_000}
+# On CPU compiling never repaid itself: compiled steps were as slow or slower than eager ones
+# (smoke and sagan_cifar10), so "auto" does not compile there. CUDA's value is an estimate:
+# no GPU was available to measure it (docs/benchmarks.md).
+COMPILE_BREAK_EVEN_STEPS: dict[str, int | None] = {"cpu": None, "cuda": 2_000}
 # Tensor layout per device type when ``memory_format = "auto"``: channels_last feeds the
-# tensor cores on CUDA; on CPU the measured difference decides (see docs/benchmarks.md).
-AUTO_MEMORY_FORMAT = {"cuda": "channels_last", "cpu": "contiguous"}
+# tensor cores on CUDA, and oneDNN's convolutions on CPU (1.76x on smoke, 1.25x on
+# sagan_cifar10, fp32, measured: docs/benchmarks.md).
+AUTO_MEMORY_FORMAT = {"cuda": "channels_last", "cpu": "channels_last"}
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,16 @@ def choose_execution(recipe: Recipe, device: torch.device) -> Execution:
     if cfg.deterministic:
         return Execution(False, memory_format, "auto: deterministic runs stay eager")
     break_even = COMPILE_BREAK_EVEN_STEPS.get(device.type)
-    if break_even is None or cfg.steps < break_even:
+    if break_even is None:
+        return Execution(
+            False, memory_format, f"auto: compiling does not pay on {device.type} (measured)"
+        )
+    if cfg.steps < break_even:
         return Execution(
             False,
             memory_format,
-            f"auto: {cfg.steps} steps are fewer than the {break_even or 'unmeasured'} that repay "
-            f"compiling on {device.type}",
+            f"auto: {cfg.steps} steps are fewer than the {break_even} that repay compiling on "
+            f"{device.type}",
         )
     return Execution(
         True, memory_format, f"auto: {cfg.steps} steps repay compiling on {device.type}"
