@@ -139,23 +139,31 @@ def test_the_sigint_message_says_it_once(cli, tiny_recipe, tmp_path):
     assert "done at step 6\n" in done.stdout and "done at step 6: done" not in done.stdout
 
 
-def test_diverging_run_leaves_only_finite_checkpoints(cli, tmp_path):
-    """The command from the issue: every checkpoint on disk is finite, and says so."""
+def test_weights_that_go_non_finite_under_finite_losses_are_never_checkpointed(
+    cli, tiny_recipe, tmp_path, monkeypatch
+):
+    """The issue's case: losses still finite, weights already NaN; every kept file is finite.
+
+    (The issue's lr=1 recipe no longer overflows reliably on every CPU, so the NaN weights
+    come from a loss whose gradient turns NaN at G's 4th step while its value stays finite.)
+    """
+    monkeypatch.setenv("SAGAN_PLUGINS", "nan_loss")
     result = cli(
-        "train", "smoke", "--results", str(tmp_path), "--device", "cpu",
+        "train", str(tiny_recipe), "--results", str(tmp_path),
         *sets(
-            "train.lr_d=1", "train.lr_g=1", "model.norm.generator=none",
-            "model.norm.discriminator=none", "train.betas=[0.0,0.0]", "train.steps=30",
-            "train.checkpoint_every=1", "train.batch_size=8", "train.deterministic=true",
+            "loss.name=nan_hinge", "loss.nan_from_call=1000", "loss.nan_grad_from_call=4",
+            "train.checkpoint_every=1", "train.keep_checkpoints=10",
         ),
     )  # fmt: skip
     assert result.exit_code == 3, result.output
-    (run,) = list_runs(tmp_path / "smoke")
+    (run,) = list_runs(tmp_path / "tiny")
     kept = list_checkpoints(run.checkpoints)
-    assert kept
+    assert [p.name for p in kept] == [f"step-0000000{i}.pt" for i in (1, 2, 3)]
     for path in kept:
         assert first_non_finite(torch.load(path, weights_only=True)) is None, path.name
-    assert "diverged at step" in result.output and result.output.count("at step") == 1
+    assert "diverged at step 4" in result.output and result.output.count("at step") == 1
+    assert "non-finite weights" in result.output
+    assert run.read_status()["status"] == "diverged"
 
 
 def test_a_checkpoint_with_nan_weights_is_never_written(tmp_path):

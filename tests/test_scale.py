@@ -88,7 +88,7 @@ def children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_a_dying_rank_stops_the_run_without_a_hang_and_it_resumes(tiny_recipe, tmp_path):
-    extra = sets("train.steps=150", "train.checkpoint_every=5", "train.log_every=5")
+    extra = sets("train.steps=60", "train.checkpoint_every=5", "train.log_every=5")
     command = sagan_command(
         "train", str(tiny_recipe), "--results", str(tmp_path), "--device", "cpu", "-q",
         "--nproc", "2", *extra,
