@@ -165,10 +165,17 @@ def _weight_norm(
     return guarded
 
 
-def _built_module(entry: Entry, key: str, origin: Origin, build: Callable[[], Any]) -> nn.Module:
+def _built_module(origin: Origin, params: BaseModel) -> nn.Module:
+    """The module ``origin``'s plugin builds for its place, tagged with that origin."""
+    entry = origin.entry
     what = "a block" if entry.kind == "attention" else "a feature norm"
     module: nn.Module = _checked(
-        entry, key, f"building {what} {origin.where()}", build, _is_module, "an nn.Module"
+        entry,
+        origin.key,
+        f"building {what} {origin.where()}",
+        lambda: entry.plugin.factory(params, origin.context),
+        _is_module,
+        "an nn.Module",
     )
     object.__setattr__(module, ORIGIN, origin)  # not a submodule, not in the state dict
     return module
@@ -191,25 +198,15 @@ def build_networks(
             channels: int, size: int, network: Any = network, weight_norm: WeightNorm = weight_norm
         ) -> nn.Module:
             context = LayerContext(network, resolution, num_classes, channels, size, weight_norm)
-            origin = Origin(attention_entry, "model.attention.variant", context)
-            return _built_module(
-                attention_entry,
-                origin.key,
-                origin,
-                lambda: attention_entry.plugin.factory(attention_params, context),
-            )
+            origin = Origin(attention_entry, _key("model.attention"), context)
+            return _built_module(origin, attention_params)
 
         def feature_norm(
             channels: int, classes: int, size: int, weight_norm: WeightNorm = weight_norm
         ) -> nn.Module:
             context = LayerContext("g", resolution, classes, channels, size, weight_norm)
-            origin = Origin(feature_entry, "model.norm.features.name", context)
-            return _built_module(
-                feature_entry,
-                origin.key,
-                origin,
-                lambda: feature_entry.plugin.factory(feature_params, context),
-            )
+            origin = Origin(feature_entry, _key("model.norm.features"), context)
+            return _built_module(origin, feature_params)
 
         if network == "g":
             nets[network] = Generator(

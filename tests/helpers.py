@@ -12,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
+
+from sagan_cli.train.observer import Observer
 
 FIXTURE_PLUGINS = Path(__file__).parent / "fixture_plugins"
 REPO = Path(__file__).resolve().parent.parent
@@ -106,3 +109,29 @@ def kill_when(path: Path, process: subprocess.Popen, timeout: float = 300.0) -> 
     wait_for(path.exists, f"{path} appeared", process, timeout)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+class InterruptAt(Observer):
+    """Raises KeyboardInterrupt (as Ctrl-C would) once training has advanced to ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.at = step
+
+    def advanced(self, step: int) -> None:
+        if step == self.at:
+            raise KeyboardInterrupt
+
+
+def assert_bit_exact(resumed: dict, clean: dict) -> None:
+    """Two checkpoints hold identical weights, optimiser state, data position and noise RNG."""
+    for part in ("generator", "discriminator", "ema"):
+        for name, tensor in clean[part].items():
+            assert torch.equal(tensor, resumed[part][name]), f"{part}.{name}"
+    for part in ("opt_g", "opt_d"):
+        for index, state in clean[part]["state"].items():
+            for key, tensor in state.items():
+                assert torch.equal(tensor, resumed[part]["state"][index][key]), (
+                    f"{part}[{index}].{key}"
+                )
+    assert resumed["data_position"] == clean["data_position"]
+    assert torch.equal(resumed["noise_rng"], clean["noise_rng"])

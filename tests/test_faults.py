@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 from helpers import (
+    InterruptAt,
+    assert_bit_exact,
     assert_clean_error,
     sagan_command,
     sagan_subprocess_env,
@@ -46,18 +48,6 @@ def train_command(recipe: Path, root: Path, *extra: str) -> list[str]:
 
 def final_state(run: RunDir) -> dict:
     return torch.load(run.checkpoints / "step-00000040.pt", weights_only=True)
-
-
-def assert_bit_exact(resumed: dict, clean: dict) -> None:
-    for part in ("generator", "discriminator", "ema"):
-        for name, tensor in clean[part].items():
-            assert torch.equal(tensor, resumed[part][name]), f"{part}.{name}"
-    for part in ("opt_g", "opt_d"):
-        for index, state in clean[part]["state"].items():
-            for key, tensor in state.items():
-                assert torch.equal(tensor, resumed[part]["state"][index][key]), f"{part}.{key}"
-    assert resumed["data_position"] == clean["data_position"]
-    assert torch.equal(resumed["noise_rng"], clean["noise_rng"])
 
 
 @pytest.fixture(scope="module")
@@ -117,20 +107,13 @@ def test_a_signal_at_random_iterations_then_resume_is_bit_exact(clean_run, tmp_p
 
 
 def test_the_sigint_message_says_it_once(cli, tiny_recipe, tmp_path):
-    from sagan_cli.train.observer import Observer
-
-    class StopAt3(Observer):
-        def advanced(self, step: int) -> None:
-            if step == 3:
-                raise KeyboardInterrupt
-
     recipe = load_recipe(tiny_recipe)
     result = train_run(
         recipe,
         run_dir_for(tmp_path, "tiny", recipe),
         select_device("cpu"),
         get_registry(),
-        StopAt3(),
+        InterruptAt(3),
     )
     assert result.exit_code == 130
     text = result.describe()
@@ -344,16 +327,9 @@ def test_garbage_experiment_marker(cli, tiny_recipe, tmp_path):
 
 
 def test_garbage_status_and_metrics_are_tolerated_and_kept(cli, tiny_recipe, tmp_path):
-    from sagan_cli.train.observer import Observer
-
-    class StopAt5(Observer):
-        def advanced(self, step: int) -> None:
-            if step == 5:
-                raise KeyboardInterrupt
-
     recipe = load_recipe(tiny_recipe)
     run = run_dir_for(tmp_path, "tiny", recipe)
-    train_run(recipe, run, select_device("cpu"), get_registry(), StopAt5())
+    train_run(recipe, run, select_device("cpu"), get_registry(), InterruptAt(5))
     with run.metrics_path.open("a") as handle:
         handle.write('{"kind": "train", "step": 9, broken\n')
     status = run.status_path.read_text()

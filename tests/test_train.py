@@ -8,14 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_clean_error, kill_when, sagan_command, sagan_subprocess_env, snapshot
+from helpers import (
+    InterruptAt,
+    assert_bit_exact,
+    assert_clean_error,
+    kill_when,
+    sagan_command,
+    sagan_subprocess_env,
+    snapshot,
+)
 
 from sagan_cli.device import select_device
 from sagan_cli.plugins import get_registry
 from sagan_cli.recipe import load_recipe, recipe_toml
 from sagan_cli.results import RunDir, run_dir_for
 from sagan_cli.train.loop import train_run
-from sagan_cli.train.observer import Observer
 
 
 def run_folder(root: Path, recipe_path: Path, *sets: str) -> RunDir:
@@ -106,30 +113,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run_bit_for_bit(tiny_recipe
 
     final_killed = torch.load(killed.checkpoints / "step-00000040.pt", weights_only=True)
     final_clean = torch.load(clean.checkpoints / "step-00000040.pt", weights_only=True)
-    for part in ("generator", "discriminator", "ema"):
-        for name, tensor in final_clean[part].items():
-            assert torch.equal(tensor, final_killed[part][name]), f"{part}.{name}"
-    for part in ("opt_g", "opt_d"):
-        for index, state in final_clean[part]["state"].items():
-            for key, tensor in state.items():
-                assert torch.equal(tensor, final_killed[part]["state"][index][key]), (
-                    f"{part}[{index}].{key}"
-                )
-    assert final_clean["data_position"] == final_killed["data_position"]
+    assert_bit_exact(final_killed, final_clean)
     assert records(killed, "train") == [
         {**r, "img_per_s": k["img_per_s"], "wall_time": k["wall_time"]}
         for r, k in zip(records(clean, "train"), records(killed, "train"), strict=True)
     ]
     assert killed.read_status()["status"] == "done"
-
-
-class InterruptAt(Observer):
-    def __init__(self, step: int) -> None:
-        self.at = step
-
-    def advanced(self, step: int) -> None:
-        if step == self.at:
-            raise KeyboardInterrupt
 
 
 def test_interrupt_saves_a_checkpoint_and_corrupt_checkpoint_is_a_clear_error(
