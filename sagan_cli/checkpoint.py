@@ -81,10 +81,9 @@ def save_checkpoint(state: dict[str, Any], folder: Path, keep: int) -> Path:
     return path
 
 
-def load_checkpoint(
-    path: Path, device: torch.device, run_dir: Path | None = None
-) -> dict[str, Any]:
-    """Load and check a checkpoint; a bad one is a clear error offering the one before it."""
+def load_checkpoint(path: Path, device: torch.device, run_id: str, run_dir: Path) -> dict[str, Any]:
+    """Load a checkpoint of run ``run_id`` and check it: a corrupt one, or one of another run,
+    is a clear error offering another checkpoint of the run."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
@@ -104,20 +103,17 @@ def load_checkpoint(
         raise CheckpointError(
             f"Checkpoint {path} has format {state['format']}; this sagan-cli reads format {FORMAT}."
         )
-    return state
-
-
-def check_belongs(state: dict[str, Any], path: Path, run_id: str, run_dir: Path) -> None:
     if state["run_id"] != run_id:
         raise CheckpointError(
             f"Checkpoint {path} belongs to run {state['run_id']}, not {run_id}; it cannot "
             f"resume or describe this run.{_offer_other(path, run_dir)}"
         )
+    return state
 
 
-def _offer_other(path: Path, run_dir: Path | None) -> str:
+def _offer_other(path: Path, run_dir: Path) -> str:
     """The fix: another valid checkpoint of the same run, wherever ``path`` lies."""
-    folder = run_dir / "checkpoints" if run_dir is not None else path.parent
+    folder = run_dir / "checkpoints"
     candidates = [p for p in list_checkpoints(folder) if p.resolve() != path.resolve()]
     if path.parent.resolve() == folder.resolve():
         candidates = [p for p in candidates if p.name < path.name] or candidates
@@ -127,10 +123,9 @@ def _offer_other(path: Path, run_dir: Path | None) -> str:
             f"run over."
         )
     chosen = candidates[-1]
-    where = run_dir if run_dir is not None else folder.parent
     return (
         f" Nothing was changed. {chosen} is another checkpoint of the run: resume from it with "
-        f"`sagan train --resume {where} --checkpoint {chosen.name}` (newer checkpoints are "
+        f"`sagan train --resume {run_dir} --checkpoint {chosen.name}` (newer checkpoints are "
         f"then moved aside, not deleted), or pass it to --checkpoint."
     )
 

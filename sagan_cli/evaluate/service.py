@@ -20,7 +20,6 @@ from torch.utils.data import Subset
 
 from sagan_cli.api import DataSource
 from sagan_cli.checkpoint import (
-    check_belongs,
     list_checkpoints,
     load_checkpoint,
     load_generator_weights,
@@ -322,8 +321,7 @@ def open_run_evaluation(
         recipe.data.resolution,
         source,
     )
-    state = load_checkpoint(path, checked.device, run.path)
-    check_belongs(state, path, run.id, run.path)
+    state = load_checkpoint(path, checked.device, run.id, run.path)
     generator, _ = build_networks(recipe, num_classes_for(recipe, source), registry)
     load_generator_weights(generator, state, path, run.recipe_path)
     generator.to(checked.device)

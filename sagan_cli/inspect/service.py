@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Subset
 
 from sagan_cli.api import DataSource
-from sagan_cli.checkpoint import check_belongs, load_checkpoint, load_generator_weights
+from sagan_cli.checkpoint import load_checkpoint, load_generator_weights
 from sagan_cli.components import build_data_source, build_networks, check_data, num_classes_for
 from sagan_cli.datasets.base import decode_all
 from sagan_cli.device import effective_precision, select_device
@@ -73,8 +73,7 @@ def load_run(
                 else "the model is conditional"
             )
             raise DataError(f"{exc} ({why}: the run's data must be readable here.)") from None
-    state = load_checkpoint(path, chosen, run.path)
-    check_belongs(state, path, run.id, run.path)
+    state = load_checkpoint(path, chosen, run.id, run.path)
     classes = num_classes_for(recipe, source) if source is not None else 0
     generator, discriminator = build_networks(recipe, classes, registry)
     load_generator_weights(generator, state, path, run.recipe_path)

@@ -9,7 +9,6 @@ plugins) installed and the results folder at the same path: a shared filesystem.
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any
 
 from sagan_cli.api import LaunchContext, Launcher
@@ -91,7 +90,7 @@ class RayLauncher(Launcher):
                 f"ray: {len(pending)} run(s) submitted ({cpus:g} CPU, {gpus:g} GPU each)"
             )
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)  # the poll interval
                 context.poll()
                 for ref in done:
                     task = pending.pop(ref)
@@ -99,7 +98,6 @@ class RayLauncher(Launcher):
                         ray.get(ref)
                     except Exception as exc:  # the task's process died; its run says why
                         context.report(f"{task.label}: the Ray task failed ({type(exc).__name__})")
-                time.sleep(0 if done else 0.1)
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref)  # SIGINT to the task: it checkpoints at the next boundary

@@ -261,8 +261,7 @@ class TrainingSession:
 
     def restore(self, path: Path) -> None:
         assert self.run is not None
-        state = ckpt.load_checkpoint(path, self.device, self.run.path)
-        ckpt.check_belongs(state, path, self.run.id, self.run.path)
+        state = ckpt.load_checkpoint(path, self.device, self.run.id, self.run.path)
         try:
             self.generator.load_state_dict(state["generator"])
             self.discriminator.load_state_dict(state["discriminator"])
@@ -532,7 +531,7 @@ class TrainingSession:
         best = self.run.checkpoints / "best.pt"
         if self.evaluator is None or not best.is_file():
             return
-        state = ckpt.load_checkpoint(best, self.device, self.run.path)
+        state = ckpt.load_checkpoint(best, self.device, self.run.id, self.run.path)
         generator = copy.deepcopy(self.ema.model)
         ckpt.load_generator_weights(generator, state, best, self.run.recipe_path)
         cfg = self.recipe.eval
