@@ -952,7 +952,7 @@ def ablate_command(
     """Train and evaluate a grid of recipe variants x seeds; write summary.csv/md and plots.
 
     Re-running the same command skips finished runs and resumes interrupted ones.
-    Exit code: the number of runs that failed or diverged (0: all done).
+    Exit code: the number of runs that failed, diverged or were never started (0: all done).
     """
     from sagan_cli.ablate.axes import format_value
     from sagan_cli.ablate.runner import create_runs, prepare_experiment, run_grid
@@ -1087,12 +1087,19 @@ def ablate_command(
             f"{len(busy)} run(s) are being trained by another process right now; they were left "
             f"to it. Re-run this command when it has finished to complete the summary."
         )
+    never_started = sum(o.status == "queued" for o in outcomes)
+    if never_started:
+        err_console.print(
+            f"{never_started} run(s) were never started: the launcher's task for them failed "
+            f"before training (see the lines above and the launcher's logs). Re-run the same "
+            f"command to start them."
+        )
     failed = sum(o.status in ("failed", "diverged") for o in outcomes)
     if failed:
         err_console.print(
             f"{failed} run(s) failed or diverged (see the table); --retry-failed re-runs them."
         )
-    raise typer.Exit(min(failed, 100))
+    raise typer.Exit(min(failed + never_started, 100))
 
 
 @app.command("report")

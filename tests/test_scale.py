@@ -196,6 +196,24 @@ def test_slurm_without_sbatch_says_how_to_try_it_locally(cli, tiny_recipe, tmp_p
     assert_clean_error(result, "sbatch", "--set launch.cluster=local")
 
 
+def test_runs_a_launcher_never_started_make_the_ablation_fail(
+    cli, tiny_recipe, tmp_path, monkeypatch
+):
+    """A launcher whose tasks die before training (a broken node image, say) is not success."""
+    from sagan_cli.launchers.local import LocalLauncher
+
+    def tasks_die(self, context):
+        for task in context.tasks:
+            context.report(f"{task.label}: its job died before training")
+
+    monkeypatch.setattr(LocalLauncher, "launch", tasks_die)
+    result = ablate(cli, tiny_recipe, tmp_path)
+    assert result.exit_code == 2, result.output  # the two runs
+    assert "2 run(s) were never started" in result.output and "Re-run" in result.output
+    (experiment,) = (tmp_path / "r").iterdir()
+    assert [r.read_status()["status"] for r in list_runs(experiment)] == ["queued", "queued"]
+
+
 # ---- launchers: the same run folders and summary as local ----------------------------------------
 
 TIMING = ["wall_time_s", "img_per_s"]  # the only columns a launcher may change
@@ -243,3 +261,25 @@ def test_slurm_launcher_through_submitits_local_executor(cli, tiny_recipe, tmp_p
     assert runs == local_runs
     pd.testing.assert_frame_equal(summary, local_summary)
     assert any((root / "g" / "slurm").glob("*_log.out"))  # submitit's logs, per job
+
+
+@pytest.mark.slow
+def test_slurm_array_element_with_two_ranks_equals_train_nproc_2(tiny_recipe, tmp_path):
+    """--nproc 2 under SLURM: each array element runs 2 tasks that join as the 2 ranks."""
+    point = "train.lr_d=2e-4"
+    command = sagan_command(
+        "ablate", str(tiny_recipe), "--vary", "lr_d=2e-4", "--name", "s",
+        "--results", str(tmp_path / "slurm"), "--device", "cpu", "--threads", "1", "-q",
+        "--launcher", "slurm", "--nproc", "2", *sets(*EXACT, "launch.cluster=local"),
+    )  # fmt: skip
+    ablation = subprocess.run(command, env=sagan_subprocess_env(), capture_output=True, text=True)
+    output = ablation.stdout + ablation.stderr
+    assert ablation.returncode == 0 and "failed" not in output, output
+    (run,) = list_runs(tmp_path / "slurm" / "s")
+    status = run.read_status()
+    assert status["status"] == "done" and status["world_size"] == 2
+
+    direct = train(tiny_recipe, tmp_path / "two", "--threads", "1", *sets(*EXACT, point), nproc=2)
+    assert direct.returncode == 0, direct.stderr
+    two = run_dir_for(tmp_path / "two", "tiny", load_recipe(tiny_recipe, [*EXACT, point]))
+    assert_same_weights(weights(run, 6), weights(two, 6), 0.0)

@@ -10,6 +10,8 @@ grid on a machine without SLURM.
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -29,14 +31,20 @@ def _submitit() -> Any:
 
 
 def run_array_element(execute: Any, task: RunTask) -> str:
-    """What one array element runs: rank-aware for multi-process runs, else the task itself."""
-    if task.nproc > 1:
-        submitit = _submitit()
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        from sagan_cli.train.distributed_entry import train_task_rank
+    """What one array element runs: the task itself, or one rank of a multi-process run.
 
-        return train_task_rank(task)
-    return str(execute(task))
+    With ``task.nproc > 1`` SLURM starts that many tasks for the element; each exports
+    the rendezvous submitit derives from SLURM's environment (RANK, WORLD_SIZE,
+    MASTER_ADDR, ...) and runs ``sagan train --resume`` as one rank, as torchrun would.
+    """
+    if task.nproc == 1:
+        return str(execute(task))
+    environment = _submitit().helpers.TorchDistributedEnvironment()
+    environment.export(set_cuda_visible_devices=False)
+    rank = subprocess.run(list(dataclasses.replace(task, nproc=1).argv), check=False)
+    if rank.returncode != 0:  # the run's folder says why; the job is marked failed
+        raise RuntimeError(f"rank {environment.rank} exited with code {rank.returncode}")
+    return "done"
 
 
 class SlurmLauncher(Launcher):
@@ -101,7 +109,7 @@ class SlurmLauncher(Launcher):
             raise
         for job, task in zip(jobs, tasks, strict=True):
             try:
-                job.result()
+                job.results()  # one result per SLURM task (one per rank)
             except Exception as exc:  # the job itself failed; its run folder says why
                 context.report(
                     f"{task.label}: SLURM job {job.job_id} failed ({type(exc).__name__})"
