@@ -194,9 +194,13 @@ def validate_toml_values(model: type[ModelT], values: Mapping[str, Any]) -> Mode
     return model.model_validate_json(json.dumps(dict(values), default=str), strict=strict)
 
 
+def _names_in(variable: str) -> list[str]:
+    """The comma-separated names in environment variable ``variable`` (SAGAN_PLUGINS, ...)."""
+    return [part.strip() for part in os.environ.get(variable, "").split(",") if part.strip()]
+
+
 def _disabled_names() -> set[str]:
-    raw = os.environ.get("SAGAN_DISABLED_PLUGINS", "")
-    return {part.strip() for part in raw.split(",") if part.strip()}
+    return set(_names_in("SAGAN_DISABLED_PLUGINS"))
 
 
 def unmarked_hooks(module: ModuleType) -> list[str]:
@@ -247,8 +251,7 @@ def load_registry() -> Registry:
             continue
         add_module(module, ep.name, dist)
 
-    local = [m.strip() for m in os.environ.get("SAGAN_PLUGINS", "").split(",") if m.strip()]
-    for module_name in local:
+    for module_name in _names_in("SAGAN_PLUGINS"):
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
