@@ -286,6 +286,20 @@ def run_lock(run: RunDir) -> Iterator[None]:
         lock.release()
 
 
+def trained_elsewhere(run: RunDir) -> bool:
+    """Whether another process holds the run's lock right now (it may not have written
+    ``running`` into the status yet)."""
+    if not run.lock_path.exists():
+        return False
+    lock = FileLock(str(run.lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except (Timeout, OSError):
+        return True
+    lock.release()
+    return False
+
+
 def versions(recipe: Recipe, registry: Registry) -> dict[str, Any]:
     """Package versions and the provider of every plugin the recipe uses (for status.json)."""
     found: dict[str, Any] = {"sagan-cli": __version__, "python": platform.python_version()}

@@ -186,6 +186,40 @@ def test_a_diverging_run_is_recorded_while_the_others_finish(
     )  # not retried without --retry-failed
 
 
+def test_a_run_another_process_holds_before_its_first_status_write_is_left_to_it(
+    cli, tiny_recipe, tmp_path, monkeypatch
+):
+    # A concurrent ablation that has locked a run but not yet written "running" into its
+    # status: this ablation must leave the run to it, not call it a run its launcher never
+    # started (which would fail the command).
+    import contextlib
+
+    import sagan_cli.ablate.runner as runner
+    from sagan_cli.results import run_lock
+
+    held = contextlib.ExitStack()
+    real_train_run = runner.train_run
+
+    def train_run(recipe, run, *args, **kwargs):
+        if run.read_status()["grid_index"] == 1:
+            held.enter_context(run_lock(run))  # the "other process" takes it first
+        return real_train_run(recipe, run, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_run", train_run)
+    with held:
+        result = cli(
+            "ablate", str(tiny_recipe), *vary("attention_layer=[],[16]"), "--name", "b",
+            "--results", str(tmp_path),
+        )  # fmt: skip
+        statuses = sorted(
+            (r.read_status() for r in list_runs(tmp_path / "b")), key=lambda s: s["grid_index"]
+        )
+    assert result.exit_code == 0, result.output
+    assert "being trained by another process" in result.output
+    assert "never started" not in result.output
+    assert [s["status"] for s in statuses] == ["done", "queued"]  # its status is not ours to write
+
+
 def test_parallel_jobs_on_cpu_use_processes(cli, tiny_recipe, tmp_path):
     result = cli(
         "ablate",

@@ -24,7 +24,15 @@ from sagan_cli.evaluate.weights import InceptionWeights
 from sagan_cli.fileio import atomic_write_json
 from sagan_cli.plugins import Registry, get_registry
 from sagan_cli.recipe import Recipe, load_recipe
-from sagan_cli.results import RunBusy, RunDir, config_identity, now, prepare_run, run_dir_in
+from sagan_cli.results import (
+    RunBusy,
+    RunDir,
+    config_identity,
+    now,
+    prepare_run,
+    run_dir_in,
+    trained_elsewhere,
+)
 from sagan_cli.train.loop import train_run
 from sagan_cli.train.observer import LogLines, Observer
 
@@ -261,9 +269,10 @@ def run_grid(
         reported.add(position)
         run = runs[position]
         status = run.read_status()
-        outcomes[position] = Outcome(
-            points[position], run, status.get("status", "queued"), status.get("error") or ""
-        )
+        state = status.get("status", "queued")
+        if state == "queued" and trained_elsewhere(run):
+            state = "running"  # a concurrent ablation took it before writing its status
+        outcomes[position] = Outcome(points[position], run, state, status.get("error") or "")
         on_outcome(outcomes[position])
 
     def poll_pending() -> None:
