@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 
 import pandas as pd
@@ -137,21 +137,18 @@ def bench_attention(
     for name in (n for n in registry.names("attention") if n != "none"):
         entry = registry.get("attention", name, key="variant")
         for size in sizes:
-            labels: list[str] = [name]
-            forwards: list[Forward] = [lambda m, x: m(x)]
-            rows = [
-                AttentionResult(name, size, size * size, channels, batch, None, None, None, "ok")
-            ]
+            fused = AttentionResult(
+                name, size, size * size, channels, batch, None, None, None, "ok"
+            )
+            rows = [fused]
+            timed: list[tuple[AttentionResult, Forward]] = [(fused, lambda m, x: m(x))]
             if name in ("sagan", "sagan_pooled"):
-                explicit = AttentionResult(
-                    name + EXPLICIT, size, size * size, channels, batch, None, None, None, "ok"
-                )
+                explicit = replace(fused, variant=name + EXPLICIT)
+                rows.append(explicit)
                 if _explicit_bytes(channels, size, batch, name) > memory_budget:
                     explicit.status = "skipped: N x M map over the memory budget"
                 else:
-                    labels.append(explicit.variant)
-                    forwards.append(_explicit_forward)
-                rows.append(explicit)
+                    timed.append((explicit, _explicit_forward))
             torch.manual_seed(0)
             context = LayerContext("g", size, 0, channels, size, weight_norm)
             module = entry.plugin.factory(entry.plugin.params(), context).to(device)
@@ -165,13 +162,13 @@ def bench_attention(
                 x = x.to(memory_format=torch.channels_last)
             x.requires_grad_(True)
             try:
-                timed = _time_interleaved(module, forwards, x, device, precision, repeats)
-                for label, (ms, saved, peak) in zip(labels, timed, strict=True):
-                    row = next(r for r in rows if r.variant == label)
+                forwards = [forward for _, forward in timed]
+                measured = _time_interleaved(module, forwards, x, device, precision, repeats)
+                for (row, _), (ms, saved, peak) in zip(timed, measured, strict=True):
                     row.ms, row.saved_mb = ms, saved / MB
                     row.peak_mb = None if peak is None else peak / MB
             except torch.OutOfMemoryError:
-                for row in rows:
+                for row, _ in timed:  # a row skipped for its size keeps saying so
                     row.status = "out of memory"
             finally:
                 del module, x
