@@ -347,7 +347,11 @@ def _int_list(text: str, option: str) -> list[int]:
 def bench_attention_command(
     device: DeviceOption = "auto",
     precision: Annotated[
-        str | None, typer.Option(help="bf16 or fp32 (default: bf16 on CUDA, fp32 elsewhere).")
+        str | None,
+        typer.Option(
+            help="bf16 or fp32 (default: bf16 on CUDA, fp32 elsewhere; bf16 given here also "
+            "runs on CPUs with native bf16)."
+        ),
     ] = None,
     sizes: Annotated[
         str, typer.Option(help="Feature-map sizes (square), comma-separated.")
@@ -368,7 +372,9 @@ def bench_attention_command(
 
     registry = _registry()
     chosen = select_device(device)
-    precision = effective_precision(chosen, precision or "bf16")
+    if precision not in (None, "bf16", "fp32"):
+        raise SaganError(f"--precision '{precision}': choose bf16 or fp32.")
+    precision = effective_precision(chosen, precision or "bf16", on_cpu=precision == "bf16")
     size_list = _int_list(sizes, "--sizes")
     batch = batch or (16 if chosen.type == "cuda" else 4)
     variants = [n for n in registry.names("attention") if n != "none"]

@@ -41,7 +41,7 @@ def select_device(requested: str | None = None) -> torch.device:
     return device
 
 
-def effective_precision(device: torch.device, requested: str, on_cpu: bool = False) -> str:
+def effective_precision(device: torch.device, requested: str, *, on_cpu: bool) -> str:
     """bf16 autocast on CUDA; on CPUs with native bf16 only when asked for (``on_cpu``, the
     recipe's train.bf16_on_cpu: it changes the results of CPU runs); else fp32 (recorded)."""
     if requested == "bf16" and device.type == "cuda" and torch.cuda.is_bf16_supported():

@@ -42,6 +42,18 @@ def test_attention_benchmark_compares_fused_and_explicit(cli, tmp_path):
     assert len(list(tmp_path.glob("attention-cpu-fp32-*.csv"))) == 2  # the first is kept
 
 
+def test_attention_benchmark_runs_bf16_on_a_cpu_only_when_asked_and_able(cli, tmp_path):
+    from sagan_cli.device import cpu_has_native_bf16
+
+    args = ("bench", "attention", "--sizes", "8", "--channels", "16", "--batch", "2")
+    args += ("--repeats", "1", "--device", "cpu", "--out", str(tmp_path))
+    assert cli(*args).exit_code == 0  # the default on a CPU: fp32
+    assert cli(*args, "--precision", "bf16").exit_code == 0
+    asked = "bf16" if cpu_has_native_bf16() else "fp32"
+    names = sorted(p.name.split("-")[2] for p in tmp_path.glob("attention-cpu-*.csv"))
+    assert names == sorted(["fp32", asked])
+
+
 def test_train_benchmark_times_the_recipe_step(cli, tiny_recipe, tmp_path):
     result = cli(
         "bench",
@@ -102,6 +114,7 @@ def test_fid_benchmark_splits_the_time(cli, tiny_recipe, tmp_path, inception_wei
         (("bench", "attention", "--sizes", "8,x"), ["--sizes '8,x'", "comma-separated integers"]),
         (("bench", "attention", "--sizes", "0"), ["--sizes '0'", "positive integers"]),
         (("bench", "attention", "--device", "tpu"), ["--device 'tpu'", "cpu, cuda"]),
+        (("bench", "attention", "--precision", "fp16"), ["--precision 'fp16'", "bf16 or fp32"]),
         (("train", "smoke", "--device", "cuda:7"), ["--device cuda:7"]),
         (("report", "--format", "xml"), ["--format 'xml'", "table, md, csv or json"]),
         (("ablate", "smoke", "--vary", "attention_layer", "--name", "../up"), ["--name '../up'"]),

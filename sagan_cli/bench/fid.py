@@ -33,7 +33,7 @@ def bench_fid(
     torch.manual_seed(0)
     generator, _ = build_networks(recipe, num_classes_for(recipe, source), registry)
     generator.to(device)
-    precision = effective_precision(device, recipe.train.precision, recipe.train.bf16_on_cpu)
+    precision = effective_precision(device, recipe.train.precision, on_cpu=recipe.train.bf16_on_cpu)
     reference = reference_from(source, recipe.eval.reference, reference_samples)
     evaluation = Evaluation(weights, reference, device, batch_size, cache_root)
     start = time.perf_counter()

@@ -227,7 +227,7 @@ def evaluator_factory(
         return RunEvaluator(
             evaluation,
             recipe.seed,
-            effective_precision(device, recipe.train.precision, recipe.train.bf16_on_cpu),
+            effective_precision(device, recipe.train.precision, on_cpu=recipe.train.bf16_on_cpu),
         )
 
     return build
@@ -332,7 +332,9 @@ def open_run_evaluation(
     evaluator = RunEvaluator(
         evaluation,
         recipe.seed,
-        effective_precision(checked.device, recipe.train.precision, recipe.train.bf16_on_cpu),
+        effective_precision(
+            checked.device, recipe.train.precision, on_cpu=recipe.train.bf16_on_cpu
+        ),
     )
     return RunEvaluationJob(
         run,

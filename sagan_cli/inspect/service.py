@@ -263,7 +263,7 @@ def export_samples(
             + (f"has classes 0 to {classes - 1}." if classes else "is unconditional; drop --class.")
         )
     precision = effective_precision(
-        loaded.device, loaded.recipe.train.precision, loaded.recipe.train.bf16_on_cpu
+        loaded.device, loaded.recipe.train.precision, on_cpu=loaded.recipe.train.bf16_on_cpu
     )
     images = sample_images(
         loaded.generator,

@@ -186,7 +186,7 @@ class TrainingSession:
         self.evaluator: Evaluator | None = None
         self.registry = registry
         cfg = recipe.train
-        self.precision = effective_precision(device, cfg.precision, cfg.bf16_on_cpu)
+        self.precision = effective_precision(device, cfg.precision, on_cpu=cfg.bf16_on_cpu)
         self.source = source or build_data_source(recipe, registry)
         if source is None:
             check_data(self.source, registry)
