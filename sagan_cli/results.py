@@ -74,21 +74,14 @@ def run_identity(recipe: Recipe) -> dict[str, Any]:
     """What determines a run's outcome: the resolved recipe minus ``NOT_IN_IDENTITY`` (and
     ``ADDED_SINCE_0_1`` keys at their defaults)."""
     data = recipe_dict(recipe)
-    at_default = [k for k, default in ADDED_SINCE_0_1.items() if _value_at(data, k) == default]
-    for key in (*NOT_IN_IDENTITY, *at_default):
+    for key in (*NOT_IN_IDENTITY, *ADDED_SINCE_0_1):
         *parents, last = key.split(".")
         node = data
         for part in parents:
             node = node.get(part, {})
-        node.pop(last, None)
+        if key not in ADDED_SINCE_0_1 or node.get(last) == ADDED_SINCE_0_1[key]:
+            node.pop(last, None)
     return data
-
-
-def _value_at(data: dict[str, Any], key: str) -> Any:
-    node: Any = data
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
 
 
 def legacy_run_id(recipe: Recipe) -> str:

@@ -92,6 +92,38 @@ def test_overrides_apply_and_validate():
     assert recipe.model.attention.model_extra == {"reduction": 4}
 
 
+def test_run_ids_change_with_what_changes_results_and_only_with_that():
+    from sagan_cli.results import legacy_run_id, run_id, run_identity
+
+    def recipe(*overrides: str, name: str = "x"):
+        return resolve_recipe({"name": name}, list(overrides), origin="test")
+
+    base = run_id(recipe())
+    for same in (
+        "train.compile=true",
+        "train.memory_format='contiguous'",
+        "train.sync_batchnorm=false",
+        "launch.launcher='ray'",
+        "logging.tensorboard=true",
+        "train.bf16_on_cpu=false",
+    ):
+        assert run_id(recipe(same)) == base, same
+    assert run_id(recipe(name="y")) == base
+    # a key added since 0.1 is left out at its default, so 0.1 run folders keep their ids
+    assert "bf16_on_cpu" not in run_identity(recipe())["train"]
+    for different in (
+        "train.steps=7",
+        "seed=1",
+        "train.precision='fp32'",
+        "train.bf16_on_cpu=true",
+    ):
+        assert run_id(recipe(different)) != base, different
+    # 0.1 counted train.compile in as a boolean: auto and false were one id, true another
+    legacy = {c: legacy_run_id(recipe(f"train.compile={c}")) for c in ("'auto'", "false", "true")}
+    assert legacy["'auto'"] == legacy["false"] != legacy["true"]
+    assert base not in legacy.values()
+
+
 def test_switching_a_plugin_drops_the_old_plugins_parameters():
     raw = {"name": "x", "model": {"attention": {"variant": "sagan", "reduction": 4}}}
     switched = resolve_recipe(raw, ["model.attention.variant=sagan_pooled"], origin="test")
