@@ -702,11 +702,16 @@ def eval_command(
     chosen_metrics = parse_metrics(metrics)
     if (run_dir is None) == (images is None):
         raise SaganError("Give a run folder to evaluate, or --images DIR, but not both.")
-    with (
-        err_console.status("evaluating", spinner="dots")
-        if err_console.is_terminal
-        else nullcontext()
-    ):
+    # each phase: the spinner's text on a terminal, a plain line off one (CI, cluster logs)
+    spinner = err_console.status("evaluating", spinner="dots") if err_console.is_terminal else None
+
+    def report(text: str) -> None:
+        if spinner is not None:
+            spinner.update(escape(text))
+        else:
+            err_console.print(escape(text))
+
+    with spinner or nullcontext():
         if images is not None:
             record = evaluate_folder(
                 images_dir=images,
@@ -719,6 +724,7 @@ def eval_command(
                 device=device,
                 registry=registry,
                 notify=lambda text: err_console.print(f"[yellow]Warning:[/] {escape(text)}"),
+                report=report,
             )
         else:
             assert run_dir is not None
@@ -734,7 +740,7 @@ def eval_command(
                 device=device,
                 registry=registry,
             )
-            record = job.start()
+            record = job.start(report)
     if as_json:
         sys.stdout.write(json.dumps(record, indent=2, default=str) + "\n")
         return

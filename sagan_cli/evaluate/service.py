@@ -141,9 +141,15 @@ class Evaluation:
         self.batch_size = batch_size
         self.cache = ReferenceCache(cache_root or default_cache_root())
 
-    def score(self, images: torch.Tensor, metrics: list[str]) -> dict[str, Any]:
+    def score(
+        self,
+        images: torch.Tensor,
+        metrics: list[str],
+        report: Callable[[str], None] = lambda text: None,
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         cache = None
+        against = ""
         if self.reference is not None:
             key = ReferenceKey(
                 self.reference.key_identity,
@@ -152,6 +158,10 @@ class Evaluation:
                 self.weights.sha256,
             )
             cache = (self.cache, key)
+            against = f" against {len(self.reference.images)} reference images (their features " + (
+                "cached)" if self.cache.is_complete(key) else "computed now, then cached)"
+            )
+        report(f"scoring {len(images)} images ({', '.join(metrics)}){against}")
         values = calculate(
             images,
             metrics,
@@ -197,7 +207,9 @@ class RunEvaluator:
         num_samples: int,
         final: bool,
         checkpoint: str,
+        report: Callable[[str], None] = lambda text: None,
     ) -> dict[str, Any]:
+        report(f"sampling {num_samples} images from the EMA generator ({checkpoint})")
         started = time.perf_counter()
         images = sample_images(
             generator,
@@ -209,7 +221,7 @@ class RunEvaluator:
         )
         generated_s = time.perf_counter() - started
         values = {
-            **self.evaluation.score(images, metrics),
+            **self.evaluation.score(images, metrics, report),
             "sample_seed": self.seed,
             "seconds_generate": round(generated_s, 3),
         }
@@ -283,9 +295,16 @@ class RunEvaluationJob:
     metrics: list[str]
     num_samples: int
 
-    def start(self) -> dict[str, Any]:
+    def start(self, report: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+        """Sample, score and record; ``report`` hears each phase as it begins."""
         record = self.evaluator.evaluate(
-            self.generator, self.step, self.metrics, self.num_samples, False, self.checkpoint.name
+            self.generator,
+            self.step,
+            self.metrics,
+            self.num_samples,
+            False,
+            self.checkpoint.name,
+            report,
         )
         self.run.record_evaluation(record)
         return record
@@ -379,10 +398,12 @@ def evaluate_folder(
     device: str,
     registry: Registry,
     notify: Callable[[str], None] = lambda text: None,
+    report: Callable[[str], None] = lambda text: None,
 ) -> dict[str, Any]:
     """Score a folder of samples from any codebase with the same pipeline as our runs.
 
     Checked in the order a user fixes things: the images, the reference, the weights.
+    ``notify`` hears warnings, ``report`` the scoring phase as it begins.
     """
     images = load_image_folder(images_dir)
     warning = lossy_warning(find_images(images_dir.expanduser()), "the --images files")
@@ -417,5 +438,5 @@ def evaluate_folder(
                 notify(warning)
     weights = resolve_inception_weights(inception_weights)
     size = batch_size or EvalConfig.model_fields["batch_size"].default
-    record = Evaluation(weights, ref, checked.device, size).score(images, metrics)
+    record = Evaluation(weights, ref, checked.device, size).score(images, metrics, report)
     return {"images": str(images_dir), **record}
