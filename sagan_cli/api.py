@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 import pluggy
 from pydantic import BaseModel, ConfigDict
 
-from sagan_cli.errors import PluginError
+from sagan_cli.errors import PlacementUnsupported, PluginError
 
 if TYPE_CHECKING:
     import torch
@@ -56,6 +56,7 @@ __all__ = [
     "NoParams",
     "NormalizationPlugin",
     "Plugin",
+    "PlacementUnsupported",
     "PluginError",
     "PluginParams",
     "Register",
@@ -66,7 +67,7 @@ __all__ = [
     "hookimpl",
 ]
 
-API_VERSION = 1
+API_VERSION = 1  # descriptors carry it; a package built for another version is refused clearly
 PROJECT = "sagan_cli"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -312,7 +313,16 @@ class RunTask:
 
 @dataclass(frozen=True)
 class LaunchContext:
-    """What a launcher is asked to run, and the host's helpers for doing it."""
+    """What a launcher is asked to run, and the host's helpers for doing it.
+
+    ``lost(task, reason)``: tell the host a task's process died without finishing (a
+    crashed worker, a job the scheduler ended FAILED, CANCELLED or TIMEOUT, a lost
+    node): unless the run recorded its own outcome or another process holds it, it
+    is marked ``interrupted`` with ``reason`` (a re-run resumes it) and counts against
+    the command's exit code. ``detach``: submit and return without waiting (only
+    launchers with ``supports_detach``); ``experiment``: the experiment's name (for
+    job names) and ``experiment_dir`` its folder (for the launcher's own records).
+    """
 
     tasks: tuple[RunTask, ...]
     results_root: str
@@ -323,22 +333,33 @@ class LaunchContext:
     run_here: Callable[[RunTask], str]  # the same, with this terminal's live progress
     poll: Callable[[], None]  # refresh the progress display from the run folders
     report: Callable[[str], None]  # print a line for the user
+    lost: Callable[[RunTask, str], None] = lambda task, reason: None
+    detach: bool = False
+    experiment: str = ""
+    experiment_dir: str = ""
 
 
 class Launcher(ABC):
     """Runs ablation tasks somewhere (processes, a Ray cluster, SLURM) and waits for them.
 
     ``launch`` returns when every task has ended (call ``context.poll()`` while
-    waiting). Raise ``PluginError`` with the fix when the backend is unusable.
+    waiting), or at once after submitting when ``context.detach``. Raise
+    ``PluginError`` with the fix when the backend is unusable or refuses the work.
     """
 
     supports_nproc: bool = False  # can a task use several processes (``--nproc``)?
+    supports_detach: bool = False  # do submitted tasks outlive the command (``--detach``)?
 
     def check(self) -> None:  # noqa: B027 - optional
         """Raise ``PluginError`` if the backend is unusable (called before any run starts)."""
 
     @abstractmethod
     def launch(self, context: LaunchContext) -> None: ...
+
+    def job_states(self, experiment_dir: str) -> dict[str, str]:
+        """Run folder -> the scheduler's state of the job that trains it, for ``sagan status``
+        (launchers whose jobs outlive the command); empty when it keeps no such record."""
+        return {}
 
 
 def apply_weight_norm(module: nn.Module, weight_norm: WeightNorm) -> nn.Module:
@@ -365,13 +386,19 @@ def apply_weight_norm(module: nn.Module, weight_norm: WeightNorm) -> nn.Module:
 
 @dataclass(frozen=True, kw_only=True)
 class Plugin:
-    """What a hook registers: a name, a one-line summary, a parameter model and a factory."""
+    """What a hook registers: a name, a one-line summary, a parameter model and a factory.
+
+    ``api_version`` is the plugin API the descriptor was written for; leave the
+    default (this module's ``API_VERSION``). A factory that cannot build a place
+    (too large a feature map, say) raises ``PlacementUnsupported("reason")``.
+    """
 
     kind: ClassVar[str]
     name: str
     summary: str
     factory: Callable[..., Any]
     params: type[BaseModel] = NoParams
+    api_version: int = API_VERSION
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,11 +406,17 @@ class AttentionPlugin(Plugin):
     """``factory(params, context: LayerContext) -> nn.Module`` mapping (B, C, H, W) to itself.
 
     ``identity_at_init``: the block starts as the identity (SAGAN's gamma = 0);
-    ``sagan plugins check`` verifies the claim.
+    ``sagan plugins check`` verifies the claim. A function ``params -> bool``
+    when it depends on the parameters.
     """
 
     kind: ClassVar[str] = "attention"
-    identity_at_init: bool = False
+    identity_at_init: bool | Callable[[Any], bool] = False
+
+    def starts_as_identity(self, params: Any) -> bool:
+        """Whether a block built with ``params`` claims to start as the identity."""
+        claim = self.identity_at_init
+        return bool(claim(params) if callable(claim) else claim)
 
 
 @dataclass(frozen=True, kw_only=True)

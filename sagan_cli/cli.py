@@ -47,16 +47,79 @@ _flags_without_type()
 
 
 class _ErrorHandlingGroup(TyperGroup):
-    """Turns ``SaganError`` anywhere below into one clear paragraph and its exit code."""
+    """Every failure below becomes one paragraph and a documented exit code, never a traceback
+    (``SAGAN_DEBUG=1`` shows it): ``SaganError`` its own code, Ctrl-C 130, a full disk or an
+    unwritable file 2, anything else 1 with the traceback saved to a file."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except SaganError as exc:
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+            raise
+        except KeyboardInterrupt:
             if debugging():
                 raise
-            err_console.print(f"[bold red]Error:[/] {escape(str(exc))}")
-            raise typer.Exit(exc.exit_code) from None
+            err_console.print(
+                "[bold yellow]Interrupted[/] (Ctrl-C). Whatever was already saved is kept; "
+                "re-run the same command to continue."
+            )
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if debugging():
+                raise
+            error = _explained(exc)
+            err_console.print(f"[bold red]Error:[/] {escape(str(error))}")
+            raise typer.Exit(error.exit_code) from None
+
+
+def _explained(exc: Exception) -> SaganError:
+    """A paragraph for an exception that reached the command line."""
+    import errno
+    import traceback
+
+    from sagan_cli.errors import RunFailed, describe_exception
+
+    if isinstance(exc, SaganError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+    ):
+        where = f" {exc.filename}" if exc.filename else ""
+        return SaganError(
+            f"Could not write{where}: {exc.strerror}. Free space, raise the file-size limit or "
+            f"choose a writable folder (--results, --out), then re-run the same command; "
+            f"files written completely before are kept."
+        )
+    if isinstance(exc, MemoryError):
+        return SaganError(
+            "Ran out of memory. Ask for less at once (a smaller --num, batch size or model "
+            "width), or free memory, then re-run the same command."
+        )
+    log = _crash_log(traceback.format_exc())
+    return RunFailed(
+        f"sagan-cli {__version__} hit an internal error: {describe_exception(exc)}. This is a bug, "
+        f"not a problem in your input; the traceback is in {log} (please include it when "
+        f"reporting it), and SAGAN_DEBUG=1 shows it here."
+    )
+
+
+def _crash_log(text: str) -> str:
+    """Keep a traceback in the cache folder; its path (or a note) for the error paragraph."""
+    import time
+
+    folder = Path(os.environ.get("SAGAN_CACHE_DIR") or Path.home() / ".cache" / "sagan-cli")
+    path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError:
+        return "nowhere (the cache folder is not writable): run with SAGAN_DEBUG=1 to see it"
+    return str(path)
 
 
 app = typer.Typer(
@@ -168,14 +231,32 @@ def plugins_check(
             "--param", help="A plugin parameter, KEY=VALUE (value parsed as TOML). Repeatable."
         ),
     ] = None,
+    at: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--at",
+            help="Only these places: g16 (G at 16x16, every image size), d8@64 (D at 8x8 of "
+            "64px images). Repeatable or comma-separated; default: every shipped place.",
+        ),
+    ] = None,
+    device: DeviceOption = "cpu",
 ) -> None:
-    """Build each plugin at every place the shipped recipes use, in G and D, and exercise it.
+    """Build each plugin at every place the shipped recipes use, in G and D, and exercise it
+    as training would (same sizes, tensor layout and precision on --device).
 
     Reports per place what failed: exceptions, output shape, channels, non-finite values,
-    missing second derivatives, identity at init when claimed. Exit 2 if anything failed.
+    missing second derivatives, identity at init when claimed; places the plugin declines
+    are "not supported". Exit 2 if anything failed. In a plugin's own tests, call
+    sagan_cli.testing.check_plugin instead: the same checks, in-process.
     """
+    from sagan_cli.device import select_device
     from sagan_cli.errors import did_you_mean
-    from sagan_cli.plugin_check import check_plugin, shipped_placements
+    from sagan_cli.plugin_check import (
+        check_plugin,
+        explain_outcomes,
+        select_placements,
+        shipped_placements,
+    )
     from sagan_cli.recipe import parse_value
 
     registry = _registry()
@@ -192,31 +273,53 @@ def plugins_check(
             f"'{unknown[0]}' is not a registered plugin.{did_you_mean(unknown[0], everything)} "
             f"`sagan plugins` lists them."
         )
-    placements = shipped_placements(registry)
+    placements = select_placements(
+        shipped_placements(registry), [s for text in at or [] for s in split_list(text)]
+    )
+    chosen = select_device(device)
     rows = []
     with progress_bar() as progress:
         for name in names:
             for entry in registry.find(name):
                 task = progress.add_task(f"{entry.kind} {name}", total=None, info="")
-                rows.extend(check_plugin(entry, registry, placements, params))
+
+                def report(row: Any, task: Any = task) -> None:
+                    progress.advance(task)
+                    if progress.disable:  # off a terminal: a plain line per place
+                        err_console.print(
+                            escape(f"{row.kind} {row.name} at {row.place}: {row.outcome}")
+                        )
+
+                rows.extend(check_plugin(entry, registry, placements, params, chosen, report))
                 progress.remove_task(task)
     table = Table("kind", "plugin", "place", "result", "seconds")
     for row in rows:
         mark = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(
-            row.outcome, "[yellow]not checked[/]"
+            row.outcome, f"[yellow]{row.outcome}[/]"
         )
         table.add_row(row.kind, row.name, row.place, mark, f"{row.seconds:.2f}")
     console.print(table)
     for row in rows:
         if row.outcome != "ok":
-            err_console.print(f"{escape(row.name)} at {escape(row.place)}: {escape(row.detail)}")
+            err_console.print(
+                f"{escape(row.name)} at {escape(row.place)} ({row.outcome}): {escape(row.detail)}"
+            )
+    for line in explain_outcomes(rows):
+        err_console.print(escape(line))
     failed = [r for r in rows if r.outcome == "failed"]
     if failed:
-        raise SaganError(f"{len(failed)} of {len(rows)} checks failed, first: {failed[0].detail}")
-    console.print(
-        f"{len(rows)} checks: {sum(r.outcome == 'ok' for r in rows)} ok, "
-        f"{sum(r.outcome == 'not checked' for r in rows)} not checked."
+        first = failed[0]
+        raise SaganError(
+            f"{len(failed)} of {len(rows)} checks failed; first, {first.kind} plugin "
+            f"'{first.name}' ({first.provider}) at {first.place}: {first.detail.rstrip('.')}. "
+            f"This is a problem in the plugin: fix it and check again (per-place details above)."
+        )
+    counts = ", ".join(
+        f"{sum(r.outcome == outcome for r in rows)} {outcome}"
+        for outcome in ("ok", "not supported", "not checked")
+        if any(r.outcome == outcome for r in rows) or outcome == "ok"
     )
+    console.print(f"{len(rows)} checks: {counts}.")
 
 
 @recipe_app.command("show")
@@ -238,7 +341,7 @@ def recipe_validate(
 ) -> None:
     """Check recipes fully: keys, values, plugin names and parameters, ablation axes, data."""
     from sagan_cli.ablate.axes import build_axes
-    from sagan_cli.components import build_data_source, check_data
+    from sagan_cli.components import build_data_source, check_data, placement_problem
     from sagan_cli.recipe import load_recipe
 
     registry = _registry()
@@ -248,6 +351,9 @@ def recipe_validate(
             resolved = load_recipe(ref, set_ or [], registry=registry)
             if resolved.ablate.axes:
                 build_axes([], resolved, registry)
+            problem = placement_problem(resolved, registry)
+            if problem is not None:
+                raise problem
             check_data(build_data_source(resolved, registry), registry)
         except SaganError as exc:
             failed += 1
@@ -311,6 +417,7 @@ ThreadsOption = Annotated[
     int | None,
     typer.Option(
         min=1,
+        max=4096,
         envvar="SAGAN_THREADS",
         help="Torch CPU threads per process (default: $SAGAN_THREADS, else torch's: all cores). "
         "On a busy machine fewer threads are often much faster.",
@@ -367,9 +474,10 @@ def bench_attention_command(
 ) -> None:
     """Forward + backward time and memory of every attention variant, fused vs explicit."""
     from sagan_cli.bench.attention import attention_markdown, bench_attention
-    from sagan_cli.bench.output import write_results
+    from sagan_cli.bench.output import check_output_folder, write_results
     from sagan_cli.device import available_memory, effective_precision, select_device
 
+    check_output_folder(out)
     registry = _registry()
     chosen = select_device(device)
     if precision not in (None, "bf16", "fp32"):
@@ -446,11 +554,12 @@ def bench_train_command(
 
     import pandas as pd
 
-    from sagan_cli.bench.output import rows_markdown, write_results
+    from sagan_cli.bench.output import check_output_folder, rows_markdown, write_results
     from sagan_cli.bench.train import bench_train_step, classes_for_bench
     from sagan_cli.device import select_device
     from sagan_cli.recipe import load_recipe
 
+    check_output_folder(out)
     choices = {"off": [False], "on": [True], "both": [False, True]}
     if compile_ not in choices:
         raise SaganError(f"--compile '{compile_}': choose off, on or both.")
@@ -521,11 +630,12 @@ def bench_fid_command(
     import pandas as pd
 
     from sagan_cli.bench.fid import bench_fid
-    from sagan_cli.bench.output import rows_markdown, write_results
+    from sagan_cli.bench.output import check_output_folder, rows_markdown, write_results
     from sagan_cli.device import select_device
     from sagan_cli.evaluate.weights import resolve_inception_weights
     from sagan_cli.recipe import load_recipe
 
+    check_output_folder(out)
     registry = _registry()
     resolved = load_recipe(recipe, set_ or [], registry=registry)
     chosen = select_device(device)
@@ -602,11 +712,15 @@ def train_command(
 ) -> None:
     """Train a SAGAN from a recipe into results/<experiment>/runs/<run_id>/ (resumes if it exists).
 
-    Exit codes: 0 done, 2 bad input, 3 diverged, 130 interrupted (Ctrl-C), 143 stopped by
-    SIGTERM (a checkpoint is saved first in both cases).
+    Exit codes: 0 done, 1 a crash (error.log in the run folder), 2 bad input, 3 diverged,
+    128+N stopped by signal N after saving a checkpoint (130 Ctrl-C, 143 SIGTERM, 138/140
+    SIGUSR1/SIGUSR2: a scheduler's time-limit warning).
     """
     from sagan_cli.train.distributed import join_process_group, launched_by_torchrun
+    from sagan_cli.train.loop import hold_warning_signals
     from sagan_cli.train.service import PARENT_ENV, open_training, train_with_torchrun
+
+    hold_warning_signals()
 
     _set_threads(threads)
     registry = _registry()
@@ -762,7 +876,12 @@ def eval_command(
 CheckpointOption = Annotated[
     str, typer.Option(help="last, best, or a checkpoint path (or a file in checkpoints/).")
 ]
-ForceOption = Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Replace what an earlier export wrote at --out (other files are kept)."
+    ),
+]
 
 
 @app.command("attention")
@@ -889,7 +1008,10 @@ BaselineOption = Annotated[
 
 
 def _summary_table(header: list[str], rows: list[list[str]], title: str) -> Table:
-    table = Table(*header, title=title)
+    """A results table whose cells fold onto more lines instead of being cut (``timm_n…``)."""
+    table = Table(title=title)
+    for name in header:
+        table.add_column(name, overflow="fold")
     for row in rows:
         table.add_row(*(escape(c) for c in row))
     return table
@@ -960,18 +1082,31 @@ def ablate_command(
     paired: PairedOption = None,
     baseline: BaselineOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="Submit the runs and return at once (SLURM); `sagan status NAME` reports on "
+            "them, and re-running this command attaches to them.",
+            rich_help_panel="Execution",
+        ),
+    ] = False,
 ) -> None:
     """Train and evaluate a grid of recipe variants x seeds; write summary.csv/md and plots.
 
-    Re-running the same command skips finished runs and resumes interrupted ones.
-    Exit code: the number of runs that failed, diverged or were never started (0: all done).
+    Re-running the same command skips finished runs, resumes interrupted ones and attaches
+    to runs still queued on a cluster. Exit code: 0 when every run is done (or skipped as
+    unsupported), else the number of runs that did not finish (failed, diverged,
+    interrupted, lost or never started; at most 100); 130 when Ctrl-C stopped it.
     """
     from sagan_cli.ablate.axes import format_value
     from sagan_cli.ablate.runner import create_runs, prepare_experiment, run_grid
-    from sagan_cli.ablate.service import plan_ablation, write_summary
+    from sagan_cli.ablate.service import plan_ablation, record_launcher, write_summary
     from sagan_cli.ablate.stats import StatsOptions
     from sagan_cli.results import run_dir_in
+    from sagan_cli.train.loop import hold_warning_signals
 
+    hold_warning_signals()
     options = StatsOptions(alpha=alpha, ci=ci, paired=paired, baseline=baseline)
     options.check()
     registry = _registry()
@@ -992,6 +1127,7 @@ def ablate_command(
         threads=threads,
         retry_failed=retry_failed,
         quiet=quiet,
+        detach=detach,
     )
     if baseline is not None:  # checked against the grid before anything runs
         axis, _, value = baseline.partition("=")
@@ -1009,6 +1145,8 @@ def ablate_command(
         for number, point in enumerate(plan.points, 1):
             existing_run = run_dir_in(plan.folder / "runs", point.recipe)
             existing = existing_run.read_status().get("status", "new")
+            if point.index in plan.unsupported:
+                existing = "skipped (placement not supported)"
             table.add_row(
                 str(number),
                 *(escape(format_value(point.settings[a.label])) for a in plan.axes),
@@ -1023,7 +1161,8 @@ def ablate_command(
         return
     assert plan.launcher is not None
     prepare_experiment(plan.folder, plan.base, plan.axes)
-    runs = create_runs(plan.folder, plan.points)
+    runs = create_runs(plan.folder, plan.points, plan.unsupported)
+    record_launcher(plan)
     with progress_bar() as progress:
         grid_task = progress.add_task("grid", total=len(runs), info="")
         tasks: dict[Path, Any] = {}
@@ -1060,8 +1199,9 @@ def ablate_command(
                 "done": "[green]✓[/]",
                 "interrupted": "[yellow]…[/]",
                 "running": "[yellow]…[/]",
+                "skipped": "[yellow]–[/]",
             }.get(outcome.status, "[red]✗[/]")
-            note = " (already there)" if outcome.skipped else ""
+            note = " (already there)" if outcome.existing and outcome.status != "skipped" else ""
             if outcome.status == "running":
                 note = " (being trained by another process)"
             detail = (
@@ -1086,18 +1226,38 @@ def ablate_command(
             on_outcome,
             poll,
             report=lambda text: progress.console.print(escape(text)),
+            experiment=plan.name,
         )
+    if detach:
+        console.print(
+            f"submitted; `sagan status {plan.name}` shows where each run stands, and re-running "
+            f"this command waits for them and writes the summary."
+        )
+        return
     report, written = write_summary(plan.folder, options)
     _print_report(report, title=f"{plan.name} ({len(runs)} runs)")
     console.print("wrote " + ", ".join(str(p) for p in written))
-    if any(o.status == "interrupted" for o in outcomes):
-        err_console.print("interrupted: re-run the same command to resume.")
+    ran = [o for o in outcomes if not o.existing]
+    if any(o.status == "interrupted" and "SIGINT" in o.message for o in ran):
+        err_console.print("interrupted (Ctrl-C): re-run the same command to resume.")
         raise typer.Exit(130)
     busy = [o for o in outcomes if o.status == "running"]
     if busy:
         err_console.print(
             f"{len(busy)} run(s) are being trained by another process right now; they were left "
             f"to it. Re-run this command when it has finished to complete the summary."
+        )
+    skipped = [o for o in outcomes if o.status == "skipped"]
+    if skipped:
+        err_console.print(
+            f"{len(skipped)} run(s) skipped: their attention plugin does not support the "
+            f"placement ({escape(skipped[0].message)})"
+        )
+    interrupted = sum(o.status == "interrupted" for o in outcomes)
+    if interrupted:
+        err_console.print(
+            f"{interrupted} run(s) were interrupted (a signal, a time limit, or a worker or job "
+            f"that died: see the table); re-run the same command to resume them."
         )
     never_started = sum(o.status == "queued" for o in outcomes)
     if never_started:
@@ -1111,7 +1271,30 @@ def ablate_command(
         err_console.print(
             f"{failed} run(s) failed or diverged (see the table); --retry-failed re-runs them."
         )
-    raise typer.Exit(min(failed + never_started, 100))
+    raise typer.Exit(min(failed + interrupted + never_started, 100))
+
+
+@app.command("status")
+def status_command(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (under --results) or folder.")],
+    results: Annotated[Path, typer.Option(help="Results root folder.")] = Path("results"),
+) -> None:
+    """Where each run of an experiment stands: its folder's status and step, and for SLURM
+    the scheduler's state of its job (pending, running, requeued, ...)."""
+    from sagan_cli.ablate.service import experiment_folders, experiment_status
+
+    (folder,) = experiment_folders([experiment], results)
+    states = experiment_status(folder, _registry())
+    table = _summary_table(
+        ["run", "grid point", "seed", "status", "step", "scheduler", "note"],
+        [[s.run, s.point, str(s.seed), s.status, s.step, s.scheduler, s.note] for s in states],
+        title=folder.name,
+    )
+    console.print(table)
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state.status] = counts.get(state.status, 0) + 1
+    console.print(", ".join(f"{n} {status}" for status, n in counts.items()) or "no runs")
 
 
 @app.command("report")

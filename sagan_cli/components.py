@@ -3,8 +3,8 @@
 Every call into plugin code goes through ``plugin_code``, so a plugin that
 raises, returns the wrong thing or builds a module of the wrong shape is one
 clear error naming it. Modules built by plugins carry their ``Origin``, which
-``sagan_cli.plugin_check.attribute_errors`` uses to name the plugin when the
-module fails while running.
+``attribute_errors`` (the dry run) and ``origin_in_traceback`` (training) use to
+name the plugin when the module fails while running.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from sagan_cli.api import (
     NetworkContext,
     WeightNorm,
 )
-from sagan_cli.errors import DataError, SaganError
+from sagan_cli.device import autocast
+from sagan_cli.errors import DataError, PlacementUnsupported, SaganError
+from sagan_cli.model import arch
 from sagan_cli.model.networks import Discriminator, Generator
-from sagan_cli.plugins import Entry, Registry, attributed, get_registry, plugin_code
+from sagan_cli.plugins import Entry, Registry, attributed, get_registry, plugin_code, unsupported
 from sagan_cli.recipe import PLUGIN_SLOTS, Recipe, table_at
 
 ORIGIN = "_sagan_origin"
@@ -169,14 +171,18 @@ def _built_module(origin: Origin, params: BaseModel) -> nn.Module:
     """The module ``origin``'s plugin builds for its place, tagged with that origin."""
     entry = origin.entry
     what = "a block" if entry.kind == "attention" else "a feature norm"
-    module: nn.Module = _checked(
-        entry,
-        origin.key,
-        f"building {what} {origin.where()}",
-        lambda: entry.plugin.factory(params, origin.context),
-        _is_module,
-        "an nn.Module",
-    )
+    try:
+        module: nn.Module = _checked(
+            entry,
+            origin.key,
+            f"building {what} {origin.where()}",
+            lambda: entry.plugin.factory(params, origin.context),
+            _is_module,
+            "an nn.Module",
+        )
+    except PlacementUnsupported as exc:
+        assert isinstance(origin.context, LayerContext)
+        raise unsupported(entry, origin.key, f"the {origin.context.describe()}", str(exc)) from None
     object.__setattr__(module, ORIGIN, origin)  # not a submodule, not in the state dict
     return module
 
@@ -231,6 +237,53 @@ def build_networks(
     generator, discriminator = nets["g"], nets["d"]
     assert isinstance(generator, Generator) and isinstance(discriminator, Discriminator)
     return generator, discriminator
+
+
+def placement_problem(recipe: Recipe, registry: Registry | None = None) -> SaganError | None:
+    """The first attention place of ``recipe`` its plugin declines (``PlacementUnsupported``),
+    found by calling the factory at each place without weight norm: cheap, no network."""
+    entry, params = plugin_for(recipe, "model.attention", registry)
+    key = _key("model.attention")
+    resolution, model = recipe.data.resolution, recipe.model
+    for network, sizes, width in (
+        ("g", recipe.g_attention, model.g_channels),
+        ("d", recipe.d_attention, model.d_channels),
+    ):
+        channels = arch.feature_channels(network, resolution, width)
+        for size in sizes:
+            context = LayerContext(network, resolution, 0, channels[size], size, lambda m: m)  # type: ignore[arg-type]
+            try:
+                with plugin_code(entry, key, f"building a block for the {context.describe()}"):
+                    entry.plugin.factory(params, context)
+            except PlacementUnsupported as exc:
+                return unsupported(entry, key, f"the {context.describe()}", str(exc))
+            except SaganError:
+                return None  # a broken plugin: building the networks reports it in full
+    return None
+
+
+def origin_in_traceback(exc: BaseException) -> Origin | None:
+    """The innermost plugin-built module whose code was running when ``exc`` was raised.
+
+    Costs nothing until something fails (no hooks), so training and compiled
+    networks use it; exceptions raised in autograd's backward carry no module
+    frames and stay unattributed.
+    """
+    found = None
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        frame = error.__traceback__
+        while frame is not None:
+            module = frame.tb_frame.f_locals.get("self")
+            if isinstance(module, nn.Module) and origin_of(module) is not None:
+                found = origin_of(module)
+            frame = frame.tb_next
+        if found is not None:
+            return found
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _tensor(value: Any) -> torch.Tensor | None:
@@ -308,12 +361,14 @@ def verify_networks(
     z_dim: int,
     num_classes: int,
     loss: tuple[GANLoss, Entry] | None = None,
+    precision: str = "fp32",
 ) -> None:
     """One tiny forward and backward through G and D (and the loss) before any training.
 
     Plugin mistakes (exceptions, wrong shapes, NaN) surface here as one clear error
     instead of deep inside the first step. Runs in eval mode with the RNG forked
-    and gradients cleared, so no weight, buffer or random state changes.
+    and gradients cleared, so no weight, buffer or random state changes; the
+    networks are used as they are (device and layout) under ``precision``.
     """
     device = next(generator.parameters()).device
     modes = (generator.training, discriminator.training)
@@ -324,7 +379,8 @@ def verify_networks(
         with torch.random.fork_rng(devices=devices), attribute_errors(generator, discriminator):
             z = torch.randn(2, z_dim, device=device)
             labels = torch.arange(2, device=device) % num_classes if num_classes else None
-            logits = discriminator(generator(z, labels), labels)
+            with autocast(device, precision):
+                logits = discriminator(generator(z, labels), labels).float()
             if loss is not None:
                 objective, entry = loss
                 with plugin_code(entry, "loss.name", "computing its losses on a first batch"):

@@ -1,9 +1,11 @@
-"""Device choice (cuda > mps > cpu, or forced) and the precision each device runs at."""
+"""Device choice (cuda > mps > cpu, or forced), and the precision and tensor layout each
+device runs at."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 
@@ -43,7 +45,10 @@ def select_device(requested: str | None = None) -> torch.device:
 
 def effective_precision(device: torch.device, requested: str, *, on_cpu: bool) -> str:
     """bf16 autocast on CUDA; on CPUs with native bf16 only when asked for (``on_cpu``, the
-    recipe's train.bf16_on_cpu: it changes the results of CPU runs); else fp32 (recorded)."""
+    recipe's train.bf16_on_cpu: it changes the results of CPU runs); fp64 where asked for (a
+    numerical reference); else fp32 (recorded)."""
+    if requested == "fp64":
+        return "fp64"
     if requested == "bf16" and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return "bf16"
     if requested == "bf16" and on_cpu and device.type == "cpu" and cpu_has_native_bf16():
@@ -66,6 +71,25 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
             yield
     else:
         yield
+
+
+@contextlib.contextmanager
+def default_dtype(precision: str) -> Iterator[None]:
+    """Inside: tensors and layers are created in float64 for ``fp64`` runs (else unchanged)."""
+    if precision != "fp64":
+        yield
+        return
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss: bf16 ones in fp32, fp64 ones (the fp64 reference) kept as they are."""
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
 
 
 def synchronize(device: torch.device) -> None:
@@ -91,3 +115,36 @@ def available_memory(device: torch.device) -> int:
     except OSError:
         pass
     return 4 * 2**30
+
+
+# Tensor layout per device type when ``train.memory_format = "auto"``: channels_last feeds the
+# tensor cores on CUDA, and oneDNN's convolutions on CPU (1.76x on smoke, 1.25x on
+# sagan_cifar10, fp32, measured: docs/benchmarks.md).
+AUTO_MEMORY_FORMAT = {"cuda": "channels_last", "cpu": "channels_last"}
+
+
+def default_memory_format(device: torch.device) -> str:
+    """The layout ``train.memory_format = "auto"`` picks on ``device``."""
+    return AUTO_MEMORY_FORMAT.get(device.type, "contiguous")
+
+
+def torch_memory_format(name: str) -> torch.memory_format:
+    return torch.channels_last if name == "channels_last" else torch.contiguous_format
+
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+
+
+def convert_memory_format(module: ModuleT, name: str) -> ModuleT:
+    """``module.to(memory_format=...)`` for its 4-D parameters and buffers only.
+
+    ``nn.Module.to(memory_format=channels_last)`` fails on any 5-D weight (a plugin's
+    Conv3d); those keep their layout instead, as they would in any 4-D network.
+    Training and ``sagan plugins check`` convert through this one function.
+    """
+    memory_format = torch_memory_format(name)
+    return module._apply(
+        lambda tensor: (
+            tensor.contiguous(memory_format=memory_format) if tensor.dim() == 4 else tensor
+        )
+    )

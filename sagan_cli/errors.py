@@ -40,6 +40,22 @@ class CheckpointError(SaganError):
     """A checkpoint is missing, truncated or does not match the run."""
 
 
+class PlacementUnsupported(SaganError):
+    """A plugin declines a place it cannot be built at (raised by its factory, with the reason).
+
+    Not a failure of the plugin: ``sagan plugins check`` reports the place as "not
+    supported", training and ``recipe validate`` refuse it before any work, and an
+    ablation marks its grid points ``skipped``.
+    """
+
+
+class RunFailed(SaganError):
+    """A run stopped on an error that is not the user's input (a crash in training code);
+    its status says ``failed`` and error.log holds the traceback."""
+
+    exit_code = 1
+
+
 def describe_exception(exc: BaseException, limit: int = 200) -> str:
     """``Type: first sentence`` of an exception, never cut mid-sentence (for error paragraphs)."""
     text = " ".join(str(exc).split())

@@ -1,30 +1,38 @@
-"""``sagan plugins check``: a plugin against the contract, at every place sagan-cli builds it.
+"""The plugin contract: a plugin built and exercised at every place sagan-cli uses it.
 
-The rules (the plugin guide states them too):
+``sagan plugins check`` and ``sagan_cli.testing.check_plugin`` (for plugin
+authors' own test suites) both run ``check_plugin`` here. The rules (the plugin
+guide states them too) mirror training exactly:
 
 * attention: built for G and D at every feature size and width the shipped
   recipes use (any of them can be an ablation's placement), with spectral norm
-  as the weight norm; the output keeps the input's shape and is finite; backward
-  reaches the input with finite gradients (parameters may have none: a block
-  that starts as the identity gives some none); a second derivative exists
-  (gradient penalties need one); a plugin claiming ``identity_at_init`` returns
-  its input unchanged; ``AttentionMaps`` modules return (B, N, M) rows summing to 1.
+  as the weight norm, and fed inputs of exactly the context's size. Run twice:
+  as written (contiguous, fp32) and as training runs it on this device (its
+  tensor layout, channels_last by default, and precision, through the same
+  conversion training uses). The output keeps the input's shape and is finite;
+  gradients reach the input and the parameters and are finite (parameters may
+  have none: a block that starts as the identity gives some none). A second
+  derivative exists (gradient penalties need one), checked at the context's
+  size up to 16x16 and on a 16x16 build of the same block above it (the maths
+  attention path's N x N maps grow as N^2). A plugin claiming
+  ``identity_at_init`` returns its input unchanged; ``AttentionMaps`` modules
+  return (B, N, M) rows summing to 1. A factory raising ``PlacementUnsupported``
+  marks that place "not supported", with its reason.
 * weight norm: wraps a conv, a linear and an embedding into working modules of
   the same output shape, for G and D.
-* feature norm: ``forward(x, labels)`` keeps the shape at every G place,
-  with labels when ``conditional``.
+* feature norm: ``forward(x, labels)`` keeps the shape at every G place, with
+  labels when ``conditional``, in both layouts.
 * loss: ``d_loss``/``g_loss`` give finite scalars with gradients; a ``penalty``
   is None or a finite scalar.
 * data: at 32x32, ``check()`` passes or names the missing data (reported as
   not checked), and items are uint8 (3, R, R) with an int label.
 * launcher: the factory returns a ``Launcher`` (a missing extra is reported as
   not checked, with its install command).
-
-The repository's own tests run every registered plugin through ``check_plugin``.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,6 +40,7 @@ from functools import partial
 from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -45,17 +54,37 @@ from sagan_cli.api import (
     NetworkContext,
     NormalizationPlugin,
 )
-from sagan_cli.errors import DataError, PluginError, SaganError
+from sagan_cli.device import (
+    autocast,
+    convert_memory_format,
+    default_memory_format,
+    effective_precision,
+    torch_memory_format,
+)
+from sagan_cli.errors import (
+    DataError,
+    PlacementUnsupported,
+    PluginError,
+    SaganError,
+    describe_exception,
+)
 from sagan_cli.model import arch
-from sagan_cli.plugins import Entry, Registry, plugin_code
+from sagan_cli.plugins import Entry, Registry
 from sagan_cli.recipe import load_recipe, shipped_recipe_names
 
-SECOND_ORDER_MAX = 16  # feature size at which second derivatives are checked
+SECOND_ORDER_MAX = 16  # feature size up to which second derivatives are checked in place
 KEY_FOR_KIND = {
     "attention": "model.attention.variant",
     "loss": "loss.name",
     "data": "data.source",
     "launcher": "--launcher",
+}
+OUTCOMES = ("ok", "failed", "not supported", "not checked")
+EXPLAINED = {
+    "not supported": "the plugin declines these places (PlacementUnsupported, its reason "
+    "above): training and recipe validate refuse them, ablations skip them",
+    "not checked": "nothing could be exercised there (data files or an optional extra are "
+    "missing here; the reason is above): install or point at them and check again",
 }
 
 
@@ -72,6 +101,13 @@ class Placement:
         net = "G" if self.network == "g" else "D"
         return f"{net} {self.feature_size}x{self.feature_size}, {self.channels} ch ({self.resolution}px)"
 
+    def context(
+        self, weight_norm: Callable[[nn.Module], nn.Module], classes: int = 0
+    ) -> LayerContext:
+        return LayerContext(
+            self.network, self.resolution, classes, self.channels, self.feature_size, weight_norm
+        )
+
 
 @dataclass
 class CheckRow:
@@ -79,9 +115,28 @@ class CheckRow:
     name: str
     provider: str
     place: str
-    outcome: str  # "ok", "failed" or "not checked"
+    outcome: str  # one of OUTCOMES
     detail: str
     seconds: float
+
+
+@dataclass(frozen=True)
+class TrainingLayout:
+    """How training runs a module on a device: where, in which tensor layout and precision."""
+
+    device: torch.device
+    memory_format: str
+    precision: str
+
+    @classmethod
+    def on(cls, device: torch.device) -> TrainingLayout:
+        """What a recipe with the defaults (memory_format auto, precision bf16) runs as there."""
+        return cls(
+            device, default_memory_format(device), effective_precision(device, "bf16", on_cpu=False)
+        )
+
+    def describe(self) -> str:
+        return f"{self.memory_format}, {self.precision}: how training runs it on {self.device.type}"
 
 
 def placements_of(resolution: int, g_channels: int, d_channels: int) -> list[Placement]:
@@ -110,6 +165,44 @@ def shipped_placements(registry: Registry) -> list[Placement]:
     return list(found)
 
 
+PLACE_SPEC = re.compile(r"^([gd])(\d+)(?:@(\d+))?$")
+
+
+def select_placements(available: list[Placement], specs: Iterable[str]) -> list[Placement]:
+    """The places named by ``g16`` (G at 16x16, every resolution) or ``d8@64`` (D at 8x8 of
+    64px images); an empty list of specs means all of ``available``."""
+    specs = [s.strip().lower() for s in specs if s.strip()]
+    if not specs:
+        return available
+    chosen: dict[Placement, None] = {}
+    for spec in specs:
+        match = PLACE_SPEC.match(spec)
+        if match is None:
+            raise SaganError(
+                f"Placement '{spec}' is not NETWORK SIZE[@RESOLUTION]: write g16 (the generator at "
+                f"16x16, every image size) or d8@64 (the discriminator at 8x8 of 64px images)."
+            )
+        network, size, resolution = match.group(1), int(match.group(2)), match.group(3)
+        found = [
+            p
+            for p in available
+            if p.network == network
+            and p.feature_size == size
+            and (resolution is None or p.resolution == int(resolution))
+        ]
+        if not found:
+            offered = sorted(
+                {f"{p.network}{p.feature_size}@{p.resolution}" for p in available},
+                key=lambda text: (text[0], int(text[1:].split("@")[0]), text),
+            )
+            raise SaganError(
+                f"Placement '{spec}' is not a place the shipped recipes build attention at; "
+                f"they use {', '.join(offered)}."
+            )
+        chosen.update(dict.fromkeys(found))
+    return list(chosen)
+
+
 def _spectral(
     registry: Registry, network: str, resolution: int
 ) -> Callable[[nn.Module], nn.Module]:
@@ -131,24 +224,24 @@ def _scalar(value: Any, what: str) -> torch.Tensor:
     return value
 
 
-def _check_attention_module(module: nn.Module, entry: Entry, place: Placement) -> None:
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2, place.channels, place.feature_size, place.feature_size, generator=generator)
-    plugin = entry.plugin
-    assert isinstance(plugin, AttentionPlugin)
-    if plugin.identity_at_init:
-        module.eval()
-        with torch.no_grad():
-            y = module(x)
-        if not (
-            isinstance(y, torch.Tensor) and y.shape == x.shape and torch.allclose(y, x, atol=1e-6)
-        ):
-            raise PluginError(
-                "it claims identity_at_init but does not return its input unchanged when built"
-            )
+def _in_phase(label: str, run: Callable[[], Any]) -> Any:
+    """``run()``; what it raises names the phase (``as written``, ``as training runs it``)."""
+    try:
+        return run()
+    except PlacementUnsupported:
+        raise
+    except SaganError as exc:
+        raise PluginError(f"{label}: {exc}") from exc
+    except Exception as exc:
+        raise PluginError(f"{label}: {describe_exception(exc)}") from exc
+
+
+def _forward_backward(module: nn.Module, x: torch.Tensor, precision: str) -> None:
+    """Training's use of a block: forward in train mode, backward to input and parameters."""
     module.train()
-    x.requires_grad_(True)
-    y = module(x)
+    x = x.detach().requires_grad_(True)
+    with autocast(x.device, precision):
+        y = module(x)
     if not isinstance(y, torch.Tensor):
         raise PluginError(f"its forward returned {type(y).__name__}, not a tensor")
     if y.shape != x.shape:
@@ -158,55 +251,101 @@ def _check_attention_module(module: nn.Module, entry: Entry, place: Placement) -
         )
     if not _finite(y):
         raise PluginError("its output holds NaN or infinite values on a finite input")
-    weights = torch.randn(y.shape, generator=generator)
-    (grad,) = torch.autograd.grad((y * weights).sum(), x, create_graph=True)
-    if not _finite(grad):
+    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.device)
+    (y.float() * weights).sum().backward()
+    if not _finite(x.grad):
         raise PluginError("the gradient with respect to its input is not finite")
-    # A second derivative is a property of the code, not of the size: check it where the
-    # maths path's N x N maps stay small.
-    small = x[..., :SECOND_ORDER_MAX, :SECOND_ORDER_MAX].detach().requires_grad_(True)
+    for name, param in module.named_parameters():
+        if not _finite(param.grad):
+            raise PluginError(f"the gradient of its parameter '{name}' is not finite")
+    module.zero_grad(set_to_none=True)
+
+
+def _second_derivative(module: nn.Module, x: torch.Tensor) -> None:
+    """What a gradient penalty does: a gradient of a function of the input's gradient."""
+    module.train()
+    small = x.detach().requires_grad_(True)
     with sdpa_kernel([SDPBackend.MATH]):
-        y2 = module(small)
-        (grad2,) = torch.autograd.grad((y2 * y2.detach()).sum(), small, create_graph=True)
+        y = module(small)
+        (grad,) = torch.autograd.grad((y * y.detach()).sum(), small, create_graph=True)
         try:
-            if grad2.requires_grad:  # else the block is linear in x: a zero second derivative
-                grad2.square().sum().backward()
+            if grad.requires_grad:  # else the block is linear in x: a zero second derivative
+                grad.square().sum().backward()
         except RuntimeError as exc:
             raise PluginError(
                 f"it has no second derivative, which gradient penalties (loss.name = "
                 f"'wasserstein') need: {str(exc).splitlines()[0]}"
             ) from None
-    for name, param in module.named_parameters():
-        if not _finite(param.grad):
-            raise PluginError(f"the gradient of its parameter '{name}' is not finite")
-    if isinstance(module, AttentionMaps):
-        with torch.no_grad():
-            beta = module.attention_maps(x.detach())
-        h, w = module.key_grid(place.feature_size, place.feature_size)
-        expected = (2, place.feature_size**2, h * w)
-        if tuple(beta.shape) != expected:
-            raise PluginError(
-                f"attention_maps returned {tuple(beta.shape)}; expected (B, N, M) = {expected} "
-                f"with M from key_grid"
-            )
-        if not torch.allclose(beta.sum(-1), torch.ones(2, place.feature_size**2), atol=1e-4):
-            raise PluginError("the rows of attention_maps do not sum to 1")
+    module.zero_grad(set_to_none=True)
 
 
-def _check_attention(entry: Entry, params: Any, place: Placement, registry: Registry) -> None:
-    weight_norm = _spectral(registry, place.network, place.resolution)
-    context = LayerContext(
-        place.network,
-        place.resolution,
-        0,
-        place.channels,
-        place.feature_size,
-        weight_norm,
+def _check_maps(module: nn.Module, x: torch.Tensor, place: Placement) -> None:
+    with torch.no_grad():
+        beta = module.attention_maps(x)  # type: ignore[operator]
+    h, w = module.key_grid(place.feature_size, place.feature_size)  # type: ignore[operator]
+    expected = (x.shape[0], place.feature_size**2, h * w)
+    if tuple(beta.shape) != expected:
+        raise PluginError(
+            f"attention_maps returned {tuple(beta.shape)}; expected (B, N, M) = {expected} "
+            f"with M from key_grid"
+        )
+    if not torch.allclose(beta.sum(-1).float().cpu(), torch.ones(expected[:2]), atol=1e-3):
+        raise PluginError("the rows of attention_maps do not sum to 1")
+
+
+def _build_attention(entry: Entry, params: Any, place: Placement, registry: Registry) -> nn.Module:
+    module = entry.plugin.factory(
+        params, place.context(_spectral(registry, place.network, place.resolution))
     )
-    module = entry.plugin.factory(params, context)
     if not isinstance(module, nn.Module):
         raise PluginError(f"its factory returned {type(module).__name__}, not an nn.Module")
-    _check_attention_module(module, entry, place)
+    return module
+
+
+def _check_attention(
+    entry: Entry, params: Any, place: Placement, registry: Registry, layout: TrainingLayout
+) -> None:
+    plugin = entry.plugin
+    assert isinstance(plugin, AttentionPlugin)
+    module = _build_attention(entry, params, place, registry).to(layout.device)
+    size, channels = place.feature_size, place.channels
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, channels, size, size, generator=generator).to(layout.device)
+    if plugin.starts_as_identity(params):
+        module.eval()
+        with torch.no_grad():
+            y = module(x)
+        if not (
+            isinstance(y, torch.Tensor) and y.shape == x.shape and torch.allclose(y, x, atol=1e-6)
+        ):
+            raise PluginError(
+                "it claims identity_at_init but does not return its input unchanged when built"
+            )
+    _in_phase("as written (contiguous, fp32)", partial(_forward_backward, module, x, "fp32"))
+    if isinstance(module, AttentionMaps):
+        _in_phase("attention_maps", partial(_check_maps, module, x, place))
+    converted = convert_memory_format(module, layout.memory_format)
+    trained = x.contiguous(memory_format=torch_memory_format(layout.memory_format))
+    _in_phase(
+        f"as training runs it ({layout.describe()})",
+        partial(_forward_backward, converted, trained, layout.precision),
+    )
+    probe, probe_place = converted, place
+    if size > SECOND_ORDER_MAX:
+        probe_place = Placement(place.network, place.resolution, SECOND_ORDER_MAX, channels)
+        try:
+            probe = convert_memory_format(
+                _build_attention(entry, params, probe_place, registry).to(layout.device),
+                layout.memory_format,
+            )
+        except PlacementUnsupported:
+            return  # it declines the small size: second derivatives are checked where it builds
+    small = torch.randn(1, channels, probe_place.feature_size, probe_place.feature_size)
+    small = small.to(layout.device).contiguous(
+        memory_format=torch_memory_format(layout.memory_format)
+    )
+    where = "" if probe is converted else f" (a {SECOND_ORDER_MAX}x{SECOND_ORDER_MAX} build)"
+    _in_phase(f"second derivative{where}", partial(_second_derivative, probe, small))
 
 
 def _check_weight_norm(entry: Entry, params: Any, network: str, resolution: int) -> None:
@@ -235,22 +374,34 @@ def _check_weight_norm(entry: Entry, params: Any, network: str, resolution: int)
         out.sum().backward()
 
 
-def _check_feature_norm(entry: Entry, params: Any, place: Placement, classes: int) -> None:
-    context = LayerContext(
-        "g", place.resolution, classes, place.channels, place.feature_size, lambda m: m
-    )
-    module = entry.plugin.factory(params, context)
+def _check_feature_norm(
+    entry: Entry, params: Any, place: Placement, classes: int, layout: TrainingLayout
+) -> None:
+    module = entry.plugin.factory(params, place.context(lambda m: m, classes))
     if not isinstance(module, nn.Module):
         raise PluginError(f"its factory returned {type(module).__name__}, not an nn.Module")
-    x = torch.randn(4, place.channels, place.feature_size, place.feature_size, requires_grad=True)
-    labels = torch.arange(4) % classes if classes else None
-    y = module(x, labels)
-    if not isinstance(y, torch.Tensor) or y.shape != x.shape or not _finite(y):
-        raise PluginError(
-            f"forward(x, labels) returned {tuple(getattr(y, 'shape', ()))} for a {tuple(x.shape)} "
-            f"input, or non-finite values; it must keep the shape"
-        )
-    y.sum().backward()
+    module = module.to(layout.device)
+    size = place.feature_size
+    labels = torch.arange(4, device=layout.device) % classes if classes else None
+
+    def run(net: nn.Module, memory_format: str, precision: str) -> None:
+        x = torch.randn(4, place.channels, size, size, device=layout.device)
+        x = x.contiguous(memory_format=torch_memory_format(memory_format)).requires_grad_(True)
+        with autocast(layout.device, precision):
+            y = net(x, labels)
+        if not isinstance(y, torch.Tensor) or y.shape != x.shape or not _finite(y):
+            raise PluginError(
+                f"forward(x, labels) returned {tuple(getattr(y, 'shape', ()))} for a "
+                f"{tuple(x.shape)} input, or non-finite values; it must keep the shape"
+            )
+        y.float().sum().backward()
+
+    _in_phase("as written (contiguous, fp32)", partial(run, module, "contiguous", "fp32"))
+    converted = convert_memory_format(module, layout.memory_format)
+    _in_phase(
+        f"as training runs it ({layout.describe()})",
+        partial(run, converted, layout.memory_format, layout.precision),
+    )
 
 
 def _check_loss(entry: Entry, params: Any) -> None:
@@ -293,63 +444,81 @@ def _check_data(entry: Entry, params: Any, resolution: int) -> str:
     return ""
 
 
+def _check_launcher(entry: Entry, params: Any) -> str:
+    try:
+        launcher = entry.plugin.factory(params)
+    except PluginError as exc:  # a missing optional extra: nothing to exercise here
+        return f"not checked: {exc}"
+    if not isinstance(launcher, Launcher):
+        raise PluginError(f"its factory returned {type(launcher).__name__}, not a Launcher")
+    return ""
+
+
+def validated_params(entry: Entry, registry: Registry, params: dict[str, Any]) -> BaseModel:
+    """The plugin's parameters from ``--param`` values; missing or bad ones are exit-2 errors."""
+    model = entry.plugin.params
+    missing = [
+        name
+        for name, field in model.model_fields.items()
+        if field.is_required() and name not in params
+    ]
+    if missing:
+        raise PluginError(
+            f"The {entry.describe()} needs values for {', '.join(missing)}: pass them with "
+            + " ".join(f"--param {name}=VALUE" for name in missing)
+            + "."
+        )
+    return registry.validate_params(entry.kind, entry.name, params, key="--param")
+
+
 def check_plugin(
     entry: Entry,
     registry: Registry,
     placements: Iterable[Placement],
     params: dict[str, Any] | None = None,
+    device: torch.device | None = None,
+    on_row: Callable[[CheckRow], None] = lambda row: None,
 ) -> list[CheckRow]:
-    """Build and exercise ``entry`` everywhere it can be used; one row per place."""
-    from pydantic import ValidationError
+    """Build and exercise ``entry`` at every place it can be used; one row per place.
 
-    rows: list[CheckRow] = []
+    ``params`` are validated first (a ``PluginError`` for missing or bad values);
+    ``device`` (default CPU) decides the layout and precision training would use.
+    """
+    validated = validated_params(entry, registry, params or {})
+    layout = TrainingLayout.on(device or torch.device("cpu"))
     plugin = entry.plugin
-    key = KEY_FOR_KIND.get(entry.kind, "model.norm.<network>.name")
+    rows: list[CheckRow] = []
 
     def run(place: str, check: Callable[[], str | None]) -> None:
         started = time.perf_counter()
         outcome, detail = "ok", ""
         try:
-            with plugin_code(entry, key, f"at {place}"):
-                note = check()
+            note = check()
             if note:
                 outcome, detail = "not checked", note.removeprefix("not checked: ")
+        except PlacementUnsupported as exc:
+            outcome, detail = "not supported", str(exc)
         except SaganError as exc:
             outcome, detail = "failed", str(exc)
-        rows.append(
-            CheckRow(
-                entry.kind,
-                entry.name,
-                f"{entry.provider} {entry.version}",
-                place,
-                outcome,
-                detail,
-                time.perf_counter() - started,
-            )
+        except Exception as exc:
+            outcome, detail = "failed", describe_exception(exc)
+        row = CheckRow(
+            entry.kind,
+            entry.name,
+            f"{entry.provider} {entry.version}",
+            place,
+            outcome,
+            detail,
+            time.perf_counter() - started,
         )
-
-    try:
-        validated = plugin.params.model_validate(params or {})
-    except ValidationError as exc:
-        missing = ", ".join(str(e["loc"][0]) for e in exc.errors())
-        rows.append(
-            CheckRow(
-                entry.kind,
-                entry.name,
-                f"{entry.provider} {entry.version}",
-                "-",
-                "not checked",
-                f"its parameters need values ({missing}): pass them with --param KEY=VALUE",
-                0.0,
-            )
-        )
-        return rows
+        rows.append(row)
+        on_row(row)
 
     if entry.kind == "attention":
         for placement in placements:
             run(
                 placement.describe(),
-                partial(_check_attention, entry, validated, placement, registry),
+                partial(_check_attention, entry, validated, placement, registry, layout),
             )
     elif entry.kind == "normalization":
         assert isinstance(plugin, NormalizationPlugin)
@@ -361,27 +530,25 @@ def check_plugin(
                 )
         else:
             classes = 10 if plugin.conditional else 0
-            g_places = [p for p in placements if p.network == "g"]
-            for placement in g_places:
+            for placement in [p for p in placements if p.network == "g"]:
                 run(
                     placement.describe(),
-                    partial(_check_feature_norm, entry, validated, placement, classes),
+                    partial(_check_feature_norm, entry, validated, placement, classes, layout),
                 )
     elif entry.kind == "loss":
-        run("logits", lambda: _check_loss(entry, validated))
+        run("logits", partial(_check_loss, entry, validated))
     elif entry.kind == "data":
         resolution = arch.RESOLUTIONS[0]  # decoding a whole split at every size costs minutes
-        run(f"{resolution}px", lambda: _check_data(entry, validated, resolution))
+        run(f"{resolution}px", partial(_check_data, entry, validated, resolution))
     elif entry.kind == "launcher":
-
-        def build_launcher() -> str:
-            try:
-                launcher = plugin.factory(validated)
-            except PluginError as exc:
-                return f"not checked: {exc}"
-            if not isinstance(launcher, Launcher):
-                raise PluginError(f"its factory returned {type(launcher).__name__}, not a Launcher")
-            return ""
-
-        run("factory", build_launcher)
+        run("factory", partial(_check_launcher, entry, validated))
     return rows
+
+
+def explain_outcomes(rows: list[CheckRow]) -> list[str]:
+    """What each outcome other than ok and failed means, for the rows that have it."""
+    return [
+        f"{sum(r.outcome == outcome for r in rows)} {outcome}: {text}."
+        for outcome, text in EXPLAINED.items()
+        if any(r.outcome == outcome for r in rows)
+    ]

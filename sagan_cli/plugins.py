@@ -31,13 +31,31 @@ from typing import Any, TypeVar
 import pluggy
 from pydantic import BaseModel, ValidationError
 
-from sagan_cli import __version__
-from sagan_cli.api import HOOKS, KINDS, PLUGIN_CLASSES, PROJECT, Hookspecs, Plugin
-from sagan_cli.errors import PluginError, SaganError, did_you_mean
+from sagan_cli import __version__, api
+from sagan_cli.api import API_VERSION, HOOKS, KINDS, PLUGIN_CLASSES, PROJECT, Hookspecs, Plugin
+from sagan_cli.errors import (
+    PlacementUnsupported,
+    PluginError,
+    SaganError,
+    describe_exception,
+    did_you_mean,
+)
 
 DISTRIBUTION = "sagan-cli"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_\-]*$")
 ModelT = TypeVar("ModelT", bound=BaseModel)
+GUIDE = (
+    "the plugin guide: README.md, section 'Writing a plugin', and "
+    "plugins/sagan-extra-attention/README.md"
+)
+# What a factory of each kind is called with: (params, context) or (params,).
+FACTORY_ARGUMENTS = {
+    "attention": "(params, context: LayerContext)",
+    "normalization": "(params, context: NetworkContext or LayerContext)",
+    "data": "(params, context: DataContext)",
+    "loss": "(params)",
+    "launcher": "(params)",
+}
 BUILTIN_MODULES = (
     "sagan_cli.builtins.attention",
     "sagan_cli.builtins.norms",
@@ -180,6 +198,31 @@ class Registry:
         return found
 
 
+def api_migration(found: str) -> str:
+    """The paragraph for a package written for plugin API 0.1 (or another version)."""
+    return (
+        f"{found}. This sagan-cli ({__version__}) speaks plugin API v{API_VERSION}: a plugin imports "
+        f"everything from `sagan_cli.api` (0.1 packages imported from `sagan_cli.plugins`, which "
+        f"is no longer part of the contract), and every factory is called with the place it "
+        f"builds for: attention, normalization and data factories as `factory(params, context)`, "
+        f"loss and launcher factories as `factory(params)`. Update the package's imports and "
+        f"factory signatures as {GUIDE} show"
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """``from sagan_cli.plugins import AttentionPlugin`` (API 0.1): say where it moved."""
+    if name in api.__all__:
+        raise ImportError(
+            api_migration(
+                f"`from sagan_cli.plugins import {name}` is the plugin API 0.1 spelling; import "
+                f"it from `sagan_cli.api`"
+            )
+            + "."
+        )
+    raise AttributeError(f"module 'sagan_cli.plugins' has no attribute '{name}'")
+
+
 def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -282,12 +325,24 @@ def load_registry() -> Registry:
                     )
                 )
                 continue
+            refused: dict[str, list[str]] = {}  # one failure per reason, naming its plugins
             for plugin in collected:
-                _check_descriptor(plugin, kind, impl.plugin_name)
+                problem = descriptor_problem(plugin, kind, impl.plugin_name)
+                if problem is not None:
+                    refused.setdefault(problem, []).append(str(getattr(plugin, "name", plugin)))
+                    continue
                 known_names.update((plugin.name, f"{kind}:{plugin.name}"))
                 if plugin.name in disabled or f"{kind}:{plugin.name}" in disabled:
                     continue
                 registry.add(Entry(plugin, provider, version))
+            for problem, names in refused.items():
+                registry.failures.append(
+                    LoadFailure(
+                        impl.plugin_name,
+                        f"{provider} {version}",
+                        f"{problem} (refused: {', '.join(names)})",
+                    )
+                )
 
     for name in sorted(disabled - known_names):
         registry.warnings.append(
@@ -298,28 +353,47 @@ def load_registry() -> Registry:
     return registry
 
 
-def _check_descriptor(plugin: Any, kind: str, source: str) -> None:
+def descriptor_problem(plugin: Any, kind: str, source: str) -> str | None:
+    """Why a registered descriptor cannot be used (None: it can); the plugin is then refused
+    and reported as a load failure, and every other plugin still loads."""
     expected = PLUGIN_CLASSES[kind]
     if not isinstance(plugin, expected):
-        raise PluginError(
-            f"Plugin module '{source}' registered {plugin!r} through {HOOKS[kind]}; "
-            f"that hook takes {expected.__name__} descriptors."
+        return (
+            f"{HOOKS[kind]} registered {type(plugin).__name__} objects; that hook takes "
+            f"{expected.__name__} descriptors from sagan_cli.api"
         )
+    if plugin.api_version != API_VERSION:
+        return api_migration(f"its {kind} descriptors say api_version = {plugin.api_version!r}")
     if not NAME_PATTERN.match(plugin.name):
-        raise PluginError(
-            f"Plugin module '{source}' registered the {kind} name '{plugin.name}'; names are "
-            f"lower-case letters, digits, '_' and '-', starting with a letter."
+        return (
+            f"the {kind} name '{plugin.name}' is not lower-case letters, digits, '_' and '-' "
+            f"starting with a letter"
         )
     if not (isinstance(plugin.params, type) and issubclass(plugin.params, BaseModel)):
-        raise PluginError(
-            f"{kind} '{plugin.name}' from '{source}' gives params={plugin.params!r}; it must be "
-            f"a pydantic BaseModel subclass (sagan_cli.api.PluginParams)."
+        return (
+            f"params={plugin.params!r} is not a pydantic BaseModel subclass "
+            f"(sagan_cli.api.PluginParams)"
         )
     if not callable(plugin.factory):
-        raise PluginError(
-            f"{kind} '{plugin.name}' from '{source}' gives factory={plugin.factory!r}, which is "
-            f"not callable."
+        return f"factory={plugin.factory!r} is not callable"
+    arguments = (None, None) if FACTORY_ARGUMENTS[kind].count(",") else (None,)
+    try:
+        inspect.signature(plugin.factory).bind(*arguments)
+    except TypeError:
+        return api_migration(
+            f"its {kind} factories take {_signature(plugin.factory)}, but are called as "
+            f"factory{FACTORY_ARGUMENTS[kind]}"
         )
+    except ValueError:  # a builtin without a signature: trust it
+        pass
+    return None
+
+
+def _signature(function: Any) -> str:
+    try:
+        return str(inspect.signature(function))
+    except (TypeError, ValueError):
+        return "(?)"
 
 
 @cache
@@ -333,32 +407,55 @@ def plugin_code(entry: Entry, key: str, where: str) -> Iterator[None]:
     """Run code of ``entry``'s plugin; whatever it raises becomes one clear ``PluginError``.
 
     ``key`` is the recipe key that chose the plugin, ``where`` what it was doing
-    (``building it for the generator at 16x16 ...``).
+    (``building it for the generator at 16x16 ...``). A ``PluginError`` the plugin
+    raised on purpose keeps its text as the reason; ``PlacementUnsupported`` passes
+    through for the caller to name the place.
     """
     try:
         yield
     except PluginError as exc:
         if getattr(exc, "attributed", False):
             raise
-        raise attributed(entry, key, where, str(exc)) from exc
-    except SaganError:
+        raise attributed(entry, key, where, str(exc), deliberate=True) from exc
+    except (SaganError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        detail = (
-            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        raise attributed(entry, key, where, describe_exception(exc)) from exc
+
+
+def attributed(
+    entry: Entry, key: str, where: str, detail: str, *, deliberate: bool = False
+) -> PluginError:
+    """A ``PluginError`` that says which plugin failed, chosen by which key, doing what.
+
+    ``deliberate``: the plugin raised ``PluginError`` itself, so its text is the reason
+    and the fix; otherwise the plugin's code broke, and the paragraph says how to
+    reproduce it.
+    """
+    if deliberate:
+        text = (
+            f"The {entry.describe()}, chosen by {key}, refused {where}: {detail.rstrip('.')}. "
+            f"Change its parameters or choose another {key}."
         )
-        raise attributed(entry, key, where, detail) from exc
-
-
-def attributed(entry: Entry, key: str, where: str, detail: str) -> PluginError:
-    """A ``PluginError`` that says which plugin failed, chosen by which key, doing what."""
-    error = PluginError(
-        f"The {entry.describe()}, chosen by {key}, failed {where}: {detail.rstrip('.')}. This is "
-        f"a problem in the plugin, not in your recipe: `sagan plugins check {entry.name}` "
-        f"reproduces it; fix the plugin or choose another {key} (SAGAN_DEBUG=1 shows the traceback)."
-    )
+    else:
+        text = (
+            f"The {entry.describe()}, chosen by {key}, failed {where}: {detail.rstrip('.')}. This "
+            f"is a problem in the plugin, not in your recipe: `sagan plugins check {entry.name}` "
+            f"reproduces it; fix the plugin or choose another {key} (SAGAN_DEBUG=1 shows the "
+            f"traceback)."
+        )
+    error = PluginError(text)
     error.attributed = True  # type: ignore[attr-defined]
     return error
+
+
+def unsupported(entry: Entry, key: str, where: str, reason: str) -> PlacementUnsupported:
+    """The paragraph for a place a plugin declined (``PlacementUnsupported`` from its factory)."""
+    return PlacementUnsupported(
+        f"The {entry.describe()}, chosen by {key}, does not support {where}: "
+        f"{reason.rstrip('.')}. Choose other attention sizes (model.attention_layer) or another "
+        f"{key}."
+    )
 
 
 def describe(entry: Entry) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from sagan_cli.api import DataSource
-from sagan_cli.components import build_data_source, check_data
+from sagan_cli.components import build_data_source, check_data, placement_problem
 from sagan_cli.device import available_memory, select_device
 from sagan_cli.errors import SaganError
 from sagan_cli.evaluate.weights import InceptionWeights, resolve_inception_weights
@@ -128,10 +128,14 @@ def check_before_work(
     world_size: int = 1,
     training: bool = True,
 ) -> Checked:
-    """The device, every distinct data source, memory and (when needed) Inception weights."""
+    """Placements the attention plugin declines, the device, every distinct data source,
+    memory and (when needed) Inception weights."""
     recipes = list(recipes)
     checked = Checked(select_device(device), None)
     for recipe in recipes:
+        problem = placement_problem(recipe, registry)
+        if problem is not None:
+            raise problem
         key = _data_key(recipe)
         if key not in checked.sources:
             source = build_data_source(recipe, registry)

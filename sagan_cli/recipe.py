@@ -49,6 +49,7 @@ class _PluginTable(BaseModel):
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"  # experiment names: one folder, never a path
+MAX_STEPS = 1_000_000_000  # 10^9 generator updates: beyond any real run, within every counter
 
 
 class DataConfig(_PluginTable):
@@ -118,7 +119,7 @@ class LossConfig(_PluginTable):
 
 
 class TrainConfig(_Strict):
-    steps: int = Field(100_000, ge=1, description="generator updates")
+    steps: int = Field(100_000, ge=1, le=MAX_STEPS, description="generator updates")
     batch_size: int = Field(64, ge=1)
     lr_g: float = Field(1e-4, gt=0, le=1, allow_inf_nan=False)
     lr_d: float = Field(4e-4, gt=0, le=1, allow_inf_nan=False)
@@ -126,7 +127,11 @@ class TrainConfig(_Strict):
     d_steps: int = Field(1, ge=1, description="D updates per G update")
     ema_decay: float = Field(0.9999, ge=0, lt=1, description="0 disables EMA averaging")
     ema_start: int = Field(1000, ge=0, description="EMA copies G until this step")
-    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast on CUDA")
+    precision: Literal["bf16", "fp32", "fp64"] = Field(
+        "bf16",
+        description="bf16 autocast on CUDA (fp32 elsewhere); fp64: float64 everywhere, a slow "
+        "reference for numerical checks",
+    )
     bf16_on_cpu: bool = Field(
         False,
         description="with precision = bf16, also autocast on CPUs with native bf16 (AMX, "
@@ -143,6 +148,13 @@ class TrainConfig(_Strict):
     deterministic: bool = Field(False, description="deterministic kernels (bitwise resume)")
     sync_batchnorm: bool = Field(
         True, description="data-parallel runs: G's batch norm uses the global batch's statistics"
+    )
+    max_loss: float = Field(
+        1e5,
+        ge=0,
+        allow_inf_nan=False,
+        description="a run whose mean D or G loss stays beyond this for 3 log lines in a row "
+        "has diverged (exit 3); 0: only non-finite losses count",
     )
     log_every: int = Field(100, ge=1)
     sample_every: int = Field(1000, ge=1)

@@ -67,7 +67,7 @@ def now() -> str:
 
 # Keys added after 0.1 that do change results enter a run's identity only when set away
 # from their default, so every existing run keeps its id.
-ADDED_SINCE_0_1 = {"train.bf16_on_cpu": False}
+ADDED_SINCE_0_1 = {"train.bf16_on_cpu": False, "train.max_loss": 1e5}
 
 
 def run_identity(recipe: Recipe) -> dict[str, Any]:
@@ -258,14 +258,7 @@ def run_lock(run: RunDir) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        try:
-            holder = owner.read_text().strip() or "another process"
-        except OSError:
-            holder = "another process"
-        raise RunBusy(
-            f"{run.path} is being trained right now by {holder}. Wait for it to finish or "
-            f"stop it; two processes must not write one run."
-        ) from None
+        raise RunBusy(busy_message(run)) from None
     except OSError as exc:
         raise ResultsError(
             f"Cannot lock the run folder {run.path}: {exc.strerror or exc}. Check that it is "
@@ -279,6 +272,17 @@ def run_lock(run: RunDir) -> Iterator[None]:
         lock.release()
 
 
+def busy_message(run: RunDir) -> str:
+    try:
+        holder = (run.path / ".lock.owner").read_text().strip() or "another process"
+    except OSError:
+        holder = "another process"
+    return (
+        f"{run.path} is being trained right now by {holder}. Wait for it to finish or stop "
+        f"it; two processes must not write one run."
+    )
+
+
 def trained_elsewhere(run: RunDir) -> bool:
     """Whether another process holds the run's lock right now (it may not have written
     ``running`` into the status yet)."""
@@ -287,8 +291,10 @@ def trained_elsewhere(run: RunDir) -> bool:
     lock = FileLock(str(run.lock_path), timeout=0)
     try:
         lock.acquire()
-    except (Timeout, OSError):
+    except Timeout:
         return True
+    except OSError:  # cannot lock at all: not "busy"; taking the lock reports why
+        return False
     lock.release()
     return False
 

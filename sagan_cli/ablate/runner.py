@@ -36,7 +36,7 @@ from sagan_cli.results import (
 from sagan_cli.train.loop import train_run
 from sagan_cli.train.observer import LogLines, Observer
 
-FINISHED = ("done",)
+FINISHED = ("done", "skipped")  # skipped: the attention plugin declines the point's placement
 RETRYABLE = ("failed", "diverged")
 ENDED = ("done", "failed", "diverged", "interrupted")
 
@@ -47,7 +47,7 @@ class Outcome:
     run: RunDir
     status: str
     message: str
-    skipped: bool = False
+    existing: bool = False  # read from the folder: this command did not (re)run it
 
 
 def prepare_experiment(folder: Path, base: Recipe, axes: list[Axis], write: bool = True) -> None:
@@ -102,8 +102,16 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
     return found
 
 
-def create_runs(folder: Path, points: list[GridPoint]) -> list[RunDir]:
-    """Every run folder exists (queued) before the first trains: the grid is visible at once."""
+def create_runs(
+    folder: Path, points: list[GridPoint], unsupported: dict[int, str] | None = None
+) -> list[RunDir]:
+    """Every run folder exists (queued) before the first trains: the grid is visible at once.
+
+    Points whose placement the attention plugin declines (``unsupported``: grid index ->
+    the plugin's reason) are ``skipped`` with that reason; a point no longer declined
+    (a newer plugin) is queued again.
+    """
+    unsupported = unsupported or {}
     runs = []
     for point in points:
         run = run_dir_in(folder / "runs", point.recipe)
@@ -117,6 +125,12 @@ def create_runs(folder: Path, points: list[GridPoint]) -> list[RunDir]:
             seed=point.seed,
             grid_index=point.index,
         )
+        status = run.read_status().get("status")
+        reason = unsupported.get(point.index)
+        if reason is not None and status in ("queued", "skipped"):
+            run.update_status(status="skipped", error=reason)
+        elif reason is None and status == "skipped":
+            run.update_status(status="queued", error=None)
         runs.append(run)
     return runs
 
@@ -228,6 +242,28 @@ class GridOptions:
     threads: int | None = None
     retry_failed: bool = False
     quiet: bool = False
+    detach: bool = False  # submit and return (launchers whose jobs outlive the command)
+
+
+SETTLED = ("done", "failed", "diverged")  # final once written (interrupted may be requeued)
+
+
+def mark_lost(run: RunDir, reason: str) -> None:
+    """A launcher saw the task of ``run`` die: record why, unless the run recorded its own
+    outcome or another process holds it. A run that had started is ``interrupted`` (a
+    re-run resumes it from its last checkpoint); one that never started stays queued."""
+    status = run.read_status()
+    state = status.get("status")
+    if state not in ("running", "queued") or trained_elsewhere(run):
+        return
+    if state == "running":
+        run.update_status(
+            status="interrupted",
+            error=f"{reason}; re-run the same command to resume from the last checkpoint",
+            finished=now(),
+        )
+    else:
+        run.update_status(error=reason)
 
 
 def run_grid(
@@ -241,18 +277,26 @@ def run_grid(
     on_outcome: Callable[[Outcome], None],
     poll: Callable[[list[RunDir]], None] = lambda runs: None,
     report: Callable[[str], None] = lambda text: None,
+    experiment: str = "",
 ) -> list[Outcome]:
     """Hand every run that needs training to ``launcher``; one outcome per point, read back
-    from the run folders (so every launcher reports the same way)."""
+    from the run folders at the end of this command (so every launcher reports the same
+    way, and a re-run never reports what an earlier attempt left there)."""
     outcomes: dict[int, Outcome] = {}
     pending: list[int] = []
+    before: dict[int, dict[str, Any]] = {}
     for position, (point, run) in enumerate(zip(points, runs, strict=True)):
-        status = run.read_status().get("status")
-        if should_run(status, options.retry_failed):
+        status = run.read_status()
+        if should_run(status.get("status"), options.retry_failed):
             pending.append(position)
+            before[position] = status
         else:
             outcome = Outcome(
-                point, run, status or "queued", run.read_status().get("error") or "", skipped=True
+                point,
+                run,
+                status.get("status") or "queued",
+                status.get("error") or "",
+                existing=True,
             )
             outcomes[position] = outcome
             on_outcome(outcome)
@@ -263,30 +307,40 @@ def run_grid(
     }
     reported: set[int] = set()
 
-    def finish(position: int) -> None:
+    def finish(position: int, final: bool) -> None:
+        """Report a run's outcome: while waiting, only one this command settled; at the end,
+        whatever its folder says (a run still marked running whose process is gone died)."""
         if position in reported:
             return
-        reported.add(position)
         run = runs[position]
         status = run.read_status()
         state = status.get("status", "queued")
-        if state == "queued" and trained_elsewhere(run):
-            state = "running"  # a concurrent ablation took it before writing its status
+        if not final and (status == before[position] or state not in SETTLED):
+            return
+        if final and state in ("queued", "running"):
+            if trained_elsewhere(run):
+                state = "running"  # a concurrent command holds it: its outcome, not ours
+            elif state == "running":
+                mark_lost(run, "its process ended without recording an outcome (killed?)")
+                status = run.read_status()
+                state = status.get("status", "interrupted")
+        reported.add(position)
         outcomes[position] = Outcome(points[position], run, state, status.get("error") or "")
         on_outcome(outcomes[position])
 
     def poll_pending() -> None:
-        waiting = [runs[p] for p, _ in tasks.values() if p not in reported]
-        poll(waiting)
+        poll([runs[p] for p, _ in tasks.values() if p not in reported])
         for p, _ in tasks.values():
-            if p not in reported and runs[p].read_status().get("status") in ENDED:
-                finish(p)
+            finish(p, final=False)
 
     def here(task: RunTask) -> str:
         position, _ = tasks[task.run_dir]
         status = run_here(task, points[position])
-        finish(position)
+        finish(position, final=True)
         return status
+
+    def lost(task: RunTask, reason: str) -> None:
+        mark_lost(RunDir(Path(task.run_dir)), reason)
 
     if tasks:
         context = LaunchContext(
@@ -299,8 +353,14 @@ def run_grid(
             run_here=here,
             poll=poll_pending,
             report=report,
+            lost=lost,
+            detach=options.detach,
+            experiment=experiment or runs[0].path.parent.parent.name,
+            experiment_dir=str(runs[0].path.parent.parent),
         )
         launcher.launch(context)
+    if options.detach:
+        return [outcomes[p] for p in sorted(outcomes)]
     for position in pending:
-        finish(position)
+        finish(position, final=True)
     return [outcomes[p] for p in sorted(outcomes)]

@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -24,11 +25,11 @@ from sagan_cli.ablate.summary import (
     to_markdown,
 )
 from sagan_cli.api import Launcher
-from sagan_cli.components import plugin_for
+from sagan_cli.components import placement_problem, plugin_for
 from sagan_cli.device import select_device
 from sagan_cli.errors import ResultsError, SaganError, did_you_mean
 from sagan_cli.evaluate.weights import InceptionWeights
-from sagan_cli.fileio import atomic_write_text
+from sagan_cli.fileio import atomic_write_json, atomic_write_text
 from sagan_cli.plugins import Registry, attributed, plugin_code
 from sagan_cli.preflight import auto_jobs, check_batch_divides, check_before_work, check_nproc
 from sagan_cli.recipe import (
@@ -39,6 +40,7 @@ from sagan_cli.recipe import (
     read_toml,
     resolve_recipe,
 )
+from sagan_cli.results import list_runs, now
 
 
 @dataclass
@@ -53,6 +55,7 @@ class AblationPlan:
     launcher: Launcher | None
     launcher_name: str
     options: GridOptions
+    unsupported: dict[int, str]  # grid index -> why its attention plugin declines the placement
 
 
 def _launcher(
@@ -99,6 +102,7 @@ def plan_ablation(
     threads: int | None = None,
     retry_failed: bool = False,
     quiet: bool = False,
+    detach: bool = False,
 ) -> AblationPlan:
     """The whole grid, resolved and validated; nothing is written."""
     path = find_recipe(recipe_ref)
@@ -137,8 +141,14 @@ def plan_ablation(
     check_nproc(nproc, chosen)
     for point in points:
         check_batch_divides(point.recipe, nproc)
+    unsupported: dict[int, str] = {}
+    for point in points:
+        if point.index not in unsupported:
+            problem = placement_problem(point.recipe, registry)
+            if problem is not None:
+                unsupported[point.index] = str(problem)
     checked = check_before_work(
-        [] if dry_run else [p.recipe for p in points],
+        [] if dry_run else [p.recipe for p in points if p.index not in unsupported],
         registry,
         device=device,
         inception_weights=inception_weights,
@@ -147,12 +157,88 @@ def plan_ablation(
     if threads is None and chosen.type == "cpu" and jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads never exceeds the cores
     built, launcher_name = _launcher(base, registry, nproc, dry_run)
+    if detach and built is not None and not built.supports_detach:
+        raise SaganError(
+            f"--detach: the {launcher_name} launcher's runs end with this command, so there is "
+            f"nothing to leave running. Use --launcher slurm (whose jobs outlive it), or drop "
+            f"--detach."
+        )
     options = GridOptions(
-        jobs=jobs, nproc=nproc, threads=threads, retry_failed=retry_failed, quiet=quiet
+        jobs=jobs,
+        nproc=nproc,
+        threads=threads,
+        retry_failed=retry_failed,
+        quiet=quiet,
+        detach=detach,
     )
     return AblationPlan(
-        name, folder, base, axes, points, chosen, checked.weights, built, launcher_name, options
+        name,
+        folder,
+        base,
+        axes,
+        points,
+        chosen,
+        checked.weights,
+        built,
+        launcher_name,
+        options,
+        unsupported,
     )
+
+
+LAUNCH_RECORD = "launch.json"
+
+
+def record_launcher(plan: AblationPlan) -> None:
+    """Which launcher (and parameters) the experiment's runs were handed to, for ``sagan status``."""
+    entry, params = plugin_for(plan.base, "launch")
+    atomic_write_json(
+        plan.folder / LAUNCH_RECORD,
+        {"launcher": entry.name, "params": params.model_dump(mode="json"), "updated": now()},
+    )
+
+
+@dataclass
+class RunState:
+    run: str
+    point: str
+    seed: Any
+    status: str
+    step: str
+    scheduler: str
+    note: str
+
+
+def experiment_status(folder: Path, registry: Registry) -> list[RunState]:
+    """Every run of an experiment: its folder's status and, for launchers whose jobs outlive
+    the command (SLURM), the scheduler's state of its job."""
+    scheduler: dict[str, str] = {}
+    try:
+        record = json.loads((folder / LAUNCH_RECORD).read_text(encoding="utf-8"))
+        entry = registry.get("launcher", record["launcher"], key="launch.launcher")
+        params = entry.plugin.params.model_validate(record.get("params") or {})
+        with plugin_code(entry, "launch.launcher", "reading its jobs' states"):
+            launcher = entry.plugin.factory(params)
+            scheduler = launcher.job_states(str(folder))
+    except (OSError, ValueError, KeyError, TypeError, SaganError):
+        scheduler = {}
+    states = []
+    for run in list_runs(folder):
+        status = run.read_status()
+        labels = status.get("axis_labels") or {}
+        steps = status.get("steps")
+        states.append(
+            RunState(
+                run=run.id,
+                point=", ".join(f"{k}={v}" for k, v in labels.items()) or "-",
+                seed=status.get("seed", "-"),
+                status=status.get("status", "queued"),
+                step=f"{status.get('step', 0)}/{steps}" if steps else "-",
+                scheduler=scheduler.get(str(run.path), "-"),
+                note=str(status.get("error") or ""),
+            )
+        )
+    return states
 
 
 def experiment_folders(targets: list[str], results_root: Path) -> list[Path]:

@@ -33,7 +33,7 @@ import pandas as pd
 from sagan_cli import markdown
 from sagan_cli.ablate.stats import StatsOptions, compare, holm, seeds_needed, verdict
 from sagan_cli.errors import SaganError, did_you_mean
-from sagan_cli.recipe import load_recipe
+from sagan_cli.recipe import load_recipe, read_toml
 from sagan_cli.results import RunDir, config_identity, list_runs
 
 METRICS = (
@@ -88,6 +88,7 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
         row["config"] = run_identity_label(run)
     row.update(
         {
+            "attention_off": attention_off(run),
             "seed": status.get("seed"),
             "run_id": run.id,
             "status": status.get("status", "queued"),
@@ -115,6 +116,19 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
         }
     )
     return row
+
+
+def attention_off(run: RunDir) -> bool:
+    """Whether the run has no attention block: no placements, or the ``none`` variant (read
+    from its recipe file alone, so a report works without the run's plugins installed)."""
+    try:
+        model = read_toml(run.recipe_path).get("model", {})
+    except SaganError:
+        return False
+    shared = model.get("attention_layer", [16])
+    sizes = [model.get("g_attention_layer", shared), model.get("d_attention_layer", shared)]
+    variant = (model.get("attention") or {}).get("variant", "sagan")
+    return variant == "none" or not any(sizes)
 
 
 def _layer_mean(records: list[dict[str, Any]], prefix: str) -> float | None:
@@ -184,6 +198,7 @@ def summarize(
         counts = group["status"].value_counts()
         row["runs"] = len(group)
         row["status"] = ", ".join(f"{n} {s}" for s, n in counts.items())
+        row["attention_off"] = bool(group["attention_off"].all())
         finished = group[group["status"] == "done"]
         values_by_seed.append(
             {
@@ -246,7 +261,8 @@ def summarize(
 
 
 def _baseline_row(table: pd.DataFrame, keys: list[str], chosen: str | None) -> int:
-    """``--baseline AXIS=VALUE``; else the row whose axis value is 'none' or [], else the first."""
+    """``--baseline AXIS=VALUE``; else the first row without attention (no placements or the
+    ``none`` variant), else one whose axis value is 'none' or [], else the first."""
     if chosen is not None:
         axis, _, value = chosen.partition("=")
         axis, value = axis.strip(), value.strip()
@@ -264,6 +280,9 @@ def _baseline_row(table: pd.DataFrame, keys: list[str], chosen: str | None) -> i
             f"--baseline {chosen}: no row has {axis} = {value}. Values in the grid: "
             f"{', '.join(dict.fromkeys(labels))}."
         )
+    for index, row in table.iterrows():
+        if row["attention_off"]:
+            return int(index)
     for index, row in table.iterrows():
         if any(str(row[k]) in BASELINE_VALUES for k in keys if k != "experiment"):
             return int(index)
@@ -370,7 +389,7 @@ def to_markdown(
     provenance = sorted({p for p in runs["eval_provenance"] if p})
     if provenance:
         lines += ["", "Evaluation: " + "; ".join(provenance) + "."]
-    failed = runs[runs["status"].isin(["failed", "diverged", "interrupted"])]
+    failed = runs[runs["status"].isin(["failed", "diverged", "interrupted", "skipped"])]
     if len(failed):
         lines += ["", "Runs that did not finish (not in the statistics):", ""]
         lines += [f"- {r.run_id} ({r.status}): {r.error}" for r in failed.itertuples()]

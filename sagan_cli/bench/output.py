@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from sagan_cli import markdown
+from sagan_cli.errors import ResultsError
 from sagan_cli.fileio import atomic_write_text, fresh_path
 
 
@@ -15,12 +16,22 @@ def write_results(
     out_dir: Path, kind: str, device: str, precision: str, frame: pd.DataFrame, text: str
 ) -> tuple[Path, Path]:
     """``<kind>-<device>-<precision>-<time>.csv`` and ``.md``, never replacing older files."""
+    check_output_folder(out_dir)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     csv_path = fresh_path(out_dir / f"{kind}-{device}-{precision}-{stamp}.csv")
     md_path = csv_path.with_suffix(".md")
     atomic_write_text(csv_path, frame.to_csv(index=False))
     atomic_write_text(md_path, text)
     return csv_path, md_path
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Before a benchmark runs: ``--out`` must be a folder (or not exist yet)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ResultsError(
+            f"--out {out_dir} is a file; benchmarks write a CSV and a Markdown file into a "
+            f"folder. Give a folder (it is created if missing)."
+        )
 
 
 def frame_markdown(frame: pd.DataFrame, fmt: str) -> str:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sagan_cli.api import AttentionMaps
+from sagan_cli.device import at_least_fp32
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,11 @@ def captured_inputs(layers: list[Layer]) -> Iterator[dict[str, torch.Tensor]]:
 
 
 def maps_of(layer: Layer, features: torch.Tensor) -> torch.Tensor:
-    """beta (B, N, M) of ``layer`` for its input ``features``, in fp32, without gradients."""
+    """beta (B, N, M) of ``layer`` for its input ``features`` (bf16 ones taken in fp32), in at
+    least fp32, without gradients."""
     assert isinstance(layer.module, AttentionMaps)
     with torch.no_grad():
-        return layer.module.attention_maps(features.float()).float()
+        return at_least_fp32(layer.module.attention_maps(at_least_fp32(features)))
 
 
 def grid_centres(height: int, width: int, device: torch.device) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +19,7 @@ from sagan_cli.api import DataSource
 from sagan_cli.checkpoint import load_checkpoint, load_generator_weights
 from sagan_cli.components import build_data_source, build_networks, check_data, num_classes_for
 from sagan_cli.datasets.base import decode_all
-from sagan_cli.device import effective_precision, select_device
+from sagan_cli.device import available_memory, effective_precision, select_device
 from sagan_cli.errors import CheckpointError, DataError, ResultsError, SaganError
 from sagan_cli.evaluate.service import checkpoint_for
 from sagan_cli.fileio import atomic_write, atomic_write_bytes
@@ -88,6 +89,38 @@ def load_run(
     return LoadedRun(
         run.path, recipe, source, generator, discriminator, path, int(state["step"]), chosen
     )
+
+
+MAX_SAMPLES = 100_000_000
+SAMPLE_FILE = re.compile(r"^\d{6}\.png$")
+
+
+def _earlier_export(folder: Path) -> list[Path]:
+    """The files an earlier ``sagan sample`` wrote into ``folder`` (numbered PNGs, samples.json)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if SAMPLE_FILE.match(p.name) or p.name == "samples.json"]
+
+
+def check_sample_space(num: int, resolution: int, z_dim: int, out: Path) -> None:
+    """Refuse an export that cannot fit in memory (all samples are held at once) or on disk."""
+    image_bytes = 3 * resolution * resolution
+    need = num * (image_bytes + 4 * z_dim)
+    free = available_memory(torch.device("cpu"))
+    if need > free * 0.8:
+        fits = max(1, int(free * 0.8) // (image_bytes + 4 * z_dim))
+        raise SaganError(
+            f"--num {num}: {num:,} samples at {resolution}x{resolution} take {need / 2**30:,.1f} "
+            f"GiB in memory, but {free / 2**30:.1f} GiB is available. Export at most {fits:,} "
+            f"at a time (different --seed values give different samples)."
+        )
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    disk = shutil.disk_usage(existing).free
+    if num * image_bytes > disk:
+        raise SaganError(
+            f"--num {num}: the samples need up to {num * image_bytes / 2**30:,.1f} GiB but "
+            f"{existing} has {disk / 2**30:.1f} GiB free. Free space or choose another --out."
+        )
 
 
 def refuse_existing(path: Path, force: bool) -> None:
@@ -250,12 +283,20 @@ def export_samples(
     batch_size: int = 64,
 ) -> Path:
     """``num`` samples of the run's EMA generator as PNG files in a folder, or a uint8 npz."""
-    if num < 1:
-        raise SaganError(f"--num {num}: give 1 or more samples.")
+    if not 1 <= num <= MAX_SAMPLES:
+        raise SaganError(
+            f"--num {num}: give 1 to {MAX_SAMPLES:,} samples (export more with several "
+            f"commands and different --seed values)."
+        )
     if truncation is not None and truncation <= 0:
         raise SaganError(f"--truncation {truncation}: give a positive threshold, e.g. 1.0.")
     refuse_existing(out, force)
+    if out.exists() and out.suffix != ".npz" and not out.is_dir():
+        raise SaganError(
+            f"--out {out} is a file; give a folder (PNG files) or a path ending in .npz."
+        )
     loaded = load_run(run_path, checkpoint, device, registry, need_data=False)
+    check_sample_space(num, loaded.recipe.data.resolution, loaded.generator.z_dim, out)
     classes = loaded.generator.num_classes
     if label is not None and not (classes and 0 <= label < classes):
         raise SaganError(
@@ -290,9 +331,9 @@ def export_samples(
             arrays["labels"] = labels.numpy()
         atomic_write(out, lambda handle: np.savez(handle, **arrays))
         return out
-    if out.exists():
-        shutil.rmtree(out)  # --force: replace the folder as a whole, never mix two exports
-    out.mkdir(parents=True)
+    for earlier in _earlier_export(out):  # --force replaces our files only, never others
+        earlier.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(images):
         picture = Image.fromarray(image.permute(1, 2, 0).numpy())
         atomic_write(out / f"{index:06d}.png", partial(picture.save, format="PNG"))

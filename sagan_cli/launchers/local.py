@@ -67,7 +67,7 @@ class LocalLauncher(Launcher):
                     try:
                         future.result()
                     except Exception as exc:  # the worker process itself died
-                        context.report(f"{task.label}: its worker process died ({exc})")
+                        context.lost(task, f"its worker process died ({type(exc).__name__})")
                 if stop["signal"] is not None:
                     for future in futures:
                         future.cancel()  # not started yet: stays queued for the next run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sagan_cli.api import PluginParams
 
@@ -22,7 +22,7 @@ class RayParams(PluginParams):
     gpus_per_run: float | None = Field(
         None, ge=0, description="GPUs a run reserves (default: 1 per process on CUDA, else 0)"
     )
-    connect_timeout_s: float = Field(20.0, gt=0, description="how long to wait for the address")
+    connect_timeout_s: float = Field(5.0, gt=0, description="how long to wait for the address")
 
 
 class SlurmParams(PluginParams):
@@ -39,7 +39,27 @@ class SlurmParams(PluginParams):
     account: str | None = Field(None, description="SLURM account (--account)")
     qos: str | None = Field(None, description="SLURM quality of service (--qos)")
     array_parallelism: int = Field(64, ge=1, description="runs of the array at once")
+    signal: Literal["USR2", "USR1", "TERM"] = Field(
+        "USR2",
+        description="what SLURM sends signal_delay_s before the time limit (sbatch --signal); "
+        "runs checkpoint and stop on it",
+    )
     signal_delay_s: int = Field(
-        120, ge=0, description="SIGTERM this long before the time limit: runs checkpoint and stop"
+        120, ge=0, description="how long before the time limit launch.signal is sent"
+    )
+    requeue: bool = Field(
+        True,
+        description="after the time-limit warning, requeue the element: the run resumes from "
+        "its checkpoint in a new allocation (else re-run the command to resume it)",
     )
     folder: str | None = Field(None, description="submitit logs (default: <experiment>/slurm/)")
+
+    @model_validator(mode="after")
+    def _warning_before_the_limit(self) -> SlurmParams:
+        if self.signal_delay_s >= self.time_min * 60:
+            raise ValueError(
+                f"signal_delay_s = {self.signal_delay_s} is not shorter than time_min = "
+                f"{self.time_min} ({self.time_min * 60} s): the warning would come before the "
+                f"job starts. Give a longer time_min or a shorter signal_delay_s"
+            )
+        return self

@@ -8,7 +8,9 @@ plugins) installed and the results folder at the same path: a shared filesystem.
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from typing import Any
 
 from sagan_cli.api import LaunchContext, Launcher
@@ -40,8 +42,21 @@ class RayLauncher(Launcher):
 
     def check(self) -> None:
         address = self.params.address
-        if address in (None, "auto"):
+        if address is None:
             return
+        if address == "auto":  # the cluster this machine belongs to, as `ray start` recorded it
+            try:
+                from ray._private.services import canonicalize_bootstrap_address
+
+                address = canonicalize_bootstrap_address("auto") or ""
+            except ImportError:  # another Ray version: ray.init will say it
+                return
+            except ConnectionError:
+                raise PluginError(
+                    "launch.address = 'auto' but no Ray cluster runs on this machine (neither "
+                    "RAY_ADDRESS nor a `ray start` record). Start one with `ray start --head`, "
+                    "give its host:port, or leave launch.address unset for a local instance."
+                ) from None
         target = _host_port(address)
         if target is None:
             raise PluginError(
@@ -60,6 +75,8 @@ class RayLauncher(Launcher):
 
     def launch(self, context: LaunchContext) -> None:
         ray = self.ray
+        if not sys.stderr.isatty():  # logs and pipes: no colour codes around workers' lines
+            os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         started_here = not ray.is_initialized()
         if started_here:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
@@ -73,7 +90,9 @@ class RayLauncher(Launcher):
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise PluginError(
                     f"Ray could not start or connect (launch.address = "
-                    f"{self.params.address!r}): {str(exc).splitlines()[0]}"
+                    f"{self.params.address!r}): {str(exc).splitlines()[0]}. Start the cluster "
+                    f"(`ray start --head`), fix launch.address, or leave it unset for a local "
+                    f"instance; nothing was run."
                 ) from None
         try:
             cpus = self.params.cpus_per_run or context.cpus_per_run
@@ -96,8 +115,8 @@ class RayLauncher(Launcher):
                     task = pending.pop(ref)
                     try:
                         ray.get(ref)
-                    except Exception as exc:  # the task's process died; its run says why
-                        context.report(f"{task.label}: the Ray task failed ({type(exc).__name__})")
+                    except Exception as exc:  # the task's process died: the host records it
+                        context.lost(task, f"its Ray task died ({type(exc).__name__})")
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref)  # SIGINT to the task: it checkpoints at the next boundary

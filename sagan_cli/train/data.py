@@ -88,8 +88,8 @@ class _StreamSampler(Sampler[list[int]]):
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float().div_(127.5).sub_(1.0)
+    """uint8 [0, 255] -> float [-1, 1] (float32; float64 inside an fp64 run)."""
+    return images.to(torch.get_default_dtype()).div_(127.5).sub_(1.0)
 
 
 class BatchStream:

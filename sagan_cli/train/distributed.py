@@ -60,6 +60,24 @@ class World:
 SINGLE = World()
 
 
+def collective_timeout_s() -> float:
+    """``SAGAN_DIST_TIMEOUT_S`` (default 1800), checked: a bad value is the user's to fix."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return 1800.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 1 <= seconds <= 7 * 24 * 3600:
+        raise SaganError(
+            f"{TIMEOUT_ENV}={text!r} is not a number of seconds between 1 and 604800 (a week): "
+            f"it bounds how long a rank waits for the others. Set e.g. {TIMEOUT_ENV}=1800, or "
+            f"unset it for that default."
+        )
+    return seconds
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
@@ -72,13 +90,14 @@ def join_process_group(device: str) -> World:
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
     )
     chosen = select_device(device)
+    timeout = collective_timeout_s()
     if chosen.type == "cuda":
         torch.cuda.set_device(world.local_rank)
     if not dist.is_initialized():
         try:
             dist.init_process_group(
                 backend="nccl" if chosen.type == "cuda" else "gloo",
-                timeout=timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800"))),
+                timeout=timedelta(seconds=timeout),
             )
         except (RuntimeError, ValueError) as exc:
             raise SaganError(

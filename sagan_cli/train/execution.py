@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sagan_cli.device import default_memory_format
 from sagan_cli.recipe import Recipe
 
 # Compiling costs a fixed time up front and saves a share of every later step; below these
@@ -21,10 +22,6 @@ from sagan_cli.recipe import Recipe
 # (smoke and sagan_cifar10), so "auto" does not compile there. CUDA's value is an estimate:
 # no GPU was available to measure it (docs/benchmarks.md).
 COMPILE_BREAK_EVEN_STEPS: dict[str, int | None] = {"cpu": None, "cuda": 2_000}
-# Tensor layout per device type when ``memory_format = "auto"``: channels_last feeds the
-# tensor cores on CUDA, and oneDNN's convolutions on CPU (1.76x on smoke, 1.25x on
-# sagan_cifar10, fp32, measured: docs/benchmarks.md).
-AUTO_MEMORY_FORMAT = {"cuda": "channels_last", "cpu": "channels_last"}
 
 
 @dataclass(frozen=True)
@@ -33,14 +30,6 @@ class Execution:
     memory_format: str  # "contiguous" or "channels_last"
     reason: str
 
-    @property
-    def torch_memory_format(self) -> torch.memory_format:
-        return (
-            torch.channels_last
-            if self.memory_format == "channels_last"
-            else torch.contiguous_format
-        )
-
     def describe(self) -> dict[str, object]:
         return {"compile": self.compile, "memory_format": self.memory_format, "reason": self.reason}
 
@@ -48,9 +37,7 @@ class Execution:
 def choose_execution(recipe: Recipe, device: torch.device) -> Execution:
     cfg = recipe.train
     memory_format = (
-        AUTO_MEMORY_FORMAT.get(device.type, "contiguous")
-        if cfg.memory_format == "auto"
-        else cfg.memory_format
+        default_memory_format(device) if cfg.memory_format == "auto" else cfg.memory_format
     )
     if cfg.compile != "auto":
         return Execution(bool(cfg.compile), memory_format, "train.compile as set")

@@ -45,11 +45,27 @@ from sagan_cli.components import (
     check_data,
     count_parameters,
     num_classes_for,
+    origin_in_traceback,
     plugin_for,
     verify_networks,
 )
-from sagan_cli.device import autocast, available_memory, describe, effective_precision, synchronize
-from sagan_cli.errors import CheckpointError, ResultsError, SaganError
+from sagan_cli.device import (
+    at_least_fp32,
+    autocast,
+    available_memory,
+    convert_memory_format,
+    default_dtype,
+    describe,
+    effective_precision,
+    synchronize,
+)
+from sagan_cli.errors import (
+    CheckpointError,
+    ResultsError,
+    RunFailed,
+    SaganError,
+    describe_exception,
+)
 from sagan_cli.fileio import atomic_write_text
 from sagan_cli.imagefiles import save_grid
 from sagan_cli.inspect.figure import LayerMaps, figure_array, render
@@ -64,7 +80,7 @@ from sagan_cli.inspect.maps import (
 )
 from sagan_cli.model.networks import Generator
 from sagan_cli.model.sampling import fixed_inputs, sample_images, to_uint8
-from sagan_cli.plugins import Registry
+from sagan_cli.plugins import Registry, attributed
 from sagan_cli.recipe import Recipe
 from sagan_cli.results import RunDir, git_commit, now, prepare_run, run_lock, versions
 from sagan_cli.train.data import BatchStream
@@ -74,7 +90,11 @@ from sagan_cli.train.execution import choose_execution
 from sagan_cli.train.observer import Observer, Observers
 
 EXIT_DONE, EXIT_DIVERGED = 0, 3
-EXIT_FOR_SIGNAL = {int(signal.SIGINT): 130, int(signal.SIGTERM): 143}
+# What schedulers and users send to stop a run: Ctrl-C, SIGTERM (scancel, Kubernetes,
+# preemption) and SIGUSR1/SIGUSR2 (SLURM's warning before a time limit, --signal). Each
+# stops the run at the next iteration boundary with a checkpoint; the exit code is 128 + N.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+DIVERGED_LOGS = 3  # consecutive log lines beyond train.max_loss that count as diverged
 SAMPLE_SEED_OFFSET = 1_000_003  # fixed z for grids and scores: a function of the run seed only
 GRID_SIZE = 64
 
@@ -104,7 +124,7 @@ class TrainResult:
     @property
     def exit_code(self) -> int:
         if self.status == "interrupted":
-            return EXIT_FOR_SIGNAL.get(self.signal or signal.SIGINT, 130)
+            return exit_code_for(self.signal or signal.SIGINT)
         return {"done": EXIT_DONE, "diverged": EXIT_DIVERGED}.get(self.status, 1)
 
     def describe(self) -> str:
@@ -117,31 +137,59 @@ class Diverged(Exception):
         self.step = step
 
 
-class StopRequests:
-    """SIGINT/SIGTERM become a flag read at iteration boundaries (main thread only)."""
+WARNING_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # sent ahead of a kill: never fatal here
+_held: list[int] = []  # warning signals that arrived before a training loop could take them
 
-    def __init__(self) -> None:
+
+def hold_warning_signals() -> None:
+    """From now on SIGUSR1/SIGUSR2 (a scheduler's warning before a time limit or preemption)
+    are noted instead of killing the process or reaching a launcher's own handler (submitit
+    raises on them); the next training loop stops at its first boundary when one arrived.
+    Ctrl-C and SIGTERM keep their meaning: during set-up they stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for warning in WARNING_SIGNALS:
+        signal.signal(warning, lambda signum, frame: _held.append(signum))
+
+
+def exit_code_for(signum: int) -> int:
+    """The shell's convention: 128 + the signal number (130 Ctrl-C, 143 SIGTERM, ...)."""
+    return 128 + int(signum)
+
+
+class StopRequests:
+    """Stop signals become a flag read at iteration boundaries (main thread only).
+
+    ``announce(signum)`` is called at once when the first one arrives, so the
+    user knows the signal was taken; a second Ctrl-C stops at once.
+    """
+
+    def __init__(self, announce: Callable[[int], None] = lambda signum: None) -> None:
         self.signal: int | None = None
+        self.announce = announce
 
     def request(self, signum: int) -> None:
         if self.signal is None:
             self.signal = signum
+            self.announce(signum)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        signals = (signal.SIGINT, signal.SIGTERM)
-        previous = {s: signal.getsignal(s) for s in signals}
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
         def handler(signum: int, frame: Any) -> None:
             if self.signal is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
             self.request(signum)
 
-        for s in signals:
+        for s in STOP_SIGNALS:
             signal.signal(s, handler)
+        if _held:
+            self.request(_held.pop())
+            _held.clear()
         try:
             yield
         finally:
@@ -197,13 +245,22 @@ class TrainingSession:
         loss_entry, _ = plugin_for(recipe, "loss", registry)
         # a fresh loss object for the dry run: plugins may count their calls
         trial_loss = (build_loss(recipe, registry), loss_entry)
-        verify_networks(generator, discriminator, recipe.model.z_dim, self.num_classes, trial_loss)
-        if world.distributed and cfg.sync_batchnorm:
-            synchronise_batch_norm(generator)
+        # the dry run sees the networks as training will: on the device, in its layout and
+        # precision, so a plugin that breaks there fails here with a paragraph
         self.execution = choose_execution(recipe, device)
-        memory_format = self.execution.torch_memory_format
-        self.generator = generator.to(device).to(memory_format=memory_format)
-        self.discriminator = discriminator.to(device).to(memory_format=memory_format)
+        layout = self.execution.memory_format
+        self.generator = convert_memory_format(generator.to(device), layout)
+        self.discriminator = convert_memory_format(discriminator.to(device), layout)
+        verify_networks(
+            self.generator,
+            self.discriminator,
+            recipe.model.z_dim,
+            self.num_classes,
+            trial_loss,
+            precision=self.precision,
+        )
+        if world.distributed and cfg.sync_batchnorm:
+            synchronise_batch_norm(self.generator)
         self.ema = EMA(self.generator, cfg.ema_decay, cfg.ema_start)
         fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
         self.opt_g = torch.optim.Adam(
@@ -223,8 +280,9 @@ class TrainingSession:
         self.wall_time = 0.0
         self.data: BatchStream | None = None
         self.start_checkpoint: Path | None = None
-        self.stop = StopRequests()
+        self.stop = StopRequests(self._announce_stop)
         self.interval = _Interval()
+        self.logs_over_bound = 0  # consecutive log lines with a loss beyond train.max_loss
 
     def _training_wrappers(self) -> tuple[Any, Any]:
         """The modules whose backward updates weights: DDP-wrapped when data-parallel."""
@@ -234,6 +292,13 @@ class TrainingSession:
 
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DDP(self.generator, device_ids=ids), DDP(self.discriminator, device_ids=ids)
+
+    def _announce_stop(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        again = "; Ctrl-C again to stop now without saving" if signum == signal.SIGINT else ""
+        self.observer.message(
+            f"{name}: stopping after this iteration (step {self.step + 1}) with a checkpoint{again}"
+        )
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -257,6 +322,7 @@ class TrainingSession:
             if self.interval.losses
             else torch.zeros(0, 2),
             "interval_seconds": self.interval.train_seconds,
+            "logs_over_bound": self.logs_over_bound,
         }
 
     def restore(self, path: Path) -> None:
@@ -281,6 +347,7 @@ class TrainingSession:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         self.best_fid = state["best_fid"]
         self.wall_time = float(state["wall_time"])
+        self.logs_over_bound = int(state.get("logs_over_bound", 0))
         pending = state.get("interval_losses", torch.zeros(0, 2)).to(self.device)
         self.interval = _Interval(
             self.step - len(pending) + 1, list(pending), float(state.get("interval_seconds", 0.0))
@@ -363,7 +430,7 @@ class TrainingSession:
                 assert real_labels is not None  # conditional models need labelled data
                 labels = torch.cat([real_labels, fake_labels])
             with autocast(self.device, self.precision):
-                logits = self.d_train(torch.cat([real, fake.to(real.dtype)]), labels).float()
+                logits = at_least_fp32(self.d_train(torch.cat([real, fake.to(real.dtype)]), labels))
             d_loss = self.loss.d_loss(logits[:batch], logits[batch:])
             # Gradient penalties differentiate through D's gradient: the maths attention path
             # has second derivatives, the fused CPU/CUDA kernels do not.
@@ -381,7 +448,7 @@ class TrainingSession:
         with autocast(self.device, self.precision):
             # D without its DDP wrapper: its weights are identical on every rank and it
             # takes no gradient here, so there is nothing to synchronise.
-            logits = self.d_step(self.g_train(z, fake_labels), fake_labels).float()
+            logits = at_least_fp32(self.d_step(self.g_train(z, fake_labels), fake_labels))
         g_loss = self.loss.g_loss(logits)
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -391,7 +458,7 @@ class TrainingSession:
 
     def _critic(self, labels: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """D as a function of images alone (for penalties), conditioned on the real labels."""
-        return lambda images: self.d_train(images, labels).float()
+        return lambda images: at_least_fp32(self.d_train(images, labels))
 
     # ---- side work -------------------------------------------------------------------------
 
@@ -427,6 +494,11 @@ class TrainingSession:
         if losses is None:
             return
         steps = len(interval.losses)
+        bound = self.recipe.train.max_loss
+        means = losses.mean(dim=0)
+        self.logs_over_bound = (
+            self.logs_over_bound + 1 if bound and float(means.abs().max()) > bound else 0
+        )
         self._write(
             {
                 "kind": "train",
@@ -445,6 +517,12 @@ class TrainingSession:
         interval.first_step = self.step + 1
         interval.losses.clear()
         interval.train_seconds = 0.0
+        if self.logs_over_bound >= DIVERGED_LOGS:
+            raise Diverged(
+                self.step,
+                f"the mean losses (D {float(means[0]):.3g}, G {float(means[1]):.3g}) stayed beyond "
+                f"train.max_loss = {bound:g} for {DIVERGED_LOGS} log lines in a row",
+            )
 
     def write_samples(self) -> None:
         if self.run is None or not self.world.is_main:
@@ -567,6 +645,13 @@ class TrainingSession:
     def run_to_end(self) -> TrainResult:
         assert self.run is not None
         cfg, run = self.recipe.train, self.run
+        previous = run.read_status()
+        if previous.get("status") == "running" and self.world.is_main:  # we hold the lock
+            where = self.start_checkpoint.name if self.start_checkpoint else "step 0"
+            self.observer.message(
+                f"the previous attempt ({previous.get('pid', '?')} on {previous.get('host', '?')}) "
+                f"ended without recording why (killed?); continuing from {where}"
+            )
         if self.start_checkpoint is not None and self.world.is_main:
             self.set_aside_newer_than(self.start_checkpoint)
             aside = run.keep_metrics_until(self.step)  # later lines are recomputed identically
@@ -598,13 +683,13 @@ class TrainingSession:
         )
         if self.world.is_main:
             self.observer.started(run, self.step, cfg.steps, describe(self.device))
-        if self.step == 0:
-            self.write_samples()  # the untrained generator: every run's baseline
         interval = self.interval
-        self.generator.train()
-        self.discriminator.train()
         try:
             with self.stop.installed():
+                if self.step == 0:
+                    self.write_samples()  # the untrained generator: every run's baseline
+                self.generator.train()
+                self.discriminator.train()
                 while self.step < cfg.steps:
                     began = time.perf_counter()
                     interval.losses.append(self.advance())
@@ -716,14 +801,75 @@ def write_failure(run: RunDir, exc: OSError) -> ResultsError:
         if kept
         else "no checkpoint was written yet"
     )
-    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
     return ResultsError(
         f"Writing to {run.path} failed: {exc.strerror or exc}"
-        + (" (the disk is full)" if full else "")
+        + (" (the disk is full or a file-size limit was reached)" if full else "")
         + f"; {last} and no partial file was left. "
-        + ("Free space" if full else "Make the folder writable")
+        + ("Free space or raise the limit (ulimit -f)" if full else "Make the folder writable")
         + ", then re-run the same command to resume."
     )
+
+
+def crash_error(
+    exc: Exception, run: RunDir, step: int | None, doing: str, world: World = SINGLE
+) -> SaganError:
+    """One paragraph for an exception that is not the user's input.
+
+    A plugin's module on the stack is named (exit 2, like every plugin error); running
+    out of memory says what to lower; a failed collective of a data-parallel run says
+    a rank was lost; anything else is a bug: exit 1, with the traceback in the run's
+    error.log.
+    """
+    at = f" at step {step}" if step is not None else ""
+    kept = ckpt.list_checkpoints(run.checkpoints)
+    resume = f"from {kept[-1].name}" if kept else "from the start"
+    if world.distributed and _lost_a_rank(exc):
+        return RunFailed(
+            f"Rank {world.rank} of {world.size} lost the other ranks while {doing}{at} "
+            f"({describe_exception(exc, 120)}): a rank died or its node failed. The run is "
+            f"marked failed; re-run the same command to resume {resume}."
+        )
+    origin = origin_in_traceback(exc)
+    if origin is not None:
+        return attributed(
+            origin.entry,
+            origin.key,
+            f"running {origin.where()} while {doing}{at}",
+            describe_exception(exc),
+        )
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return SaganError(
+            f"{run.path} ran out of memory while {doing}{at} ({describe_exception(exc)}). Lower "
+            f"train.batch_size or the widths (model.g_channels, model.d_channels), or free the "
+            f"device; then re-run the same command to resume from the last checkpoint."
+        )
+    return RunFailed(
+        f"Training {run.path} failed while {doing}{at}: {describe_exception(exc)}. This is not a "
+        f"problem in your recipe: the traceback is in {run.path / 'error.log'} (please include "
+        f"it when reporting a bug). The run is marked failed; re-run the same command to "
+        f"resume {resume}."
+    )
+
+
+def _lost_a_rank(exc: BaseException) -> bool:
+    """A collective failed because a peer went away (gloo and NCCL say it in different ways)."""
+    import torch.distributed as dist
+
+    text = str(exc).lower()
+    return isinstance(exc, dist.DistError) or any(
+        mark in text for mark in ("gloo", "nccl", "connection closed by peer", "connection reset")
+    )
+
+
+def _logged_crash(
+    exc: Exception, run: RunDir, world: World, step: int | None, doing: str
+) -> SaganError:
+    """``crash_error`` with the traceback kept in the run's error.log (when this rank writes)."""
+    if world.is_main:
+        with contextlib.suppress(OSError):
+            atomic_write_text(run.path / "error.log", traceback.format_exc())
+    return crash_error(exc, run, step, doing, world)
 
 
 def train_run(
@@ -750,7 +896,10 @@ def train_run(
     if world.is_main:
         prepare_run(recipe, run)
     world.barrier()
-    with run_lock(run) if world.is_main else contextlib.nullcontext():
+    with (
+        run_lock(run) if world.is_main else contextlib.nullcontext(),
+        default_dtype(recipe.train.precision),
+    ):
         status = run.read_status()
         if status.get("status") == "done" and checkpoint_name is None:
             return TrainResult(
@@ -776,16 +925,25 @@ def train_run(
         torch.use_deterministic_algorithms(
             recipe.train.deterministic, warn_only=device.type == "cuda"
         )
+        session: TrainingSession | None = None
         try:
             try:
                 session = TrainingSession(recipe, device, registry, observer, run=run, world=world)
                 session.prepare(checkpoint_name)
                 if evaluator_factory is not None and (recipe.eval.every or recipe.eval.final):
                     session.evaluator = evaluator_factory(recipe, session.source)
-            except SaganError as exc:
+            except Exception as exc:  # ours (SaganError) as they are; anything else explained
+                error = (
+                    exc
+                    if isinstance(exc, SaganError)
+                    else _logged_crash(exc, run, world, None, "setting up the run")
+                )
                 if world.is_main and record_preflight_errors:
-                    run.update_status(status="failed", error=str(exc), finished=now())
-                raise
+                    with contextlib.suppress(OSError):
+                        run.update_status(status="failed", error=str(error), finished=now())
+                if error is exc:
+                    raise
+                raise error from exc
             try:
                 return session.run_to_end()
             except OSError as exc:  # disk full, folder gone or read-only
@@ -796,11 +954,9 @@ def train_run(
                 _record_failure(run, world, str(exc))
                 raise
             except Exception as exc:
-                if world.is_main:
-                    with contextlib.suppress(OSError):
-                        atomic_write_text(run.path / "error.log", traceback.format_exc())
-                _record_failure(run, world, f"{type(exc).__name__}: {exc}")
-                raise
+                error = _logged_crash(exc, run, world, session.step, "training")
+                _record_failure(run, world, str(error))
+                raise error from exc
         finally:
             torch.use_deterministic_algorithms(previous)
             if board is not None:

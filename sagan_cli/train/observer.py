@@ -71,6 +71,8 @@ def describe_record(record: dict[str, Any]) -> str:
             f"{layer}: dist {record[f'distance_{layer}']:.2f} mirror {record[f'mirror_{layer}']:.3f}"
             for layer in layers
         )
+    if kind == "diverged":
+        return "diverged"
     if kind == "eval":
         parts = [f"FID {record['fid']:.2f}"] if record.get("fid") is not None else []
         if record.get("is_mean") is not None:

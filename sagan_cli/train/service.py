@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,8 +20,16 @@ from sagan_cli.evaluate.weights import InceptionWeights
 from sagan_cli.plugins import Registry
 from sagan_cli.preflight import check_batch_divides, check_before_work, check_nproc
 from sagan_cli.recipe import Recipe, check_experiment_name, load_recipe
-from sagan_cli.results import RunDir, now, prepare_run, run_dir_for
-from sagan_cli.train.distributed import SINGLE, World, rank_device
+from sagan_cli.results import (
+    RunBusy,
+    RunDir,
+    busy_message,
+    now,
+    prepare_run,
+    run_dir_for,
+    trained_elsewhere,
+)
+from sagan_cli.train.distributed import SINGLE, World, collective_timeout_s, rank_device
 from sagan_cli.train.loop import TrainResult, train_run
 from sagan_cli.train.observer import Observer
 
@@ -103,7 +112,11 @@ def open_training(
         recipe = recipe.model_copy(
             update={"logging": recipe.logging.model_copy(update={"tensorboard": True})}
         )
+    if world.is_main and trained_elsewhere(run):  # say so at once, before any set-up
+        raise RunBusy(busy_message(run))
     size = world.size if world.distributed else nproc
+    if size > 1:
+        collective_timeout_s()
     check_batch_divides(recipe, size)
     if nproc > 1 and not world.distributed:
         check_nproc(nproc, select_device(device))
@@ -171,33 +184,90 @@ def train_with_torchrun(
     }
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the ranks handle it
     try:
-        completed = subprocess.run(torchrun_command(nproc, ranks_run), env=env, check=False)
+        returncode, said_why = _run_filtered(torchrun_command(nproc, ranks_run), env, job.run.path)
     finally:
         signal.signal(signal.SIGINT, previous)
     status = job.run.read_status()
     state = status.get("status", "failed")
+    log = job.run.path / TORCHRUN_LOG
     if state in ("running", "queued"):  # a rank died; the others were stopped mid-step
         state = "failed"
         with contextlib.suppress(OSError):
             job.run.update_status(
                 status="failed",
-                error=f"a rank died (torchrun exit code {completed.returncode})",
+                error=f"a rank died (torchrun exit code {returncode}; details in {log})",
                 finished=now(),
             )
+        status = job.run.read_status()
     detail = str(status.get("error") or "")
-    if state == "failed":
-        detail = (
-            f"{detail or f'torchrun exited with {completed.returncode}'}; re-run the same "
-            f"command to resume from the last checkpoint"
-        )
-    signum = int(signal.SIGTERM) if "SIGTERM" in detail else int(signal.SIGINT)
+    if state == "failed" and said_why:
+        detail = "a rank said why above"  # its paragraph, once
+    elif state == "failed" and "re-run the same command" not in detail:
+        detail = f"{detail}; re-run the same command to resume from the last checkpoint"
     return TrainResult(
         job.run,
         state,
         int(status.get("step", 0)),
         "" if state == "done" else detail,
-        signum if state == "interrupted" else None,
+        stop_signal(detail) if state == "interrupted" else None,
     )
+
+
+def stop_signal(detail: str) -> int:
+    """The signal an ``interrupted`` status names (``stopped by SIGTERM``); SIGINT if none."""
+    match = re.search(r"\b(SIG[A-Z0-9]+)\b", detail)
+    try:
+        return int(signal.Signals[match.group(1)]) if match else int(signal.SIGINT)
+    except KeyError:
+        return int(signal.SIGINT)
+
+
+TORCHRUN_LOG = "torchrun.log"
+_LOGGER_LINE = re.compile(r"^(\[rank\d+\]:)?\[?[DIWEF]\d{4} \d\d:\d\d:\d\d")
+
+
+class RankOutput:
+    """Sorts what torchrun and its ranks print: the ranks' own lines go to the terminal,
+    tracebacks, torch's logger lines and torchrun's failure summary go to a log file
+    (a dead rank otherwise buries the one-line outcome under a hundred lines)."""
+
+    def __init__(self) -> None:
+        self.in_traceback = False
+        self.in_summary = False
+
+    def shown(self, line: str) -> bool:
+        if self.in_traceback:
+            if line.strip() and not line[0].isspace():
+                self.in_traceback = False  # the exception's own line ends the traceback
+            return False
+        if line.startswith("Traceback (most recent call last)"):
+            self.in_traceback = True
+            return False
+        if line.startswith("=" * 20):
+            self.in_summary = not self.in_summary
+            return False
+        return not (self.in_summary or _LOGGER_LINE.match(line))
+
+
+def _run_filtered(command: list[str], env: dict[str, str], run_path: Path) -> tuple[int, bool]:
+    """Run torchrun; the ranks' lines reach stderr, the rest lands in the run's torchrun.log.
+    Returns torchrun's exit code and whether a rank printed an error paragraph."""
+    sorter = RankOutput()
+    said_why = False
+    with (run_path / TORCHRUN_LOG).open("a", encoding="utf-8") as log:
+        log.write(f"--- {now()} {' '.join(command)}\n")
+        process = subprocess.Popen(
+            command, env=env, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1
+        )
+        assert process.stderr is not None
+        for line in process.stderr:
+            if sorter.shown(line):
+                said_why = said_why or line.startswith("Error:")
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            else:
+                log.write(line)
+        return process.wait(), said_why
 
 
 def _passed_on(arguments: list[str]) -> list[str]:

@@ -41,7 +41,6 @@ def deliberate(params, context):
 BAD = {
     "bad_raises": raising,
     "bad_none": lambda params, context: None,
-    "bad_signature": lambda channels, params, weight_norm: nn.Identity(),
     "bad_channels": lambda params, context: WrongChannels(context.channels),
     "bad_nan": lambda params, context: NanOutput(),
     "bad_in_d8": lambda params, context: BreaksInD8(context),

@@ -71,3 +71,12 @@ def test_multihead_maps_equal_the_heads_softmax_and_drive_the_block():
     with torch.no_grad():
         module.gamma.fill_(1.0)
         torch.testing.assert_close(module(x) - x, module.out(expected), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["multihead", "linear"])
+def test_the_sagan_contract(name):
+    """sagan-cli's own contract check, in-process, at a quick subset of its places."""
+    from sagan_cli.testing import check_plugin
+
+    rows = check_plugin(name, placements=["g16", "d8@64"])
+    assert {row.outcome for row in rows} == {"ok"}
