@@ -257,30 +257,36 @@ def stop_pid_file(path: Path | None, grace: float = 10.0) -> None:
 
 
 class RayHead:
-    """``ray start --head`` on 127.0.0.1 with its own ports; ``address`` for launch.address."""
+    """``ray start --head`` on 127.0.0.1 with its own ports and temp dir.
+
+    Ray also listens on every interface it finds, so the head runs in a network
+    namespace of its own that has only loopback (``ip netns``, as root); ``prefix``
+    runs a command inside it (the driver must run there too). ``address`` is what
+    ``launch.address`` takes.
+    """
 
     def __init__(self, folder: Path, cpus: int = 2) -> None:
         self.folder = folder
         self.cpus = cpus
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.netns = f"sagan-ray-{os.getpid()}"
+        self.prefix: list[str] = ["ip", "netns", "exec", self.netns]
 
     @property
     def env(self) -> dict[str, str]:
-        # Ray's own temp dir for this head; no usage stats or colours in logs
-        return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(self.folder)}
+        return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
 
     def start(self) -> RayHead:
         self.folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
+        subprocess.run([*self.prefix, "ip", "link", "set", "lo", "up"], check=True)
         ray = str(Path(sys.executable).with_name("ray"))
-        ports = [free_port() for _ in range(4)]
         subprocess.run(
             [
-                ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
-                f"--num-cpus={self.cpus}", "--num-gpus=0", "--include-dashboard=false",
-                f"--temp-dir={self.folder}", f"--ray-client-server-port={ports[0]}",
-                f"--node-manager-port={ports[1]}", f"--object-manager-port={ports[2]}",
-                f"--min-worker-port={ports[3]}", f"--max-worker-port={ports[3] + 200}",
+                *self.prefix, ray, "start", "--head", "--node-ip-address=127.0.0.1",
+                f"--port={self.port}", f"--num-cpus={self.cpus}", "--num-gpus=0",
+                "--include-dashboard=false", f"--temp-dir={self.folder}",
                 "--disable-usage-stats",
             ],
             env=self.env,
@@ -292,7 +298,21 @@ class RayHead:
 
     def stop(self) -> None:
         ray = str(Path(sys.executable).with_name("ray"))
-        subprocess.run([ray, "stop", "--force"], env=self.env, capture_output=True, timeout=120)
+        subprocess.run(
+            [*self.prefix, ray, "stop", "--force"], env=self.env, capture_output=True, timeout=120
+        )
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+
+
+def ray_missing() -> str | None:
+    """Why a Ray head cannot be started here, or None."""
+    if shutil.which("ip") is None:
+        return "iproute2's `ip` is not installed (a network namespace keeps Ray on loopback)"
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if not Path(sys.executable).with_name("ray").exists():
+        return "ray is not installed (the [ray] extra)"
+    return None
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ def task_for(
     options: GridOptions,
 ) -> RunTask:
     return RunTask(
-        run_dir=str(run.path),
+        run_dir=str(run.path.resolve()),  # workers may start in another folder
         label=f"#{point.index + 1} seed {point.seed}",
         device=device,
         nproc=options.nproc,
@@ -302,8 +302,9 @@ def run_grid(
             on_outcome(outcome)
     device_name = str(device) if device.type != "cuda" or device.index is not None else "cuda"
     tasks = {
-        str(runs[p].path): (p, task_for(runs[p], points[p], device_name, weights, options))
+        task.run_dir: (p, task)
         for p in pending
+        for task in [task_for(runs[p], points[p], device_name, weights, options)]
     }
     reported: set[int] = set()
 

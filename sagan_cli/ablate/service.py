@@ -234,7 +234,7 @@ def experiment_status(folder: Path, registry: Registry) -> list[RunState]:
                 seed=status.get("seed", "-"),
                 status=status.get("status", "queued"),
                 step=f"{status.get('step', 0)}/{steps}" if steps else "-",
-                scheduler=scheduler.get(str(run.path), "-"),
+                scheduler=scheduler.get(str(run.path.resolve()), "-"),
                 note=str(status.get("error") or ""),
             )
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from sagan_cli.api import LaunchContext, Launcher
@@ -20,6 +21,9 @@ from sagan_cli.launchers.params import RayParams
 
 
 def _ray() -> Any:
+    if not sys.stderr.isatty():  # logs and pipes: no colour codes or dedup notices around lines
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     try:
         import ray
     except ImportError:
@@ -38,6 +42,10 @@ def _host_port(address: str) -> tuple[str, int] | None:
 class RayLauncher(Launcher):
     def __init__(self, params: RayParams) -> None:
         self.params = params
+        if params.address is not None and (Path.home() / ".ray" / "auth_token").is_file():
+            # `ray start --head` turns token authentication on when this machine has a token;
+            # a driver sends it only when told to (before ray is imported)
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
         self.ray = _ray()
 
     def check(self) -> None:
@@ -75,8 +83,6 @@ class RayLauncher(Launcher):
 
     def launch(self, context: LaunchContext) -> None:
         ray = self.ray
-        if not sys.stderr.isatty():  # logs and pipes: no colour codes around workers' lines
-            os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         started_here = not ray.is_initialized()
         if started_here:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}

@@ -15,7 +15,9 @@ executor), to try a grid on a machine without SLURM.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -150,23 +152,23 @@ class JobRecord:
         except (OSError, ValueError, KeyError, TypeError):
             return []
 
-    def add(self, array: str, run_dirs: list[str]) -> None:
+    def add(self, jobs: dict[str, str]) -> None:
+        """Record one submission: run folder -> its job id (``123_4``; ``123`` alone when
+        SLURM made a one-run array a plain job)."""
         submissions = self.read()
         submissions.append(
             {
-                "array": array,
                 "submitted": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "elements": {str(i): d for i, d in enumerate(run_dirs)},
+                "jobs": jobs,
             }
         )
         atomic_write_json(self.path, {"submissions": submissions})
 
     def elements(self) -> dict[str, str]:
-        """Run folder -> its latest element id (``123_4``)."""
+        """Run folder -> the job id of its latest submission."""
         found: dict[str, str] = {}
         for submission in self.read():
-            for index, run_dir in submission.get("elements", {}).items():
-                found[run_dir] = f"{submission['array']}_{index}"
+            found.update(submission.get("jobs", {}))
         return found
 
 
@@ -179,12 +181,7 @@ def explain_refusal(text: str, params: SlurmParams) -> str:
         or " ".join(text.split())[:300]
     )
     lowered = said.lower()
-    if "partition" in lowered:
-        fix = (
-            f"launch.partition = {params.partition!r} is not a partition this cluster offers "
-            f"to you: `sinfo -s` lists them; set --set launch.partition=NAME"
-        )
-    elif "account" in lowered:
+    if "account" in lowered:
         fix = (
             f"launch.account = {params.account!r} (with partition {params.partition!r}) is not "
             f"an account you may use: `sacctmgr show assoc user=$USER` lists yours"
@@ -194,12 +191,17 @@ def explain_refusal(text: str, params: SlurmParams) -> str:
             f"launch.qos = {params.qos!r} is not a quality of service you may use: `sacctmgr "
             f"show qos` lists them"
         )
+    elif "partition" in lowered:
+        fix = (
+            f"launch.partition = {params.partition!r} is not a partition this cluster offers "
+            f"to you: `sinfo -s` lists them; set --set launch.partition=NAME"
+        )
     elif "contact" in lowered or "connect" in lowered or "controller" in lowered:
         fix = "the SLURM controller does not answer: check that slurmctld runs (`scontrol ping`)"
     else:
         fix = "fix the job parameters (launch.*) it names"
     return (
-        f"SLURM refused the job array: {said.rstrip('.')}. {fix[0].upper()}{fix[1:]}. Nothing "
+        f"SLURM refused the job array: {said.rstrip('.')}; {fix}. Nothing "
         f"was submitted and the runs are still queued; re-run the same command once it is fixed."
     )
 
@@ -262,10 +264,12 @@ class SlurmLauncher(Launcher):
         elements = dict(attached)
         local_jobs: list[Any] = []
         if to_submit:
-            array, jobs = self._submit(context, folder, to_submit)
+            jobs = self._submit(context, folder, to_submit)
+            array = str(jobs[0].job_id).split("_")[0]
             if p.cluster == "slurm":
-                record.add(array, [task.run_dir for task in to_submit])
-                elements.update({t.run_dir: f"{array}_{i}" for i, t in enumerate(to_submit)})
+                submitted = {t.run_dir: str(j.job_id) for t, j in zip(to_submit, jobs, strict=True)}
+                record.add(submitted)
+                elements.update(submitted)
             else:
                 local_jobs = jobs
             context.report(
@@ -294,9 +298,7 @@ class SlurmLauncher(Launcher):
             raise
         context.poll()
 
-    def _submit(
-        self, context: LaunchContext, folder: Path, tasks: list[RunTask]
-    ) -> tuple[str, list[Any]]:
+    def _submit(self, context: LaunchContext, folder: Path, tasks: list[RunTask]) -> list[Any]:
         p = self.params
         existed = folder.exists()
         before = set(folder.iterdir()) if existed else set()
@@ -331,16 +333,17 @@ class SlurmLauncher(Launcher):
         executor.update_parameters(**parameters)
         settings = ElementSettings(p.signal, p.requeue)
         try:
-            jobs = executor.map_array(
-                run_array_element,
-                [context.execute] * len(tasks),
-                tasks,
-                [settings] * len(tasks),
-            )
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's refusal
+                jobs = executor.map_array(
+                    run_array_element,
+                    [context.execute] * len(tasks),
+                    tasks,
+                    [settings] * len(tasks),
+                )
         except Exception as exc:  # sbatch refused, or the controller did not answer
             self._clean(folder, before, existed)
             raise PluginError(explain_refusal(str(exc), p)) from None
-        return str(jobs[0].job_id).split("_")[0], jobs
+        return list(jobs)
 
     @staticmethod
     def _clean(folder: Path, before: set[Path], existed: bool) -> None:

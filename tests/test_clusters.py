@@ -1,0 +1,401 @@
+"""The launchers against a real scheduler and a real Ray head (tests/testbed.py), on 127.0.0.1.
+
+Each defect of the cluster issue was reproduced here first: a time limit that lost work,
+statuses from the previous attempt, dead workers reported alive, submission errors as
+tracebacks, duplicate arrays, and Ray's slow, misattributed refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from helpers import assert_bit_exact, sagan_command, sagan_subprocess_env, wait_for
+
+from sagan_cli.results import RunDir, list_runs
+
+GRID = ("--device", "cpu", "--threads", "1")
+TIMING = ["wall_time_s", "img_per_s"]  # the only columns a launcher may change
+
+
+def run(
+    command: list[str], env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess:
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def ablate(
+    recipe: Path, root: Path, *args: str, env=None, prefix=()
+) -> subprocess.CompletedProcess:
+    command = sagan_command("ablate", str(recipe), "--results", str(root), *GRID, *args)
+    return run([*prefix, *command], env or sagan_subprocess_env())
+
+
+def slurm_env(cluster) -> dict[str, str]:
+    return sagan_subprocess_env(SLURM_CONF=str(cluster.conf))
+
+
+def jobs_of(experiment: Path) -> dict[str, str]:
+    submissions = json.loads((experiment / "slurm" / "jobs.json").read_text())["submissions"]
+    return {run_dir: job for s in submissions for run_dir, job in s["jobs"].items()}
+
+
+def checkpoint(run: RunDir, step: int) -> dict:
+    return torch.load(run.checkpoints / f"step-{step:08d}.pt", weights_only=True)
+
+
+def summary(experiment: Path) -> pd.DataFrame:
+    return pd.read_csv(experiment / "summary.csv").drop(columns=TIMING)
+
+
+def sets(*values: str) -> list[str]:
+    return [arg for value in values for arg in ("--set", value)]
+
+
+SLURM = ("--launcher", "slurm", *sets("launch.account=sagan", "launch.cpus_per_task=1"))
+
+
+# ---- SLURM ------------------------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_grid_on_real_slurm_equals_local_and_a_rerun_submits_nothing(
+    slurm_cluster, tiny_recipe, tmp_path
+):
+    args = ("--vary", "attention_layer=[],[16]", "--name", "g")
+    local = ablate(tiny_recipe, tmp_path / "local", *args)
+    assert local.returncode == 0, local.stderr
+    env = slurm_env(slurm_cluster)
+    first = ablate(tiny_recipe, tmp_path / "slurm", *args, *SLURM, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    experiment = tmp_path / "slurm" / "g"
+    pd.testing.assert_frame_equal(summary(experiment), summary(tmp_path / "local" / "g"))
+    for run in list_runs(experiment):
+        twin = RunDir(tmp_path / "local" / "g" / "runs" / run.id)
+        assert_bit_exact(checkpoint(run, 6), checkpoint(twin, 6))
+    job = next(iter(jobs_of(experiment).values())).split("_")[0]
+    named = slurm_cluster.run("sacct", "-X", "-n", "-P", "-o", "JobName", "-j", job).stdout
+    assert named.split()[0] == "sagan:g"  # arrays are named after the experiment
+
+    again = ablate(tiny_recipe, tmp_path / "slurm", *args, *SLURM, env=env)
+    assert again.returncode == 0, again.stderr  # the outcome of this command, not the last
+    said = again.stdout + again.stderr
+    assert said.count("already there") == 2 and "submitted" not in said
+    assert len(json.loads((experiment / "slurm" / "jobs.json").read_text())["submissions"]) == 1
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_the_time_limit_warning_checkpoints_requeues_and_the_run_resumes_bit_exact(
+    slurm_cluster, tiny_recipe, tmp_path
+):
+    """scancel --signal=USR2 is what SLURM sends signal_delay_s before the time limit. The run
+    saves its iteration, the element requeues itself, re-running the command attaches to it
+    instead of submitting twice, and the run ends where an uninterrupted one does."""
+    steps = sets("train.steps=80", "train.checkpoint_every=10", "train.log_every=10")
+    args = ("--vary", "lr_d=2e-4", "--name", "tl", *steps)
+    env = slurm_env(slurm_cluster)
+    detached = ablate(tiny_recipe, tmp_path / "slurm", *args, *SLURM, "--detach", env=env)
+    assert detached.returncode == 0, detached.stderr
+    assert "sagan status tl" in detached.stdout + detached.stderr
+    experiment = tmp_path / "slurm" / "tl"
+    (run,) = list_runs(experiment)
+    wait_for(lambda: (run.checkpoints / "step-00000020.pt").exists(), "a checkpoint", timeout=180)
+    (job,) = jobs_of(experiment).values()
+    slurm_cluster.run("scancel", "--signal=USR2", job)
+    wait_for(lambda: "requeued" in str(run.read_status().get("error")), "a requeue", timeout=120)
+    status = subprocess.run(
+        sagan_command("status", "tl", "--results", str(tmp_path / "slurm")),
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "interrupted" in status.stdout and f"job {job}" in status.stdout
+    slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")  # no requeue delay
+
+    attached = ablate(tiny_recipe, tmp_path / "slurm", *args, *SLURM, env=env)
+    assert attached.returncode == 0, attached.stdout + attached.stderr
+    said = attached.stdout + attached.stderr
+    assert "attached to 1 run(s)" in said and "submitted job array" not in said
+    final = run.read_status()
+    assert final["status"] == "done" and final["resumed_from"] not in (None, "")
+    reference = ablate(tiny_recipe, tmp_path / "local", *args)
+    assert reference.returncode == 0, reference.stderr
+    twin = RunDir(tmp_path / "local" / "tl" / "runs" / run.id)
+    assert_bit_exact(checkpoint(run, 80), checkpoint(twin, 80))
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_the_warning_stops_both_ranks_and_a_rerun_resumes_them_bit_exact(
+    slurm_cluster, tiny_recipe, tmp_path
+):
+    """--nproc 2 without requeue: the warning reaches both ranks (it killed rank 1 before),
+    they stop at one iteration, rank 0 saves it, the run is interrupted (never failed) and the
+    command exits non-zero; re-running it resumes to what a 2-rank run computes."""
+    args = (
+        "--vary", "lr_d=2e-4", "--name", "two", "--nproc", "2",
+        *sets("train.steps=40", "train.checkpoint_every=10", "train.log_every=10",
+              "launch.requeue=false"),
+    )  # fmt: skip
+    env = slurm_env(slurm_cluster)
+    command = sagan_command(
+        "ablate", str(tiny_recipe), "--results", str(tmp_path / "slurm"), *GRID, *args, *SLURM
+    )
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    experiment = tmp_path / "slurm" / "two"
+    wait_for(
+        lambda: any(experiment.glob("runs/*/checkpoints/step-00000010.pt")), "a checkpoint", process
+    )
+    (job,) = jobs_of(experiment).values()
+    slurm_cluster.run("scancel", "--signal=USR2", job)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 1, out + err
+    (run,) = list_runs(experiment)
+    status = run.read_status()
+    assert status["status"] == "interrupted" and "SIGUSR2" in status["error"], status
+    assert (
+        status["world_size"] == 2 and (run.checkpoints / f"step-{status['step']:08d}.pt").exists()
+    )
+    assert "1 run(s) were interrupted" in err
+
+    resumed = ablate(tiny_recipe, tmp_path / "slurm", *args, *SLURM, env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert run.read_status()["status"] == "done" and run.read_status()["resumed_from"]
+    reference = subprocess.run(
+        sagan_command(
+            "train", str(tiny_recipe), "--results", str(tmp_path / "two"), "--nproc", "2", "-q",
+            *GRID, *sets("train.lr_d=2e-4", "train.steps=40", "train.checkpoint_every=10",
+                         "train.log_every=10"),
+        ),
+        env=sagan_subprocess_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert reference.returncode == 0, reference.stderr
+    (twin,) = list_runs(tmp_path / "two" / "tiny")
+    assert_bit_exact(checkpoint(run, 40), checkpoint(twin, 40))
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_real_time_limit_warning_checkpoints_requeues_and_resumes(
+    slurm_cluster, tiny_recipe, tmp_path
+):
+    """SLURM itself sends launch.signal before the limit (a 2-minute limit, the warning 30 s
+    ahead, sent within about a minute): the run saves the iteration, the element requeues
+    itself and the new allocation resumes from that checkpoint."""
+    args = (
+        "--vary", "lr_d=2e-4", "--name", "limit",
+        *sets("train.steps=100000", "train.checkpoint_every=100000", "train.log_every=10",
+              "launch.time_min=2", "launch.signal_delay_s=30"),
+    )  # fmt: skip
+    env = slurm_env(slurm_cluster)
+    detached = ablate(tiny_recipe, tmp_path, *args, *SLURM, "--detach", env=env)
+    assert detached.returncode == 0, detached.stderr
+    (run,) = list_runs(tmp_path / "limit")
+    (job,) = jobs_of(tmp_path / "limit").values()
+    script = next((tmp_path / "limit" / "slurm").glob("*_submission.sh")).read_text()
+    assert "--signal=USR2@30" in script and "--requeue" in script and "sagan:limit" in script
+    wait_for(lambda: "requeued" in str(run.read_status().get("error")), "the warning", timeout=240)
+    status = run.read_status()
+    assert status["status"] == "interrupted" and "SIGUSR2" in status["error"]
+    saved = f"step-{status['step']:08d}.pt"
+    assert (run.checkpoints / saved).exists()
+    slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=10")
+    wait_for(
+        lambda: (
+            run.read_status().get("status") == "running"
+            and run.read_status().get("resumed_from") == saved
+        ),
+        "the resumed run",
+        timeout=180,
+    )
+    slurm_cluster.run("scancel", job)
+    wait_for(
+        lambda: run.read_status().get("status") == "interrupted", "the cancelled run", timeout=120
+    )
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_killed_element_is_interrupted_with_the_schedulers_reason(
+    slurm_cluster, tiny_recipe, tmp_path
+):
+    args = (
+        "--vary", "lr_d=2e-4", "--name", "killed",
+        *sets("train.steps=100000", "train.checkpoint_every=10", "train.log_every=10"),
+    )  # fmt: skip
+    env = slurm_env(slurm_cluster)
+    process = subprocess.Popen(
+        sagan_command("ablate", str(tiny_recipe), "--results", str(tmp_path), *GRID, *args, *SLURM),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    experiment = tmp_path / "killed"
+    wait_for(
+        lambda: any(experiment.glob("runs/*/checkpoints/step-00000010.pt")), "a checkpoint", process
+    )
+    (job,) = jobs_of(experiment).values()
+    (run,) = list_runs(experiment)
+    subprocess.run(["kill", "-9", str(run.read_status()["pid"])], check=True)  # OOM-killer-like
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 1, out + err  # dead work is not success
+    status = run.read_status()
+    assert status["status"] == "interrupted" and f"SLURM job {job} ended" in status["error"]
+    assert "re-run the same command" in status["error"]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    "setting, fragments",
+    [
+        ("launch.partition=nosuch", ["launch.partition = 'nosuch'", "debug"]),
+        ("launch.account=nosuch", ["Invalid account", "launch.account = 'nosuch'"]),
+        ("launch.qos=nosuch", ["Invalid qos", "launch.qos = 'nosuch'"]),
+    ],
+)
+def test_a_refused_submission_is_one_paragraph_and_leaves_nothing(
+    slurm_cluster, tiny_recipe, tmp_path, setting, fragments
+):
+    env = slurm_env(slurm_cluster)
+    started = time.monotonic()
+    result = ablate(
+        tiny_recipe,
+        tmp_path,
+        "--vary",
+        "lr_d=2e-4",
+        "--name",
+        "bad",
+        *SLURM,
+        "--set",
+        setting,
+        env=env,
+    )
+    assert time.monotonic() - started < 60  # python start-up included; SLURM answers at once
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+    for run in list_runs(tmp_path / "bad"):
+        assert run.read_status()["status"] == "queued"
+    left = (
+        list((tmp_path / "bad" / "slurm").glob("*"))
+        if (tmp_path / "bad" / "slurm").exists()
+        else []
+    )
+    assert left == []  # submitit's sbatch file and pickles are gone
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_controller_that_does_not_answer_is_one_paragraph(slurm_cluster, tiny_recipe, tmp_path):
+    from testbed import free_port
+
+    conf = tmp_path / "down.conf"
+    text = slurm_cluster.conf.read_text()
+    conf.write_text(
+        text.replace(f"SlurmctldPort={slurm_cluster.ports['ctld']}", f"SlurmctldPort={free_port()}")
+    )
+    env = sagan_subprocess_env(SLURM_CONF=str(conf))
+    started = time.monotonic()
+    result = ablate(tiny_recipe, tmp_path, "--vary", "lr_d=2e-4", *SLURM, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "controller does not answer" in result.stderr
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "tiny-lr_d").exists()  # refused before any run folder
+
+
+def test_detach_with_the_local_launcher_is_refused(cli, tiny_recipe, tmp_path):
+    result = cli(
+        "ablate", str(tiny_recipe), "--vary", "lr_d=2e-4", "--detach", "--results", str(tmp_path)
+    )
+    assert result.exit_code == 2 and "--detach" in result.stderr and "slurm" in result.stderr
+
+
+def test_a_warning_before_the_job_starts_is_refused(cli, tiny_recipe, tmp_path):
+    result = cli(
+        "ablate", str(tiny_recipe), "--vary", "lr_d=2e-4", "--launcher", "slurm",
+        "--set", "launch.time_min=1", "--set", "launch.signal_delay_s=90", "--results", str(tmp_path),
+    )  # fmt: skip
+    assert result.exit_code == 2 and "signal_delay_s = 90" in result.stderr
+
+
+def test_an_unknown_signal_is_refused(cli, tiny_recipe, tmp_path):
+    result = cli(
+        "ablate", str(tiny_recipe), "--vary", "lr_d=2e-4", "--launcher", "slurm",
+        "--set", "launch.signal=HUP", "--results", str(tmp_path),
+    )  # fmt: skip
+    assert result.exit_code == 2 and "launch.signal" in result.stderr and "USR2" in result.stderr
+
+
+# ---- Ray --------------------------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_grid_on_a_real_ray_head_equals_local_without_colour_codes(
+    ray_head, tiny_recipe, tmp_path
+):
+    args = ("--vary", "attention_layer=[],[16]", "--name", "g")
+    local = ablate(tiny_recipe, tmp_path / "local", *args)
+    assert local.returncode == 0, local.stderr
+    on_ray = ("--launcher", "ray", "--set", f"launch.address={ray_head.address}")
+    first = ablate(tiny_recipe, tmp_path / "ray", *args, *on_ray, prefix=ray_head.prefix)
+    output = first.stdout + first.stderr
+    assert first.returncode == 0, output
+    assert "\x1b[" not in output  # off a terminal: plain lines
+    pd.testing.assert_frame_equal(
+        summary(tmp_path / "ray" / "g"), summary(tmp_path / "local" / "g")
+    )
+    again = ablate(tiny_recipe, tmp_path / "ray", *args, *on_ray, prefix=ray_head.prefix)
+    assert again.returncode == 0, again.stderr
+    assert (again.stdout + again.stderr).count("already there") == 2
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_killed_ray_worker_is_interrupted_and_fails_the_command(ray_head, tiny_recipe, tmp_path):
+    args = (
+        "--vary", "lr_d=2e-4", "--name", "k", "--launcher", "ray",
+        "--set", f"launch.address={ray_head.address}",
+        *sets("train.steps=100000", "train.checkpoint_every=10", "train.log_every=10"),
+    )  # fmt: skip
+    command = [
+        *ray_head.prefix,
+        *sagan_command("ablate", str(tiny_recipe), "--results", str(tmp_path), *GRID, *args),
+    ]
+    process = subprocess.Popen(
+        command,
+        env=sagan_subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    experiment = tmp_path / "k"
+    wait_for(
+        lambda: any(experiment.glob("runs/*/checkpoints/step-00000010.pt")), "a checkpoint", process
+    )
+    (run,) = list_runs(experiment)
+    subprocess.run(["kill", "-9", str(run.read_status()["pid"])], check=True)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 1, out + err  # was: "being trained by another process", exit 0
+    status = run.read_status()
+    assert status["status"] == "interrupted" and "Ray task died" in status["error"]
+
+
+def test_an_unreachable_ray_address_is_refused_fast_without_blaming_the_plugin(
+    tiny_recipe, tmp_path
+):
+    from testbed import free_port
+
+    started = time.monotonic()
+    result = ablate(
+        tiny_recipe, tmp_path, "--vary", "lr_d=2e-4", "--launcher", "ray",
+        "--set", f"launch.address=127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    assert result.returncode == 2 and "does not answer" in result.stderr, result.stderr
+    assert "problem in the plugin" not in result.stderr and "plugins check" not in result.stderr
+    assert time.monotonic() - started < 30  # python start-up included; the refusal is instant
