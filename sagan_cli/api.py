@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "API_VERSION",
+    "Augment",
+    "AugmentPlugin",
     "AttentionMaps",
     "AttentionModule",
     "AttentionPlugin",
@@ -160,6 +162,19 @@ class AttentionMaps(Protocol):
 
 
 @runtime_checkable
+class Augment(Protocol):
+    """A differentiable augmentation of the images D sees: ``forward(images, generator)``.
+
+    ``images`` are (B, 3, R, R) in [-1, 1]; the result has the same shape and lets
+    gradients through to ``images`` (G learns through it). ``generator`` is a
+    ``torch.Generator`` on the images' device that the host seeds for every call:
+    draw all randomness from it, so a resumed run repeats the same augmentations.
+    """
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class FeatureNorm(Protocol):
     """G's feature normalization: ``forward(x, labels)``; ``labels`` is None when unconditional."""
 
@@ -236,6 +251,11 @@ class DataSource(ABC):
     @property
     def splits(self) -> tuple[str, ...]:
         return ("train",)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the classes, in label order, when the data knows them (else [])."""
+        return []
 
     def check(self) -> None:  # noqa: B027 - a source with nothing to check keeps this no-op
         """Raise an error naming the fix if the data cannot be delivered as configured."""
@@ -450,6 +470,17 @@ class DataPlugin(Plugin):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AugmentPlugin(Plugin):
+    """``factory(params, context: NetworkContext) -> nn.Module`` implementing ``Augment``.
+
+    Applied to every image D sees, real and generated, in D's and G's steps (as
+    DiffAugment does); ``context`` is D's network context (resolution, classes).
+    """
+
+    kind: ClassVar[str] = "augment"
+
+
+@dataclass(frozen=True, kw_only=True)
 class LauncherPlugin(Plugin):
     """``factory(params) -> Launcher``; ``extra``: the pip extra it needs, named in errors."""
 
@@ -496,6 +527,15 @@ class Hookspecs:
         """
 
     @hookspec
+    def sagan_register_augment(self, register: Register) -> None:
+        """Register differentiable augmentations: ``register(AugmentPlugin(...))``.
+
+        The factory is called as ``factory(params, context)`` with D's ``NetworkContext``
+        and returns an ``nn.Module`` with ``forward(images, generator)`` (see ``Augment``);
+        ``train.augment`` chooses one for a run.
+        """
+
+    @hookspec
     def sagan_register_launcher(self, register: Register) -> None:
         """Register ablation launchers: ``register(LauncherPlugin(...))``.
 
@@ -506,7 +546,14 @@ class Hookspecs:
 
 PLUGIN_CLASSES: dict[str, type[Plugin]] = {
     cls.kind: cls
-    for cls in (AttentionPlugin, NormalizationPlugin, LossPlugin, DataPlugin, LauncherPlugin)
+    for cls in (
+        AttentionPlugin,
+        NormalizationPlugin,
+        LossPlugin,
+        DataPlugin,
+        AugmentPlugin,
+        LauncherPlugin,
+    )
 }
 KINDS = tuple(PLUGIN_CLASSES)
 HOOKS = {kind: f"sagan_register_{kind}" for kind in KINDS}

@@ -52,6 +52,9 @@ class _ErrorHandlingGroup(TyperGroup):
     unwritable file 2, anything else 1 with the traceback saved to a file."""
 
     def invoke(self, ctx: Any) -> Any:
+        scans = sys.modules.get("sagan_cli.datasets.files")  # loaded by an earlier command
+        if scans is not None:
+            scans.forget_scans()
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
@@ -132,7 +135,9 @@ app = typer.Typer(
 recipe_app = typer.Typer(help="Show and validate recipes.", no_args_is_help=True)
 model_app = typer.Typer(help="Inspect the networks a recipe builds.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks written to results/bench/.", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare data sets once for fast training.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
+app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.add_typer(bench_app, name="bench")
 
@@ -320,6 +325,72 @@ def plugins_check(
         if any(r.outcome == outcome for r in rows) or outcome == "ok"
     )
     console.print(f"{len(rows)} checks: {counts}.")
+
+
+@data_app.command("prepare")
+def data_prepare_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A recipe (its data table), a folder of images, or an .npz file.",
+        ),
+    ],
+    out: Annotated[Path, typer.Argument(help="Folder for the prepared data set (new or empty).")],
+    set_: SetOption = None,
+    resolution: Annotated[
+        int | None, typer.Option(help="Image size (default: the recipe's data.resolution).")
+    ] = None,
+    labels: Annotated[
+        bool, typer.Option("--labels", help="A folder's sub-folders are its classes.")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Decoding processes (default: every core).")
+    ] = None,
+    shard_images: Annotated[int, typer.Option(min=1, help="Images per shard file.")] = 4096,
+) -> None:
+    """Decode a data source once (resized and cropped as training does) into memory-mappable
+    uint8 shards; train on them with data.source = "prepared", data.path = OUT.
+
+    Parallel, resumable after a kill (finished shards are kept), complete only when
+    prepared.json appears; a folder holding another data set is refused.
+    """
+    import time
+
+    from sagan_cli.prepare import prepare_command
+
+    registry = _registry()
+    with progress_bar() as progress:
+        tasks: dict[str, Any] = {}
+        last_line = [0.0]
+
+        def report(split: str, done: int, total: int) -> None:
+            if split not in tasks:
+                tasks[split] = progress.add_task(f"prepare {split}", total=total, info="")
+            progress.update(tasks[split], completed=done)
+            now = time.monotonic()
+            if progress.disable and (now - last_line[0] >= 10 or done == total):
+                last_line[0] = now
+                err_console.print(f"prepare {split}: {done:,}/{total:,} images")
+
+        result = prepare_command(
+            source,
+            out,
+            set_ or [],
+            resolution,
+            labels,
+            shard_images,
+            workers,
+            registry,
+            report,
+        )
+    manifest = result.manifest
+    counts = ", ".join(f"{name} {split['count']:,}" for name, split in manifest["splits"].items())
+    verb = "was already prepared" if result.already else "prepared"
+    console.print(
+        f"{escape(str(result.folder))} {verb}: {counts} images at {manifest['resolution']}px, "
+        f"{manifest['num_classes'] or 'no'} classes. Train on it with --set data.source=prepared "
+        f"--set data.path={escape(str(result.folder))}"
+    )
 
 
 @recipe_app.command("show")
@@ -605,6 +676,97 @@ def bench_train_command(
         str(rows[0]["precision"]),
         pd.DataFrame(rows),
         rows_markdown(f"Training iteration ({chosen.type})", rows),
+    )
+    console.print(f"wrote {paths[0]} and {paths[1]}")
+
+
+@bench_app.command("data")
+def bench_data_command(
+    recipe: Annotated[str, typer.Argument(help="Recipe whose data and batch are measured.")],
+    set_: SetOption = None,
+    workers: Annotated[
+        str, typer.Option(help="Decode worker counts to time, comma-separated (0: in-process).")
+    ] = "0,1,2",
+    batches: Annotated[int, typer.Option(min=1, help="Timed batches per measurement.")] = 20,
+    device_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Images/s the training device consumes, for the worker recommendation "
+            "(default: the recipe's training iteration measured on --device)."
+        ),
+    ] = None,
+    prepare_limit: Annotated[
+        int,
+        typer.Option(
+            help="Prepare the data into a temporary folder when it has at most this many images."
+        ),
+    ] = 25_000,
+    device: DeviceOption = "auto",
+    num_classes: Annotated[
+        int | None, typer.Option(min=1, help="Classes for conditional recipes.")
+    ] = None,
+    threads: ThreadsOption = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/bench"),
+) -> None:
+    """Images/s the data path delivers (decoding with 0..N workers, decoding alone, preparing,
+    prepared shards) beside the images/s a training step consumes: does the loader keep up?"""
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from sagan_cli.bench.data import bench_data, verdict
+    from sagan_cli.bench.output import check_output_folder, rows_markdown, write_results
+    from sagan_cli.bench.train import bench_train_step, classes_for_bench
+    from sagan_cli.device import default_memory_format, select_device
+    from sagan_cli.recipe import load_recipe
+
+    check_output_folder(out)
+    _set_threads(threads)
+    registry = _registry()
+    chosen = select_device(device)
+    loaded = load_recipe(recipe, set_ or [], registry=registry)
+    try:
+        counts = sorted({int(part) for part in split_list(workers)})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < 0:
+        raise SaganError(f"--workers '{workers}' must list worker counts, e.g. 0,1,2.")
+
+    def train_step_s() -> float:
+        result = bench_train_step(
+            loaded,
+            registry,
+            chosen,
+            False,
+            classes_for_bench(loaded, registry, num_classes),
+            steps=5,
+            warmup=2,
+            memory_format=default_memory_format(chosen),
+        )
+        return result.ms_per_step / 1000
+
+    def report(row: Any) -> None:
+        where = f"on {chosen.type}" if row.path == "train" else f"{row.workers} worker(s)"
+        console.print(
+            f"{row.path:>8} {where}: {row.img_per_s:,.0f} images/s "
+            f"({row.images:,} images in {row.seconds:.2f} s)"
+        )
+
+    rows = bench_data(loaded, registry, counts, batches, prepare_limit, train_step_s, report)
+    lines = verdict(rows, device_rate)
+    for line in lines:
+        console.print(line)
+    table = [asdict(r) for r in rows]
+    paths = write_results(
+        out,
+        "data",
+        chosen.type,
+        loaded.data.source,
+        pd.DataFrame(table),
+        rows_markdown(f"Data path of {loaded.name} (train on {chosen.type})", table)
+        + "\n"
+        + "\n".join(lines)
+        + "\n",
     )
     console.print(f"wrote {paths[0]} and {paths[1]}")
 

@@ -10,6 +10,7 @@ name the plugin when the module fails while running.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,75 @@ def build_loss(recipe: Recipe, registry: Registry | None = None) -> GANLoss:
         "a loss with d_loss and g_loss (subclass sagan_cli.api.GANLoss)",
     )
     return loss
+
+
+def build_augment(
+    recipe: Recipe, num_classes: int, registry: Registry | None = None
+) -> nn.Module | None:
+    """The recipe's augmentation of D's inputs (``train.augment``); None for ``none``."""
+    entry, params = plugin_for(recipe, "train.augment", registry)
+    if entry.name == "none" and entry.provider == "sagan-cli":
+        return None
+    context = NetworkContext("d", recipe.data.resolution, num_classes)
+    origin = Origin(entry, _key("train.augment"), context)
+    module: nn.Module = _checked(
+        entry,
+        origin.key,
+        f"building the augmentation {origin.where()}",
+        lambda: entry.plugin.factory(params, context),
+        _is_module,
+        "an nn.Module with forward(images, generator)",
+    )
+    object.__setattr__(module, ORIGIN, origin)
+    return module
+
+
+def augment_generator(device: torch.device, *parts: object) -> torch.Generator:
+    """The generator an augmentation draws from for one call: seeded by ``parts`` (run seed,
+    step, which call, rank), so a resumed run repeats the same augmentations."""
+    digest = hashlib.sha256(":".join(map(str, ("augment", *parts))).encode()).digest()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return generator
+
+
+def augment_problem(module: nn.Module, resolution: int, device: torch.device) -> str:
+    """What is wrong with an augmentation ("" when nothing): it must keep the shape, stay
+    finite, let gradients through to the images (G learns through it) and repeat itself for
+    the same generator seed (resumed runs repeat their augmentations)."""
+    images = torch.rand(2, 3, resolution, resolution, device=device) * 2 - 1
+    images.requires_grad_(True)
+    first = module(images, augment_generator(device, "check"))
+    again = module(images, augment_generator(device, "check"))
+    if not isinstance(first, torch.Tensor) or first.shape != images.shape:
+        return f"it returned {tuple(getattr(first, 'shape', ()))} for {tuple(images.shape)} images"
+    if not bool(torch.isfinite(first).all()):
+        return "its output holds NaN or infinite values"
+    if not torch.equal(first, again):
+        return (
+            "two calls with generators of the same seed gave different images: draw every "
+            "random number from the generator argument, so resumed runs repeat them"
+        )
+    if not first.requires_grad:
+        return (
+            "it is not differentiable: no gradient reaches the images (G learns through it); "
+            "use torch operations on the images, not detached copies or numpy"
+        )
+    (grad,) = torch.autograd.grad(first.sum(), images)
+    if not bool(torch.isfinite(grad).all()) or not bool(grad.abs().sum() > 0):
+        return "the gradient it passes back to the images is zero or not finite"
+    return ""
+
+
+def check_augment(module: nn.Module, resolution: int, device: torch.device) -> None:
+    """``augment_problem`` before training, as one paragraph naming the plugin."""
+    origin = origin_of(module)
+    assert origin is not None
+    doing = f"augmenting a first batch {origin.where()}"
+    with plugin_code(origin.entry, origin.key, doing):
+        problem = augment_problem(module, resolution, device)
+    if problem:
+        raise attributed(origin.entry, origin.key, doing, problem)
 
 
 def num_classes_for(recipe: Recipe, source: DataSource) -> int:

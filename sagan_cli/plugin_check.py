@@ -24,6 +24,8 @@ guide states them too) mirror training exactly:
   labels when ``conditional``, in both layouts.
 * loss: ``d_loss``/``g_loss`` give finite scalars with gradients; a ``penalty``
   is None or a finite scalar.
+* augment: at every image size, keeps the shape, stays finite, lets gradients
+  through to the images and repeats itself for the same generator seed.
 * data: at 32x32, ``check()`` passes or names the missing data (reported as
   not checked), and items are uint8 (3, R, R) with an int label.
 * launcher: the factory returns a ``Launcher`` (a missing extra is reported as
@@ -54,6 +56,7 @@ from sagan_cli.api import (
     NetworkContext,
     NormalizationPlugin,
 )
+from sagan_cli.components import augment_problem
 from sagan_cli.device import (
     autocast,
     convert_memory_format,
@@ -73,12 +76,6 @@ from sagan_cli.plugins import Entry, Registry
 from sagan_cli.recipe import load_recipe, shipped_recipe_names
 
 SECOND_ORDER_MAX = 16  # feature size up to which second derivatives are checked in place
-KEY_FOR_KIND = {
-    "attention": "model.attention.variant",
-    "loss": "loss.name",
-    "data": "data.source",
-    "launcher": "--launcher",
-}
 OUTCOMES = ("ok", "failed", "not supported", "not checked")
 EXPLAINED = {
     "not supported": "the plugin declines these places (PlacementUnsupported, its reason "
@@ -404,6 +401,16 @@ def _check_feature_norm(
     )
 
 
+def _check_augment(entry: Entry, params: Any, layout: TrainingLayout) -> None:
+    for resolution in arch.RESOLUTIONS:
+        module = entry.plugin.factory(params, NetworkContext("d", resolution, 0))
+        if not isinstance(module, nn.Module):
+            raise PluginError(f"its factory returned {type(module).__name__}, not an nn.Module")
+        problem = augment_problem(module.to(layout.device), resolution, layout.device)
+        if problem:
+            raise PluginError(f"at {resolution}px: {problem}")
+
+
 def _check_loss(entry: Entry, params: Any) -> None:
     loss = entry.plugin.factory(params)
     real = torch.randn(8, requires_grad=True)
@@ -537,6 +544,8 @@ def check_plugin(
                 )
     elif entry.kind == "loss":
         run("logits", partial(_check_loss, entry, validated))
+    elif entry.kind == "augment":
+        run("images", partial(_check_augment, entry, validated, layout))
     elif entry.kind == "data":
         resolution = arch.RESOLUTIONS[0]  # decoding a whole split at every size costs minutes
         run(f"{resolution}px", partial(_check_data, entry, validated, resolution))

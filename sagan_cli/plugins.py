@@ -53,6 +53,7 @@ FACTORY_ARGUMENTS = {
     "attention": "(params, context: LayerContext)",
     "normalization": "(params, context: NetworkContext or LayerContext)",
     "data": "(params, context: DataContext)",
+    "augment": "(params, context: NetworkContext)",
     "loss": "(params)",
     "launcher": "(params)",
 }
@@ -61,6 +62,7 @@ BUILTIN_MODULES = (
     "sagan_cli.builtins.norms",
     "sagan_cli.builtins.losses",
     "sagan_cli.builtins.data",
+    "sagan_cli.builtins.augment",
     "sagan_cli.builtins.launchers",
 )
 

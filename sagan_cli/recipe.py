@@ -72,7 +72,9 @@ class AttentionConfig(_PluginTable):
     variant: str = Field("sagan", description="attention plugin")
 
 
-class NormChoice(_PluginTable):
+class NamedPlugin(_PluginTable):
+    """A plugin table keyed by ``name`` (norms, augmentation); a bare string is its name."""
+
     name: str
 
     @model_validator(mode="before")
@@ -82,14 +84,14 @@ class NormChoice(_PluginTable):
 
 
 class NormConfig(_Strict):
-    generator: NormChoice = Field(
-        NormChoice(name="spectral"), description="weight normalization of every G layer"
+    generator: NamedPlugin = Field(
+        NamedPlugin(name="spectral"), description="weight normalization of every G layer"
     )
-    discriminator: NormChoice = Field(
-        NormChoice(name="spectral"), description="weight normalization of every D layer"
+    discriminator: NamedPlugin = Field(
+        NamedPlugin(name="spectral"), description="weight normalization of every D layer"
     )
-    features: NormChoice = Field(
-        NormChoice(name="batchnorm"), description="G's feature normalization"
+    features: NamedPlugin = Field(
+        NamedPlugin(name="batchnorm"), description="G's feature normalization"
     )
 
 
@@ -146,6 +148,10 @@ class TrainConfig(_Strict):
         "auto", description="tensor layout of the networks: auto picks the faster on the device"
     )
     deterministic: bool = Field(False, description="deterministic kernels (bitwise resume)")
+    augment: NamedPlugin = Field(
+        NamedPlugin(name="none"),
+        description="augmentation plugin applied to every image D sees (diffaugment)",
+    )
     sync_batchnorm: bool = Field(
         True, description="data-parallel runs: G's batch norm uses the global batch's statistics"
     )
@@ -261,10 +267,11 @@ class PluginSlot:
 PLUGIN_SLOTS = (
     PluginSlot("data", "source", "data", DataConfig),
     PluginSlot("model.attention", "variant", "attention", AttentionConfig),
-    PluginSlot("model.norm.generator", "name", "normalization", NormChoice, "weight"),
-    PluginSlot("model.norm.discriminator", "name", "normalization", NormChoice, "weight"),
-    PluginSlot("model.norm.features", "name", "normalization", NormChoice, "feature"),
+    PluginSlot("model.norm.generator", "name", "normalization", NamedPlugin, "weight"),
+    PluginSlot("model.norm.discriminator", "name", "normalization", NamedPlugin, "weight"),
+    PluginSlot("model.norm.features", "name", "normalization", NamedPlugin, "feature"),
     PluginSlot("loss", "name", "loss", LossConfig),
+    PluginSlot("train.augment", "name", "augment", NamedPlugin),
     PluginSlot("launch", "launcher", "launcher", LaunchConfig),
 )
 

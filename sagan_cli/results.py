@@ -67,7 +67,11 @@ def now() -> str:
 
 # Keys added after 0.1 that do change results enter a run's identity only when set away
 # from their default, so every existing run keeps its id.
-ADDED_SINCE_0_1 = {"train.bf16_on_cpu": False, "train.max_loss": 1e5}
+ADDED_SINCE_0_1 = {
+    "train.bf16_on_cpu": False,
+    "train.max_loss": 1e5,
+    "train.augment": {"name": "none"},
+}
 
 
 def run_identity(recipe: Recipe) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
 from pathlib import Path
 
 import pytest
@@ -109,40 +108,3 @@ def fake_entry_points(monkeypatch):
         get_registry.cache_clear()
 
     return install
-
-
-def _testbed(missing: str | None, what: str) -> None:
-    """Skip (or, where the test bed must exist, fail) when ``what`` cannot run here."""
-    if missing is None:
-        return
-    message = f"{what} unavailable: {missing}"
-    if os.environ.get("SAGAN_EXPECT_TESTBED"):
-        pytest.fail(message + " (SAGAN_EXPECT_TESTBED is set: the nox session installs it)")
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    """A real one-node SLURM cluster (slurmctld, slurmd, slurmdbd + MariaDB, munge) on
-    127.0.0.1, started once for the session and stopped by PID at its end."""
-    from testbed import SlurmCluster, slurm_missing
-
-    _testbed(slurm_missing(), "SLURM")
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
-    """``ray start --head`` on 127.0.0.1 in a network namespace of its own (stopped at the end)."""
-    from testbed import RayHead, ray_missing
-
-    _testbed(ray_missing(), "a Ray head")
-    head = RayHead(tmp_path_factory.mktemp("ray"))
-    try:
-        yield head.start()
-    finally:
-        head.stop()

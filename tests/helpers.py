@@ -135,3 +135,18 @@ def assert_bit_exact(resumed: dict, clean: dict) -> None:
                 )
     assert resumed["data_position"] == clean["data_position"]
     assert torch.equal(resumed["noise_rng"], clean["noise_rng"])
+
+
+def image_folder(root: Path, per_class: int = 20, classes: int = 2) -> Path:
+    """A folder of small random JPEG files, one sub-folder per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = (rng.random((40, 48, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i:03d}.jpg", quality=90)
+    return root

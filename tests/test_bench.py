@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from helpers import assert_clean_error
+from helpers import assert_clean_error, image_folder
 
 
 def test_attention_benchmark_compares_fused_and_explicit(cli, tmp_path):
@@ -128,3 +128,20 @@ def test_bad_command_options_are_one_clear_paragraph(cli, tmp_path, args, fragme
         ),
         *fragments,
     )
+
+
+def test_data_benchmark_compares_the_loader_with_training(cli, tiny_recipe, tmp_path):
+    folder = image_folder(tmp_path / "images", per_class=24)
+    result = cli(
+        "bench", "data", str(tiny_recipe), "--set", "data.source=image-folder",
+        "--set", f"data.path={folder}", "--workers", "0,1", "--batches", "2",
+        "--device", "cpu", "--out", str(tmp_path / "bench"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (csv,) = (tmp_path / "bench").glob("data-*.csv")
+    frame = pd.read_csv(csv)
+    assert set(frame["path"]) == {"decode", "pil", "prepare", "prepared", "train"}
+    assert (frame["img_per_s"] > 0).all()
+    said = result.stdout
+    assert ("keeps up" in said) != ("is the bottleneck" in said)
+    assert "images/s per worker" in said and "Preparing took" in said

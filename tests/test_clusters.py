@@ -8,6 +8,7 @@ tracebacks, duplicate arrays, and Ray's slow, misattributed refusals.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +22,43 @@ from sagan_cli.results import RunDir, list_runs
 
 GRID = ("--device", "cpu", "--threads", "1")
 TIMING = ["wall_time_s", "img_per_s"]  # the only columns a launcher may change
+
+
+def _testbed(missing: str | None, what: str) -> None:
+    """Skip (or, where the test bed must exist, fail) when ``what`` cannot run here."""
+    if missing is None:
+        return
+    message = f"{what} unavailable: {missing}"
+    if os.environ.get("SAGAN_EXPECT_TESTBED"):
+        pytest.fail(message + " (SAGAN_EXPECT_TESTBED is set: the nox session installs it)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """A real one-node SLURM cluster (slurmctld, slurmd, slurmdbd + MariaDB, munge) on
+    127.0.0.1, started once for this module's tests and stopped by PID after them."""
+    from testbed import SlurmCluster, slurm_missing
+
+    _testbed(slurm_missing(), "SLURM")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """``ray start --head`` on 127.0.0.1 in a network namespace of its own (stopped after)."""
+    from testbed import RayHead, ray_missing
+
+    _testbed(ray_missing(), "a Ray head")
+    head = RayHead(tmp_path_factory.mktemp("ray"))
+    try:
+        yield head.start()
+    finally:
+        head.stop()
 
 
 def run(
@@ -43,6 +81,18 @@ def slurm_env(cluster) -> dict[str, str]:
 def jobs_of(experiment: Path) -> dict[str, str]:
     submissions = json.loads((experiment / "slurm" / "jobs.json").read_text())["submissions"]
     return {run_dir: job for s in submissions for run_dir, job in s["jobs"].items()}
+
+
+def start_now(cluster, job: str, *extra: str) -> None:
+    """Skip SLURM's delay before a requeued job is eligible again (about two minutes): once the
+    job is pending again, move its start time to now."""
+
+    def pending() -> bool:
+        state = cluster.run("squeue", "-h", "-j", job, "-o", "%T", check=False).stdout.strip()
+        return state == "PENDING"
+
+    wait_for(pending, f"job {job} pending again", timeout=120)
+    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", *extra)
 
 
 def checkpoint(run: RunDir, step: int) -> dict:
@@ -115,7 +165,7 @@ def test_the_time_limit_warning_checkpoints_requeues_and_the_run_resumes_bit_exa
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert "interrupted" in status.stdout and f"job {job}" in status.stdout
-    slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")  # no requeue delay
+    start_now(slurm_cluster, job)
 
     attached = ablate(tiny_recipe, tmp_path / "slurm", *args, *SLURM, env=env)
     assert attached.returncode == 0, attached.stdout + attached.stderr
@@ -139,7 +189,7 @@ def test_the_warning_stops_both_ranks_and_a_rerun_resumes_them_bit_exact(
     command exits non-zero; re-running it resumes to what a 2-rank run computes."""
     args = (
         "--vary", "lr_d=2e-4", "--name", "two", "--nproc", "2",
-        *sets("train.steps=40", "train.checkpoint_every=10", "train.log_every=10",
+        *sets("train.steps=20", "train.checkpoint_every=5", "train.log_every=5",
               "launch.requeue=false"),
     )  # fmt: skip
     env = slurm_env(slurm_cluster)
@@ -151,7 +201,7 @@ def test_the_warning_stops_both_ranks_and_a_rerun_resumes_them_bit_exact(
     )
     experiment = tmp_path / "slurm" / "two"
     wait_for(
-        lambda: any(experiment.glob("runs/*/checkpoints/step-00000010.pt")), "a checkpoint", process
+        lambda: any(experiment.glob("runs/*/checkpoints/step-00000005.pt")), "a checkpoint", process
     )
     (job,) = jobs_of(experiment).values()
     slurm_cluster.run("scancel", "--signal=USR2", job)
@@ -171,28 +221,26 @@ def test_the_warning_stops_both_ranks_and_a_rerun_resumes_them_bit_exact(
     reference = subprocess.run(
         sagan_command(
             "train", str(tiny_recipe), "--results", str(tmp_path / "two"), "--nproc", "2", "-q",
-            *GRID, *sets("train.lr_d=2e-4", "train.steps=40", "train.checkpoint_every=10",
-                         "train.log_every=10"),
+            *GRID, *sets("train.lr_d=2e-4", "train.steps=20", "train.checkpoint_every=5",
+                         "train.log_every=5"),
         ),
         env=sagan_subprocess_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert reference.returncode == 0, reference.stderr
     (twin,) = list_runs(tmp_path / "two" / "tiny")
-    assert_bit_exact(checkpoint(run, 40), checkpoint(twin, 40))
+    assert_bit_exact(checkpoint(run, 20), checkpoint(twin, 20))
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_a_real_time_limit_warning_checkpoints_requeues_and_resumes(
-    slurm_cluster, tiny_recipe, tmp_path
-):
-    """SLURM itself sends launch.signal before the limit (a 2-minute limit, the warning 30 s
-    ahead, sent within about a minute): the run saves the iteration, the element requeues
-    itself and the new allocation resumes from that checkpoint."""
+def test_a_real_time_limit_warning_checkpoints_and_requeues(slurm_cluster, tiny_recipe, tmp_path):
+    """SLURM itself sends launch.signal before the limit (a 2-minute limit, the warning 90 s
+    ahead: it comes 15 to 30 s in): the run saves the iteration it is in and the element
+    requeues itself (that the requeued element resumes is the scancel test above)."""
     args = (
         "--vary", "lr_d=2e-4", "--name", "limit",
         *sets("train.steps=100000", "train.checkpoint_every=100000", "train.log_every=10",
-              "launch.time_min=2", "launch.signal_delay_s=30"),
+              "launch.time_min=2", "launch.signal_delay_s=90"),
     )  # fmt: skip
     env = slurm_env(slurm_cluster)
     detached = ablate(tiny_recipe, tmp_path, *args, *SLURM, "--detach", env=env)
@@ -200,25 +248,12 @@ def test_a_real_time_limit_warning_checkpoints_requeues_and_resumes(
     (run,) = list_runs(tmp_path / "limit")
     (job,) = jobs_of(tmp_path / "limit").values()
     script = next((tmp_path / "limit" / "slurm").glob("*_submission.sh")).read_text()
-    assert "--signal=USR2@30" in script and "--requeue" in script and "sagan:limit" in script
-    wait_for(lambda: "requeued" in str(run.read_status().get("error")), "the warning", timeout=240)
+    assert "--signal=USR2@90" in script and "--requeue" in script and "sagan:limit" in script
+    wait_for(lambda: "requeued" in str(run.read_status().get("error")), "the warning", timeout=150)
     status = run.read_status()
     assert status["status"] == "interrupted" and "SIGUSR2" in status["error"]
-    saved = f"step-{status['step']:08d}.pt"
-    assert (run.checkpoints / saved).exists()
-    slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=10")
-    wait_for(
-        lambda: (
-            run.read_status().get("status") == "running"
-            and run.read_status().get("resumed_from") == saved
-        ),
-        "the resumed run",
-        timeout=180,
-    )
+    assert (run.checkpoints / f"step-{status['step']:08d}.pt").exists()
     slurm_cluster.run("scancel", job)
-    wait_for(
-        lambda: run.read_status().get("status") == "interrupted", "the cancelled run", timeout=120
-    )
 
 
 @pytest.mark.cluster

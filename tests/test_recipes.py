@@ -217,7 +217,7 @@ def test_unknown_key_in_a_plugin_table_suggests_the_parameter(cli, tmp_path):
             "train.steps=-5",
             ["train.steps", "-5", "greater than or equal to 1", "--set train.steps=-5"],
         ),
-        ("train.precision=fp8", ["train.precision", "'fp8'", "'bf16' or 'fp32'"]),
+        ("train.precision=fp8", ["train.precision", "'fp8'", "'bf16', 'fp32' or 'fp64'"]),
         ("train.steps=many", ["train.steps", "valid integer"]),
         ("data.resolution=48", ["data.resolution", "32, 64 or 128"]),
         ("model.attention_layer=[32]", ["model.attention_layer", "Valid: [8, 16]"]),

@@ -233,7 +233,7 @@ class SlurmCluster:
             stop_pid_file(self.pids.get(name))
 
 
-def stop_pid_file(path: Path | None, grace: float = 10.0) -> None:
+def stop_pid_file(path: Path | None, grace: float = 3.0) -> None:
     """SIGTERM the process whose pid ``path`` holds; SIGKILL it if it has not gone in ``grace`` s."""
     if path is None or not path.exists():
         return

@@ -37,6 +37,7 @@ AXIS_ALIASES = {
     "d_norm": "model.norm.discriminator",
     "features": "model.norm.features",
     "data": "data.source",
+    "augment": "train.augment",
 }
 
 

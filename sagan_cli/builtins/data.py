@@ -4,7 +4,14 @@
 from __future__ import annotations
 
 from sagan_cli.api import DataContext, DataPlugin, DataSource, Register, hookimpl
-from sagan_cli.datasets.params import CifarParams, ImageFolderParams, NpzParams, ShapesParams
+from sagan_cli.datasets.params import (
+    CifarParams,
+    HuggingFaceParams,
+    ImageFolderParams,
+    NpzParams,
+    PreparedParams,
+    ShapesParams,
+)
 
 
 def build_shapes(params: ShapesParams, context: DataContext) -> DataSource:
@@ -25,6 +32,18 @@ def build_npz(params: NpzParams, context: DataContext) -> DataSource:
     return NpzSource(context.name, params, context.resolution)
 
 
+def build_prepared(params: PreparedParams, context: DataContext) -> DataSource:
+    from sagan_cli.datasets.prepared import PreparedSource
+
+    return PreparedSource(context.name, params, context.resolution)
+
+
+def build_huggingface(params: HuggingFaceParams, context: DataContext) -> DataSource:
+    from sagan_cli.datasets.huggingface import HuggingFaceSource
+
+    return HuggingFaceSource(context.name, params, context.resolution)
+
+
 def build_cifar(params: CifarParams, context: DataContext) -> DataSource:
     from sagan_cli.datasets.cifar import CifarSource
 
@@ -43,6 +62,18 @@ PLUGINS = (
         summary="PNG/JPEG files in a folder (recursive), resized and centre-cropped",
         params=ImageFolderParams,
         factory=build_image_folder,
+    ),
+    DataPlugin(
+        name="prepared",
+        summary="A data set decoded once by `sagan data prepare`: memory-mapped uint8 shards",
+        params=PreparedParams,
+        factory=build_prepared,
+    ),
+    DataPlugin(
+        name="huggingface",
+        summary="A Hugging Face datasets data set: hub name, save_to_disk or parquet folder",
+        params=HuggingFaceParams,
+        factory=build_huggingface,
     ),
     DataPlugin(
         name="npz",

@@ -35,14 +35,39 @@ def from_workers(batches: Iterator[Any]) -> Iterator[Any]:
             raise type(exc)(text) from None
 
 
+_DECODED: dict[str, TensorImageSet] = {}  # the split decoded last in this process, by key
+
+
 def decode_all(
     images: ImageSet | Subset,
     workers: int,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
+    key: str | None = None,
 ) -> TensorImageSet:
-    """Decode a whole split into one uint8 tensor (with worker processes for file sources)."""
+    """Decode a whole split into one uint8 tensor (with worker processes for file sources).
+
+    ``key`` (the source's identity and split) keeps the result for the next call in this
+    process with the same key: the runs of an ablation trained one after another in one
+    process decode their data once.
+    """
+    if key is not None and key in _DECODED:
+        return _DECODED[key]
+    decoded = _decode(images, workers, on_progress)
+    if key is not None and decoded is not images:
+        _DECODED.clear()  # one split at a time: what the next run most likely needs
+        _DECODED[key] = decoded
+    return decoded
+
+
+def _decode(
+    images: ImageSet | Subset, workers: int, on_progress: Callable[[int, int], None]
+) -> TensorImageSet:
+    from sagan_cli.datasets.prepared import PreparedImageSet
+
     if isinstance(images, TensorImageSet):
         return images
+    if isinstance(images, PreparedImageSet):  # already decoded: one copy into memory
+        return images.to_tensor_set()
     if isinstance(images, Subset) and isinstance(images.dataset, TensorImageSet):
         index = torch.as_tensor(images.indices)
         labels = images.dataset.labels

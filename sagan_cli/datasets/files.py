@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import torch
 from sagan_cli.api import DataSource, ImageSet, TensorImageSet
 from sagan_cli.datasets.params import ImageFolderParams, NpzParams
 from sagan_cli.errors import DataError
-from sagan_cli.imagefiles import find_images, load_image
+from sagan_cli.imagefiles import load_image, scan_images
 from sagan_cli.model.arch import RESOLUTIONS
 
 
@@ -39,14 +40,65 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
     }
 
 
-def files_fingerprint(root: Path, files: list[Path]) -> dict[str, Any]:
-    """Count and a hash of the sorted (relative path, size, mtime) list: cheap, and it changes
-    when any file is added, removed, replaced or rewritten."""
+@dataclass(frozen=True)
+class FolderScan:
+    """One walk of an image folder: its files in order, labels, class names and a fingerprint
+    (count and a hash of the sorted (relative path, size, mtime) list: cheap, and it changes
+    when any file is added, removed, replaced or rewritten)."""
+
+    files: list[Path]
+    labels: list[int]
+    classes: list[str]
+    fingerprint: dict[str, Any]
+
+
+_SCANS: dict[tuple[str, bool], FolderScan] = {}  # one walk per folder per command
+
+
+def forget_scans() -> None:
+    """Start a new command: folders are walked again (their files may have changed)."""
+    _SCANS.clear()
+
+
+def scan_folder(root: Path, labels: bool, key: str) -> FolderScan:
+    """The folder's ``FolderScan``, walked once per command (every source of the command, and
+    every run of an ablation trained in its process, shares it); ``key`` names it in errors."""
+    cached = _SCANS.get((str(root.resolve()), labels))
+    if cached is not None:
+        return cached
+    if not root.is_dir():
+        raise DataError(
+            f"{key} = '{root}' is not a folder ({root.resolve()}). Point {key} at a folder of "
+            f".png/.jpg images."
+        )
+    found = scan_images(root)
+    if not found:
+        raise DataError(
+            f"{key} = '{root}' holds no .png, .jpg or .jpeg files (searched {root.resolve()} "
+            f"recursively). Add images or point {key} elsewhere."
+        )
+    files = [path for path, _ in found]
     digest = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
+    for path, stat in found:
         digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return {"files": len(files), "listing_sha256": digest.hexdigest()}
+    fingerprint = {"files": len(files), "listing_sha256": digest.hexdigest()}
+    if not labels:
+        scan = FolderScan(files, [-1] * len(files), [], fingerprint)
+    else:
+        loose = [f for f in files if f.parent == root]
+        if loose:
+            raise DataError(
+                f"data.labels = true takes classes from sub-folders of {root}, but "
+                f"{loose[0].name} (and {len(loose) - 1} more) lie directly in it. Move them into "
+                f"a class folder or set data.labels = false."
+            )
+        classes = sorted({f.relative_to(root).parts[0] for f in files})
+        index = {name: i for i, name in enumerate(classes)}
+        scan = FolderScan(
+            files, [index[f.relative_to(root).parts[0]] for f in files], classes, fingerprint
+        )
+    _SCANS[(str(root.resolve()), labels)] = scan
+    return scan
 
 
 class FileImageSet(ImageSet):
@@ -67,49 +119,26 @@ class FileImageSet(ImageSet):
 class ImageFolderSource(DataSource):
     params: ImageFolderParams
 
-    def _root(self) -> Path:
-        return Path(self.params.path).expanduser()
-
-    def _scan(self) -> tuple[list[Path], list[int], list[str]]:
-        root = self._root()
-        if not root.is_dir():
-            raise DataError(
-                f"data.path = '{self.params.path}' is not a folder ({root.resolve()}). Point "
-                f"data.path at a folder of .png/.jpg images."
-            )
-        files = find_images(root)
-        if not files:
-            raise DataError(
-                f"data.path = '{self.params.path}' holds no .png, .jpg or .jpeg files (searched "
-                f"{root.resolve()} recursively). Add images or point data.path elsewhere."
-            )
-        if not self.params.labels:
-            return files, [-1] * len(files), []
-        loose = [f for f in files if f.parent == root]
-        if loose:
-            raise DataError(
-                f"data.labels = true takes classes from sub-folders of {root}, but {loose[0].name} "
-                f"(and {len(loose) - 1} more) lie directly in it. Move them into a class folder "
-                f"or set data.labels = false."
-            )
-        classes = sorted({f.relative_to(root).parts[0] for f in files})
-        index = {name: i for i, name in enumerate(classes)}
-        return files, [index[f.relative_to(root).parts[0]] for f in files], classes
+    def _scan(self) -> FolderScan:
+        return scan_folder(Path(self.params.path).expanduser(), self.params.labels, "data.path")
 
     @property
     def num_classes(self) -> int:
-        return len(self._scan()[2]) if self.params.labels else 0
+        return len(self._scan().classes) if self.params.labels else 0
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._scan().classes
 
     def check(self) -> None:
-        files, _, _ = self._scan()
-        load_image(files[0], self.resolution)
+        load_image(self._scan().files[0], self.resolution)
 
     def fingerprint(self) -> dict[str, Any]:
-        return files_fingerprint(self._root(), self._scan()[0])
+        return self._scan().fingerprint
 
     def split(self, name: str) -> ImageSet:
-        files, labels, _ = self._scan()
-        return FileImageSet(files, labels, self.resolution)
+        scan = self._scan()
+        return FileImageSet(scan.files, scan.labels, self.resolution)
 
 
 class NpzSource(DataSource):

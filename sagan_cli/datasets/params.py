@@ -30,3 +30,18 @@ class CifarParams(PluginParams):
         "~/.cache/sagan-cli/datasets", description="folder holding the extracted archive"
     )
     download: bool = Field(False, description="let torchvision download the archive if missing")
+
+
+class PreparedParams(PluginParams):
+    path: str = Field(description="folder written by `sagan data prepare`")
+
+
+class HuggingFaceParams(PluginParams):
+    path: str = Field(
+        description="a hub name, a folder written by save_to_disk, or a folder of parquet files"
+    )
+    name: str | None = Field(None, description="the data set's configuration (hub data sets)")
+    split: str = Field("train", description="the split to train on")
+    test_split: str | None = Field(None, description="a held-out split (eval.reference = 'test')")
+    image_column: str = Field("image", description="column holding the images")
+    label_column: str | None = Field(None, description="column of integer class labels")

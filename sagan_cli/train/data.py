@@ -112,6 +112,7 @@ class BatchStream:
         on_progress: Callable[[int, int], None] = lambda done, total: None,
         rank: int = 0,
         world_size: int = 1,
+        cache_key: str | None = None,
     ) -> None:
         self.size = len(images)
         self.batch_size = batch_size
@@ -127,7 +128,7 @@ class BatchStream:
         self.resident = self.size * first.numel() <= resident_limit
         self._loader: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
         if self.resident:
-            decoded = decode_all(images, self.workers, on_progress)
+            decoded = decode_all(images, self.workers, on_progress, key=cache_key)
             self.images = decoded.images.to(device)
             self.labels = None if decoded.labels is None else decoded.labels.to(device)
         else:

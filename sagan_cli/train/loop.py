@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import json
 import os
 import platform
 import signal
@@ -39,9 +40,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from sagan_cli import checkpoint as ckpt
 from sagan_cli.api import DataSource
 from sagan_cli.components import (
+    augment_generator,
+    build_augment,
     build_data_source,
     build_loss,
     build_networks,
+    check_augment,
     check_data,
     count_parameters,
     num_classes_for,
@@ -261,6 +265,10 @@ class TrainingSession:
         )
         if world.distributed and cfg.sync_batchnorm:
             synchronise_batch_norm(self.generator)
+        self.augment = build_augment(recipe, self.num_classes, registry)
+        if self.augment is not None:
+            self.augment.to(device)
+            check_augment(self.augment, recipe.data.resolution, device)
         self.ema = EMA(self.generator, cfg.ema_decay, cfg.ema_start)
         fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
         self.opt_g = torch.optim.Adam(
@@ -394,6 +402,7 @@ class TrainingSession:
             resident_limit=resident_limit(self.device) if resident is None else resident,
             rank=self.world.rank,
             world_size=self.world.size,
+            cache_key=json.dumps([self.source.identity(), "train"], sort_keys=True, default=str),
         )
 
     def _noise(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -420,7 +429,7 @@ class TrainingSession:
         assert self.data is not None
         d_total = torch.zeros((), device=self.device)
         self.discriminator.requires_grad_(True)
-        for _ in range(cfg.d_steps):
+        for d_index in range(cfg.d_steps):
             real, real_labels = self.data.next()
             z, fake_labels = self._noise(batch)
             with torch.no_grad(), autocast(self.device, self.precision):
@@ -430,7 +439,8 @@ class TrainingSession:
                 assert real_labels is not None  # conditional models need labelled data
                 labels = torch.cat([real_labels, fake_labels])
             with autocast(self.device, self.precision):
-                logits = at_least_fp32(self.d_train(torch.cat([real, fake.to(real.dtype)]), labels))
+                both = self._augmented(torch.cat([real, fake.to(real.dtype)]), "d", d_index)
+                logits = at_least_fp32(self.d_train(both, labels))
             d_loss = self.loss.d_loss(logits[:batch], logits[batch:])
             # Gradient penalties differentiate through D's gradient: the maths attention path
             # has second derivatives, the fused CPU/CUDA kernels do not.
@@ -448,13 +458,24 @@ class TrainingSession:
         with autocast(self.device, self.precision):
             # D without its DDP wrapper: its weights are identical on every rank and it
             # takes no gradient here, so there is nothing to synchronise.
-            logits = at_least_fp32(self.d_step(self.g_train(z, fake_labels), fake_labels))
+            fake = self._augmented(self.g_train(z, fake_labels), "g", 0)
+            logits = at_least_fp32(self.d_step(fake, fake_labels))
         g_loss = self.loss.g_loss(logits)
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
         self.ema.update(self.generator, self.step + 1)
         return torch.stack([d_total / cfg.d_steps, g_loss.detach()])
+
+    def _augmented(self, images: torch.Tensor, step_kind: str, index: int) -> torch.Tensor:
+        """``train.augment`` applied to images on their way into D, with a generator seeded by
+        the run seed, the step and the call (and the rank: each rank augments its slice)."""
+        if self.augment is None:
+            return images
+        generator = augment_generator(
+            self.device, self.recipe.seed, self.step, step_kind, index, self.world.rank
+        )
+        return self.augment(images, generator)
 
     def _critic(self, labels: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
         """D as a function of images alone (for penalties), conditioned on the real labels."""
