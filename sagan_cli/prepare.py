@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -200,7 +200,6 @@ def _prepare_split(
     total = len(images)
     if total == 0:
         raise DataError(f"The '{split}' split of the source holds no images; nothing to prepare.")
-    shards: list[dict[str, Any]] = []
     labels = np.full(total, -1, dtype=np.int64)
     done = progress["done"]
     in_memory = isinstance(images, TensorImageSet)
@@ -212,6 +211,8 @@ def _prepare_split(
     )
     _worker_set(images)  # the in-process path (one worker, or a decoded set)
     finished = 0
+    committer = ThreadPoolExecutor(1)  # one thread: shards are committed in order
+    entries: list[dict[str, Any] | Future[dict[str, Any]]] = []  # shard records, in order
     try:
         for number in range(math.ceil(total / shard_images)):
             start, stop = number * shard_images, min(total, (number + 1) * shard_images)
@@ -219,7 +220,7 @@ def _prepare_split(
             record = done.get(name)
             if record is not None and (out / name).is_file():
                 labels[start:stop] = np.load(out / f".{name}.labels.npy")
-                shards.append(record)
+                entries.append(record)
                 finished += stop - start
                 on_progress(split, finished, total)
                 continue
@@ -254,17 +255,11 @@ def _prepare_split(
                     finished += b - a
                     on_progress(split, finished, total)
             _save(out / f".{name}.labels.npy", labels[start:stop])
-            record = {
-                "file": name,
-                "count": stop - start,
-                "bytes": tmp.stat().st_size,
-                "sha256": sha256_of(tmp),
-            }
-            os.replace(tmp, out / name)
-            done[name] = record
-            atomic_write_json(out / PROGRESS, progress)
-            shards.append(record)
+            # hashed and committed in the background while the next shard decodes
+            entries.append(committer.submit(_commit, tmp, out / name, stop - start, progress, out))
+        shards = [e.result() if isinstance(e, Future) else e for e in entries]
     finally:
+        committer.shutdown(wait=True)
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     labels_record = None
@@ -279,6 +274,22 @@ def _prepare_split(
     for name in [s["file"] for s in shards]:
         (out / f".{name}.labels.npy").unlink(missing_ok=True)
     return {"count": total, "shards": shards, "labels": labels_record}
+
+
+def _commit(
+    tmp: Path, final: Path, count: int, progress: dict[str, Any], out: Path
+) -> dict[str, Any]:
+    """Hash a finished shard, rename it into place and record it (a kill after this keeps it)."""
+    record = {
+        "file": final.name,
+        "count": count,
+        "bytes": tmp.stat().st_size,
+        "sha256": sha256_of(tmp),
+    }
+    os.replace(tmp, final)
+    progress["done"][final.name] = record
+    atomic_write_json(out / PROGRESS, progress)
+    return record
 
 
 def _save(path: Path, array: np.ndarray) -> None:

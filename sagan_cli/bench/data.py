@@ -82,7 +82,7 @@ def bench_data(
     worker_counts: list[int],
     batches: int,
     prepare_limit: int,
-    train_step_s: Callable[[], float],
+    train_step_s: Callable[[], float] | None,
     report: Callable[[DataRow], None] = lambda row: None,
 ) -> list[DataRow]:
     """Every measurement of the recipe's data path, in order; see the module docstring."""
@@ -116,15 +116,15 @@ def bench_data(
                 add("prepared", workers, *stream_rate(shards, batch, workers, wanted))
     elif recipe.data.source == "prepared":
         add("prepared", 0, *stream_rate(images, batch, 0, wanted))
-    add("train", 0, batch, train_step_s())
+    if train_step_s is not None:
+        add("train", 0, batch, train_step_s())
     return rows
 
 
 def verdict(rows: list[DataRow], device_rate: float | None) -> list[str]:
     """What the numbers mean: does the best loader keep up, and how many decode workers the
     device's rate needs."""
-    train = next(r.img_per_s for r in rows if r.path == "train")
-    target = device_rate or train
+    target = device_rate or next(r.img_per_s for r in rows if r.path == "train")
     loaders = [r for r in rows if r.path in ("decode", "prepared")]
     best = max(loaders, key=lambda r: r.img_per_s)
     lines = []
