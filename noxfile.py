@@ -19,7 +19,7 @@ EXTRA_PLUGIN = "./plugins/sagan-extra-attention"
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite; arguments go to pytest (``nox -s tests -- -k recipe -x``)."""
-    session.install(".[test,ray,slurm,tensorboard,hf]")
+    session.install(".[test,ray,slurm,tensorboard,hf,dinov2]")
     session.install(EXTRA_PLUGIN)
     env = {"SAGAN_EXPECT_EXTRA_PLUGIN": "1"}
     if sys.platform == "linux" and os.geteuid() == 0:

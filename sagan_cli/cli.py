@@ -783,11 +783,21 @@ def bench_fid_command(
         int, typer.Option(min=2, help="Real images in the reference.")
     ] = 1000,
     batch_size: Annotated[int, typer.Option(min=1)] = 100,
+    feature_extractor: Annotated[
+        str,
+        typer.Option(
+            "--feature-extractor", help="Extractors to time, comma-separated (each one pass)."
+        ),
+    ] = "inception-v3-compat",
     inception_weights: InceptionOption = None,
+    dinov2_weights: Annotated[
+        Path | None, typer.Option(help="Local DINOv2 weights (see sagan eval --help).")
+    ] = None,
     device: DeviceOption = "auto",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/bench"),
 ) -> None:
-    """Seconds for FID: reference features (cold), generation, generated features + FID (warm)."""
+    """Seconds for FID: reference features (cold), generation, generated features + FID (warm),
+    and images/s of each feature extractor."""
     import tempfile
 
     import pandas as pd
@@ -795,14 +805,17 @@ def bench_fid_command(
     from sagan_cli.bench.fid import bench_fid
     from sagan_cli.bench.output import check_output_folder, rows_markdown, write_results
     from sagan_cli.device import select_device
-    from sagan_cli.evaluate.weights import resolve_inception_weights
+    from sagan_cli.evaluate.service import extractor_weights, parse_extractors
+    from sagan_cli.evaluate.weights import EXTRACTOR, resolve_inception_weights
     from sagan_cli.recipe import load_recipe
 
     check_output_folder(out)
     registry = _registry()
     resolved = load_recipe(recipe, set_ or [], registry=registry)
     chosen = select_device(device)
-    weights = resolve_inception_weights(inception_weights)
+    names = parse_extractors(feature_extractor, [])
+    inception = resolve_inception_weights(inception_weights) if EXTRACTOR in names else None
+    weights = extractor_weights(names, inception, dinov2_weights)
     with (
         tempfile.TemporaryDirectory() as cache,
         err_console.status("timing FID") if err_console.is_terminal else nullcontext(),
@@ -932,24 +945,36 @@ def eval_command(
         Path | None, typer.Argument(help="Run folder to evaluate (or use --images).")
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="last, best, or a checkpoint path.")] = "last",
-    metrics: Annotated[str, typer.Option(help="Comma-separated: fid, is, kid.")] = ",".join(
-        EvalConfig.model_fields["metrics"].default
-    ),
+    metrics: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: fid, is, kid, prc (precision/recall), dc (density/coverage)."
+        ),
+    ] = ",".join(EvalConfig.model_fields["metrics"].default),
+    feature_extractor: Annotated[
+        str | None,
+        typer.Option(
+            "--feature-extractor",
+            help="Feature spaces, comma-separated: inception-v3-compat, dinov2-vit-s-14, "
+            "dinov2-vit-b-14, dinov2-vit-l-14, dinov2-vit-g-14 (default: eval.feature_extractor).",
+        ),
+    ] = None,
     num_samples: Annotated[
         int | None, typer.Option(min=2, help="Generated samples (default: eval.num_samples).")
     ] = None,
     reference: Annotated[
         str | None,
         typer.Option(
-            help="train, test, or a folder/.npz of real images (default: eval.reference)."
+            help="train, test, a folder/.npz of real images, or a statistics .npz (mu, sigma) "
+            "(default: eval.reference)."
         ),
     ] = None,
     reference_samples: Annotated[
         int | None,
         typer.Option(
-            min=2,
-            help=f"Real images in the reference (default: eval.reference_samples, "
-            f"{EvalConfig.model_fields['reference_samples'].default}).",
+            min=0,
+            help=f"Real images in the reference, 0 for the whole split (default: "
+            f"eval.reference_samples, {EvalConfig.model_fields['reference_samples'].default}).",
         ),
     ] = None,
     batch_size: Annotated[
@@ -964,21 +989,44 @@ def eval_command(
     recipe: Annotated[
         str | None,
         typer.Option(
-            help="With --images and --reference train|test: the recipe whose data is the reference.",
+            help="With --images or --export-stats and --reference train|test: the recipe whose "
+            "data is the reference.",
             rich_help_panel="Image folders",
+        ),
+    ] = None,
+    export_stats: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the reference's statistics (mu, sigma, features) to this .npz and stop: "
+            "others can compare against the same reference.",
+            rich_help_panel="Reference statistics",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
     inception_weights: InceptionOption = None,
+    dinov2_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Local DINOv2 weights (the official *_pretrain.pth); else $SAGAN_DINOV2_WEIGHTS, "
+            "else torch hub's cache or a download.",
+            rich_help_panel="Evaluation",
+        ),
+    ] = None,
     device: DeviceOption = "auto",
 ) -> None:
-    """FID, IS and KID (torch-fidelity) of a run's EMA generator, or of a folder of images."""
-    from sagan_cli.evaluate.service import evaluate_folder, open_run_evaluation, parse_metrics
+    """FID, IS, KID, precision/recall and density/coverage of a run's EMA generator, or of a
+    folder of images, in Inception's or DINOv2's feature space (FD in DINOv2 space: fd_dinov2)."""
+    from sagan_cli.evaluate.service import (
+        evaluate_folder,
+        export_reference_stats,
+        open_run_evaluation,
+        parse_extractors,
+        parse_metrics,
+    )
 
     registry = _registry()
     chosen_metrics = parse_metrics(metrics)
-    if (run_dir is None) == (images is None):
-        raise SaganError("Give a run folder to evaluate, or --images DIR, but not both.")
+    parse_extractors(feature_extractor, [])  # a typo is named before anything else
     # each phase: the spinner's text on a terminal, a plain line off one (CI, cluster logs)
     spinner = err_console.status("evaluating", spinner="dots") if err_console.is_terminal else None
 
@@ -988,6 +1036,30 @@ def eval_command(
         else:
             err_console.print(escape(text))
 
+    if export_stats is not None:
+        if run_dir is not None or images is not None or recipe is None or reference is None:
+            raise SaganError(
+                "--export-stats writes a reference's statistics: give --recipe RECIPE and "
+                "--reference (train, test, a folder or an .npz of images), without a run or --images."
+            )
+        with spinner or nullcontext():
+            written = export_reference_stats(
+                out=export_stats,
+                reference=reference,
+                recipe_ref=recipe,
+                reference_samples=reference_samples,
+                batch_size=batch_size,
+                inception_weights=inception_weights,
+                device=device,
+                registry=registry,
+                extractors=feature_extractor,
+                dinov2_weights=dinov2_weights,
+                report=report,
+            )
+        console.print(f"wrote {written}")
+        return
+    if (run_dir is None) == (images is None):
+        raise SaganError("Give a run folder to evaluate, or --images DIR, but not both.")
     with spinner or nullcontext():
         if images is not None:
             record = evaluate_folder(
@@ -1002,6 +1074,8 @@ def eval_command(
                 registry=registry,
                 notify=lambda text: err_console.print(f"[yellow]Warning:[/] {escape(text)}"),
                 report=report,
+                extractors=feature_extractor,
+                dinov2_weights=dinov2_weights,
             )
         else:
             assert run_dir is not None
@@ -1016,21 +1090,23 @@ def eval_command(
                 inception_weights=inception_weights,
                 device=device,
                 registry=registry,
+                extractors=feature_extractor,
+                dinov2_weights=dinov2_weights,
             )
             record = job.start(report)
     if as_json:
         sys.stdout.write(json.dumps(record, indent=2, default=str) + "\n")
         return
     table = Table("metric", "value")
-    for key in ("fid", "is_mean", "is_std", "kid_mean", "kid_std"):
-        if record.get(key) is not None:
-            table.add_row(key, f"{record[key]:.4f}")
+    for key, value in record.items():
+        if isinstance(value, float) and not key.startswith("seconds"):
+            table.add_row(key, f"{value:.4f}")
     console.print(table)
-    ref = record.get("reference") or {}
+    protocol = record["protocol"]
     console.print(
-        f"{record['num_samples']} samples vs {ref.get('size', '-')} reference images "
-        f"({ref.get('source', '-')} {ref.get('split', '')}); {record['feature_extractor']['extractor']} "
-        f"weights {record['feature_extractor']['sha256'][:12]}; torch-fidelity {record['torch_fidelity']}"
+        f"protocol {protocol['id']}: {protocol['label']}; weights "
+        + ", ".join(f"{w['extractor']} {w['sha256'][:12]}" for w in record["feature_extractors"])
+        + f"; torch-fidelity {record['torch_fidelity']}"
     )
     if run_dir is not None:
         console.print(f"recorded in {job.run.eval_path} and {job.run.metrics_path}")
@@ -1475,6 +1551,14 @@ def report_command(
     ci: CiOption = "welch",
     paired: PairedOption = None,
     baseline: BaselineOption = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            help="Only evaluations of this protocol (its id or label, as `sagan eval` prints) "
+            "count; needed when runs were evaluated in several ways.",
+            rich_help_panel="Statistics",
+        ),
+    ] = None,
 ) -> None:
     """Rebuild tables from run folders alone: one per experiment, statistics within each."""
     from sagan_cli.ablate.service import build_reports, experiment_folders
@@ -1482,7 +1566,7 @@ def report_command(
 
     if format_ not in ("table", "md", "csv", "json"):
         raise SaganError(f"--format '{format_}': choose table, md, csv or json.")
-    options = StatsOptions(alpha=alpha, ci=ci, paired=paired, baseline=baseline)
+    options = StatsOptions(alpha=alpha, ci=ci, paired=paired, baseline=baseline, protocol=protocol)
     options.check()
     reports = build_reports(experiment_folders(experiments or [], results), by, options)
     if format_ == "table":

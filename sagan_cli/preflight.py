@@ -19,7 +19,7 @@ from sagan_cli.api import DataSource
 from sagan_cli.components import build_data_source, check_data, placement_problem
 from sagan_cli.device import available_memory, select_device
 from sagan_cli.errors import SaganError
-from sagan_cli.evaluate.weights import InceptionWeights, resolve_inception_weights
+from sagan_cli.evaluate.weights import ExtractorWeights, resolve_inception_weights
 from sagan_cli.model import arch
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import Recipe
@@ -34,7 +34,7 @@ def needs_evaluation(recipe: Recipe) -> bool:
 @dataclass
 class Checked:
     device: torch.device
-    weights: InceptionWeights | None
+    weights: ExtractorWeights | None
     sources: dict[str, DataSource] = field(default_factory=dict)
 
     def source_for(self, recipe: Recipe) -> DataSource:

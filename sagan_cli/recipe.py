@@ -179,11 +179,42 @@ class TrainConfig(_Strict):
 class EvalConfig(_Strict):
     every: int = Field(0, ge=0, description="FID every N steps during training (0 = off)")
     num_samples: int = Field(10_000, ge=2, description="generated samples per evaluation")
-    metrics: list[Literal["fid", "is", "kid"]] = Field(["fid", "is", "kid"], min_length=1)
+    metrics: list[Literal["fid", "is", "kid", "prc", "dc"]] = Field(
+        ["fid", "is", "kid"],
+        min_length=1,
+        description="fid, is, kid, prc (precision/recall), dc (density/coverage)",
+    )
+    feature_extractor: list[str] = Field(
+        ["inception-v3-compat"],
+        min_length=1,
+        description="feature spaces: inception-v3-compat, dinov2-vit-s-14/b-14/l-14/g-14 (FD in "
+        "DINOv2 space is fd_dinov2)",
+    )
+    prc_neighborhood: int = Field(3, ge=1, description="k of precision/recall's k-NN balls")
+    dc_neighborhood: int = Field(5, ge=1, description="k of density/coverage's k-NN balls")
     reference: Literal["train", "test"] = Field("train", description="real split for FID/KID")
-    reference_samples: int = Field(10_000, ge=2, description="real images in the reference")
+    reference_samples: int = Field(
+        10_000, ge=0, description="real images in the reference; 0: the whole split"
+    )
     final: bool = Field(True, description="evaluate the final checkpoint after training")
     batch_size: int = Field(64, ge=1)
+
+    @field_validator("feature_extractor", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("feature_extractor")
+    @classmethod
+    def _known_extractors(cls, names: list[str]) -> list[str]:
+        known = ("inception-v3-compat", *(f"dinov2-vit-{s}-14" for s in "sblg"))
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown feature extractor {unknown[0]!r};{did_you_mean(unknown[0], known)} "
+                f"choose from {', '.join(known)}"
+            )
+        return list(dict.fromkeys(names))
 
 
 class LoggingConfig(_Strict):

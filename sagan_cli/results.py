@@ -71,6 +71,9 @@ ADDED_SINCE_0_1 = {
     "train.bf16_on_cpu": False,
     "train.max_loss": 1e5,
     "train.augment": {"name": "none"},
+    "eval.feature_extractor": ["inception-v3-compat"],
+    "eval.prc_neighborhood": 3,
+    "eval.dc_neighborhood": 5,
 }
 
 

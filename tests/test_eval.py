@@ -202,10 +202,9 @@ def test_eval_a_run_records_results_with_provenance(cli, trained_run, inception_
     record = json.loads(second.stdout)  # the phase lines go to stderr, the JSON alone to stdout
     # off a terminal each phase is a plain line as it begins (CI, cluster logs)
     assert "sampling 16 images from the EMA generator (step-00000006.pt)" in first.stderr
-    assert "scoring 16 images (fid, is, kid) against 16 reference images" in first.stderr
-    assert "scoring 16 images (fid) against 16 reference images (their features cached)" in (
-        second.stderr
-    )
+    assert "inception-v3-compat: features of 16 images (fid, is, kid)" in first.stderr
+    assert "features of 16 reference images (computed now, then cached)" in first.stderr
+    assert "features of 16 reference images (cached)" in second.stderr
     evaluations = json.loads((trained_run / "eval.json").read_text())["evaluations"]
     assert len(evaluations) == 2 and evaluations[1] == record  # the first one is kept
     assert evaluations[0]["is_mean"] > 0 and evaluations[0]["kid_mean"] is not None
@@ -301,7 +300,8 @@ def test_eval_an_image_folder_from_another_codebase(cli, tmp_path, inception_wei
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["num_samples"] == 16 and record["fid"] > 0
-    assert "scoring 16 images (fid, kid) against 16 reference images" in result.stderr
+    assert "features of 16 images (fid, kid)" in result.stderr
+    assert "features of 16 reference images" in result.stderr
     by_split = cli(
         "eval",
         "--images",

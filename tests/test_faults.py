@@ -349,7 +349,7 @@ def test_a_corrupt_reference_cache_entry_is_recomputed_with_a_notice(tmp_path):
 
     notices: list[str] = []
     cache = ReferenceCache(tmp_path, notify=notices.append)
-    key = ReferenceKey({"source": "x"}, "train", 8, "abc")
+    key = ReferenceKey({"source": "x"}, "train", 8, "abc", "inception-v3-compat")
     with cache.filling(key) as folder:
         (folder / "reference-features.pt").write_bytes(b"\x80\x04garbage, not a pickle")
         cache.commit(key)
@@ -364,7 +364,7 @@ def test_a_reference_cache_entry_being_filled_is_not_wiped(tmp_path):
     from sagan_cli.evaluate.fidelity import ReferenceCache, ReferenceKey
 
     cache = ReferenceCache(tmp_path)
-    key = ReferenceKey({"source": "x"}, "train", 8, "abc")
+    key = ReferenceKey({"source": "x"}, "train", 8, "abc", "inception-v3-compat")
     cache.folder(key).mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
         [
@@ -526,6 +526,7 @@ def test_jpegs_are_flagged_as_lossy():
 def test_a_content_change_changes_the_reference_identity(tmp_path):
     """Same path, same parameters, new images: the cache key must follow the content."""
     from sagan_cli.components import build_data_source
+    from sagan_cli.datasets.files import forget_scans
     from sagan_cli.recipe import resolve_recipe
 
     path = tmp_path / "real.npz"
@@ -544,6 +545,7 @@ def test_a_content_change_changes_the_reference_identity(tmp_path):
     )
     first = build_data_source(image_recipe).identity()
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(folder / "b.png")
+    forget_scans()  # a new command walks the folder again (within one, the walk is shared)
     assert build_data_source(image_recipe).identity()["content"] != first["content"]
 
 

@@ -20,7 +20,7 @@ from sagan_cli.ablate.grid import GridPoint
 from sagan_cli.api import LaunchContext, Launcher, RunTask
 from sagan_cli.errors import ResultsError, SaganError
 from sagan_cli.evaluate.service import evaluator_factory
-from sagan_cli.evaluate.weights import InceptionWeights
+from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.fileio import atomic_write_json
 from sagan_cli.plugins import Registry, get_registry
 from sagan_cli.recipe import Recipe, load_recipe
@@ -146,7 +146,7 @@ def run_one(
     run: RunDir,
     device: torch.device,
     registry: Registry,
-    weights: InceptionWeights | None,
+    weights: ExtractorWeights | None,
     observer: Observer,
     retry: bool,
 ) -> tuple[str, str]:
@@ -218,7 +218,7 @@ def task_for(
     run: RunDir,
     point: GridPoint,
     device: str,
-    weights: InceptionWeights | None,
+    weights: ExtractorWeights | None,
     options: GridOptions,
 ) -> RunTask:
     return RunTask(
@@ -270,7 +270,7 @@ def run_grid(
     points: list[GridPoint],
     runs: list[RunDir],
     device: torch.device,
-    weights: InceptionWeights | None,
+    weights: ExtractorWeights | None,
     launcher: Launcher,
     options: GridOptions,
     run_here: Callable[[RunTask, GridPoint], str],

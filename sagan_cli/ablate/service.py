@@ -17,6 +17,7 @@ from sagan_cli.ablate.plots import plot_curves, plot_layer_curves, plot_samples
 from sagan_cli.ablate.runner import GridOptions, prepare_experiment
 from sagan_cli.ablate.stats import StatsOptions
 from sagan_cli.ablate.summary import (
+    check_one_protocol,
     collect_runs,
     group_keys,
     power_hints,
@@ -28,7 +29,7 @@ from sagan_cli.api import Launcher
 from sagan_cli.components import placement_problem, plugin_for
 from sagan_cli.device import select_device
 from sagan_cli.errors import ResultsError, SaganError, did_you_mean
-from sagan_cli.evaluate.weights import InceptionWeights
+from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.fileio import atomic_write_json, atomic_write_text
 from sagan_cli.plugins import Registry, attributed, plugin_code
 from sagan_cli.preflight import auto_jobs, check_batch_divides, check_before_work, check_nproc
@@ -51,7 +52,7 @@ class AblationPlan:
     axes: list[Axis]
     points: list[GridPoint]
     device: torch.device
-    weights: InceptionWeights | None
+    weights: ExtractorWeights | None
     launcher: Launcher | None
     launcher_name: str
     options: GridOptions
@@ -320,9 +321,10 @@ def build_report(
 ) -> Report:
     """One experiment's table from its run folders alone."""
     options.check()
-    runs = collect_runs([folder])
+    runs = collect_runs([folder], options.protocol)
     if runs.empty:
         raise ResultsError(f"No runs in {folder} yet.")
+    check_one_protocol(runs, folder.name)
     keys = group_keys(runs, [folder])
     if by is not None:
         if by not in keys:

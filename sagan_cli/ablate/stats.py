@@ -28,7 +28,17 @@ from scipy import stats as scipy_stats
 
 from sagan_cli.errors import SaganError
 
-LOWER_IS_BETTER = {"fid": True, "kid": True, "structure": True, "is": False}
+LOWER_IS_BETTER = {
+    "fid": True,
+    "kid": True,
+    "fd_dinov2": True,
+    "structure": True,
+    "is": False,
+    "precision": False,
+    "recall": False,
+    "density": False,
+    "coverage": False,
+}
 CONFIDENCE = 0.95
 POWER = 0.8
 BOOTSTRAP_RESAMPLES = 9_999
@@ -42,6 +52,7 @@ class StatsOptions:
     ci: str = "welch"  # or "bootstrap"
     paired: bool | None = None  # None: paired exactly when both rows ran the same seeds
     baseline: str | None = None  # "AXIS=VALUE"
+    protocol: str | None = None  # only evaluations of this protocol (id or label) count
 
     def check(self) -> None:
         if not 0 < self.alpha < 1:

@@ -40,6 +40,11 @@ METRICS = (
     "fid",
     "is",
     "kid",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "fd_dinov2",
     "fid_best",
     "is_best",
     "kid_best",
@@ -48,7 +53,19 @@ METRICS = (
     "attn_distance",
     "attn_mirror",
 )
-DELTA_METRICS = ("fid", "is", "kid", "structure")
+DELTA_METRICS = (
+    "fid",
+    "is",
+    "kid",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+    "fd_dinov2",
+    "structure",
+)
+# the evaluation record's key of each metric (the rest are named alike)
+RECORD_KEYS = {"is": "is_mean", "kid": "kid_mean"}
 PLAIN_KEY = "run_ids"  # the label of plain-train groups
 BASELINE_VALUES = ("none", "[]")
 
@@ -58,17 +75,42 @@ def experiment_axes(folder: Path) -> list[str]:
     return json.loads(marker.read_text())["axes"] if marker.is_file() else []
 
 
-def _final_eval(evals: list[dict[str, Any]], last_step: int) -> dict[str, Any]:
+def protocol_of(record: dict[str, Any]) -> str:
+    """The evaluation protocol of a record: its recorded label, or one rebuilt from the
+    provenance records of 0.2 carried (sample count, reference, extractor)."""
+    if not record:
+        return ""
+    if record.get("protocol"):
+        return str(record["protocol"].get("label", ""))
+    ref = record.get("reference") or {}
+    extractor = (record.get("feature_extractor") or {}).get("extractor", "?")
+    return (
+        f"{record.get('num_samples')} samples vs {ref.get('source')} {ref.get('split')} "
+        f"({ref.get('size')}), {extractor}"
+    )
+
+
+def _has_metric(record: dict[str, Any]) -> bool:
+    return any(record.get(RECORD_KEYS.get(m, m)) is not None for m in DELTA_METRICS)
+
+
+def _final_eval(
+    evals: list[dict[str, Any]], last_step: int, protocol: str | None = None
+) -> dict[str, Any]:
     at_end = [
         e
         for e in evals
-        if e.get("step") == last_step and e.get("fid", e.get("is_mean")) is not None
+        if e.get("step") == last_step
+        and _has_metric(e)
+        and (protocol is None or protocol in (protocol_of(e), (e.get("protocol") or {}).get("id")))
     ]
     finals = [e for e in at_end if e.get("final")]
     return (finals or at_end or [{}])[-1]
 
 
-def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
+def run_row(
+    run: RunDir, experiment: str, axes: list[str], protocol: str | None = None
+) -> dict[str, Any]:
     status = run.read_status()
     metrics = run.read_metrics()
     train = [r for r in metrics if r.get("kind") == "train"]
@@ -76,7 +118,7 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
     attention = [r for r in metrics if r.get("kind") == "attention"]
     evals = [r for r in metrics if r.get("kind") == "eval"]
     last_step = status.get("step", 0)
-    final = _final_eval(evals, last_step)
+    final = _final_eval(evals, last_step, protocol)
     fids = [e["fid"] for e in evals if e.get("fid") is not None]
     best = ([e for e in evals if e.get("checkpoint") == "best.pt"] or [{}])[-1]
     labels = status.get("axis_labels") or {}
@@ -93,9 +135,8 @@ def run_row(run: RunDir, experiment: str, axes: list[str]) -> dict[str, Any]:
             "run_id": run.id,
             "status": status.get("status", "queued"),
             "steps": last_step,
-            "fid": final.get("fid"),
-            "is": final.get("is_mean"),
-            "kid": final.get("kid_mean"),
+            **{m: final.get(RECORD_KEYS.get(m, m)) for m in DELTA_METRICS if m != "structure"},
+            "protocol": protocol_of(final),
             "fid_best": best.get("fid", min(fids) if fids else None),
             "is_best": best.get("is_mean"),
             "kid_best": best.get("kid_mean"),
@@ -157,12 +198,13 @@ def _provenance(record: dict[str, Any]) -> str:
     )
 
 
-def collect_runs(folders: list[Path]) -> pd.DataFrame:
-    """One row per run folder of the given experiments, in grid order."""
+def collect_runs(folders: list[Path], protocol: str | None = None) -> pd.DataFrame:
+    """One row per run folder of the given experiments, in grid order (``protocol``: only
+    evaluations of that protocol, by id or label, count)."""
     rows: list[dict[str, Any]] = []
     for folder in folders:
         axes = experiment_axes(folder)
-        rows.extend(run_row(run, folder.name, axes) for run in list_runs(folder))
+        rows.extend(run_row(run, folder.name, axes, protocol) for run in list_runs(folder))
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -173,6 +215,19 @@ def collect_runs(folders: list[Path]) -> pd.DataFrame:
     return frame.sort_values(["experiment", "grid_index", "seed"], kind="stable").reset_index(
         drop=True
     )
+
+
+def check_one_protocol(runs: pd.DataFrame, name: str) -> None:
+    """Deltas and verdicts compare numbers of one evaluation protocol only: refuse a mix."""
+    found = sorted({p for p in runs.get("protocol", pd.Series(dtype=str)).dropna() if p})
+    if len(found) > 1:
+        raise SaganError(
+            f"{name}: its runs were evaluated with {len(found)} protocols ("
+            + "; ".join(found)
+            + "), and numbers of different protocols (sample count, reference, feature "
+            "extractor) are not comparable. Choose one with --protocol ID_OR_LABEL (each "
+            "eval record carries its id), or re-evaluate the runs alike."
+        )
 
 
 def group_keys(runs: pd.DataFrame, folders: list[Path]) -> list[str]:

@@ -1,5 +1,5 @@
 """``sagan bench fid``: seconds for reference features (cold), sample generation and the
-generated features plus FID (with the reference cached)."""
+generated features plus FID (with the reference cached), and images/s per feature extractor."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from sagan_cli.components import build_data_source, build_networks, num_classes_for
 from sagan_cli.device import effective_precision
 from sagan_cli.evaluate.service import Evaluation, RunEvaluator, reference_from
-from sagan_cli.evaluate.weights import InceptionWeights
+from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.model.sampling import sample_images
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import Recipe
@@ -21,7 +21,7 @@ def bench_fid(
     recipe: Recipe,
     registry: Registry,
     device: torch.device,
-    weights: InceptionWeights,
+    weights: list[ExtractorWeights],
     num_samples: int,
     reference_samples: int,
     batch_size: int,
@@ -54,6 +54,10 @@ def bench_fid(
         "generate_s": record["seconds_generate"],
         "features_and_fid_s": record["seconds_metrics"],
         "total_warm_s": round(record["seconds_generate"] + record["seconds_metrics"], 2),
-        "fid": round(float(record["fid"]), 4),
-        "weights_sha256": weights.sha256[:12],
+        **{
+            f"img_per_s_{name}": round(num_samples / max(seconds, 1e-9), 1)
+            for name, seconds in record["seconds_per_extractor"].items()
+        },
+        **{key: round(float(record[key]), 4) for key in ("fid", "fd_dinov2") if key in record},
+        "weights_sha256": ", ".join(w.sha256[:12] for w in weights),
     }

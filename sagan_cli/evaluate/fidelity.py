@@ -1,16 +1,22 @@
-"""FID, IS and KID through ``torch_fidelity.calculate_metrics``, with cached reference features.
+"""The metrics of one evaluation from one pass of features per sample set and extractor.
 
-Images go in exactly as torch-fidelity expects them: uint8 RGB tensors at the
-generator's resolution (its InceptionV3 resizes to 299 internally, as the TF
-reference does). Generated images are a tensor; the reference is a data source
-split, wrapped so that it is only decoded when its features are not cached.
+Generated images and the reference go through a torch-fidelity feature extractor
+once (``torch_fidelity.utils.get_featuresdict_from_dataset``, the function its
+``calculate_metrics`` uses); FID (Fréchet distance), IS, KID and precision/recall
+come from those features through torch-fidelity's own functions, and density and
+coverage (Naeem et al., ICML 2020) from the same arrays here. A second extractor
+(DINOv2) is a second pass over the images, not one per metric.
 
-Reference cache: one folder per key under the cache root. The key hashes a
-format version, the data source's identity (name, parameters, resolution and a
-fingerprint of its files' content), the split, the image count, the extractor
-and its weights' SHA-256. One process fills an entry at a time (a file lock);
-``meta.json`` is written last, so a folder without it (a crash mid-way) is
-wiped and recomputed, and so is one whose files fail to load, with a notice.
+Images go in as torch-fidelity expects them: uint8 RGB at the generator's
+resolution (its extractors resize internally, as the TF reference does).
+
+Reference cache: one folder per key under the cache root, holding the reference's
+features. The key hashes a format version, the data source's identity (name,
+parameters, resolution and a fingerprint of its files' content), the split, the
+image count, the extractor and its weights' SHA-256. One process fills an entry
+at a time (a file lock); ``meta.json`` is written last, so a folder without it
+(a crash mid-way) is wiped and recomputed, and so is one whose files fail to
+load, with a notice.
 """
 
 from __future__ import annotations
@@ -26,28 +32,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from filelock import FileLock
 from torch.utils.data import Dataset
 from torch_fidelity.defaults import DEFAULTS
-from torch_fidelity.metric_fid import KEY_METRIC_FID
-from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD
-from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
+from torch_fidelity.metric_fid import (
+    KEY_METRIC_FID,
+    fid_features_to_statistics,
+    fid_statistics_to_metric,
+)
+from torch_fidelity.metric_isc import (
+    KEY_METRIC_ISC_MEAN,
+    KEY_METRIC_ISC_STD,
+    isc_features_to_metric,
+)
+from torch_fidelity.metric_kid import (
+    KEY_METRIC_KID_MEAN,
+    KEY_METRIC_KID_STD,
+    kid_features_to_metric,
+)
+from torch_fidelity.metric_prc import (
+    KEY_METRIC_F_SCORE,
+    KEY_METRIC_PRECISION,
+    KEY_METRIC_RECALL,
+    prc_features_to_metric,
+)
 
-from sagan_cli.evaluate.weights import EXTRACTOR, InceptionWeights
-from sagan_cli.fileio import atomic_write_json
+from sagan_cli.errors import SaganError
+from sagan_cli.evaluate.extractors import Extractor, build_extractor
+from sagan_cli.evaluate.weights import ExtractorWeights
+from sagan_cli.fileio import atomic_write, atomic_write_json
 
-CACHE_FORMAT = 2  # 2: data identities carry a content fingerprint
+CACHE_FORMAT = 3  # 2: data identities carry a content fingerprint; 3: raw features
 CACHE_ENV = "SAGAN_CACHE_DIR"
 LOCK_NAME = ".lock"
-METRIC_FLAGS = {"fid": "fid", "is": "isc", "kid": "kid"}
-RESULT_KEYS = {
-    KEY_METRIC_FID: "fid",
-    KEY_METRIC_ISC_MEAN: "is_mean",
-    KEY_METRIC_ISC_STD: "is_std",
-    KEY_METRIC_KID_MEAN: "kid_mean",
-    KEY_METRIC_KID_STD: "kid_std",
-}
+FEATURES_FILE = "features.pt"
 
 
 def kid_subset_size(generated: int, reference: int) -> int:
@@ -110,6 +130,7 @@ class ReferenceKey:
     split: str
     count: int
     weights_sha256: str
+    extractor: str
 
     def digest(self) -> str:
         payload = {
@@ -117,7 +138,7 @@ class ReferenceKey:
             "identity": self.identity,
             "split": self.split,
             "count": self.count,
-            "extractor": EXTRACTOR,
+            "extractor": self.extractor,
             "weights": self.weights_sha256,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
@@ -153,8 +174,7 @@ class ReferenceCache:
         try:
             json.loads((self.folder(key) / "meta.json").read_text())
             for path in self.folder(key).glob("*.pt"):
-                # torch-fidelity stores numpy statistics here and reads them the same way
-                torch.load(path, map_location="cpu", weights_only=False)
+                torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # any unreadable entry (torn, truncated, garbage) is recomputed
             return False
         return True
@@ -178,7 +198,7 @@ class ReferenceCache:
                 "identity": key.identity,
                 "split": key.split,
                 "count": key.count,
-                "extractor": EXTRACTOR,
+                "extractor": key.extractor,
                 "weights_sha256": key.weights_sha256,
             },
         )
@@ -195,41 +215,192 @@ class ReferenceCache:
                 path.unlink(missing_ok=True)
 
 
-def calculate(
-    generated: torch.Tensor,
-    metrics: list[str],
-    weights: InceptionWeights,
+def features_of(
+    images: Dataset,
+    weights: ExtractorWeights,
+    layers: list[str],
     device: torch.device,
     batch_size: int,
-    reference: Dataset | None = None,
-    reference_cache: tuple[ReferenceCache, ReferenceKey] | None = None,
-) -> dict[str, float]:
-    """Our metric names (fid, is_mean, is_std, kid_mean, kid_std) for uint8 ``generated``."""
-    import torch_fidelity
+) -> dict[str, torch.Tensor]:
+    """One pass of ``images`` (uint8) through the extractor: layer -> (N, D) float features."""
+    from torch_fidelity.utils import get_featuresdict_from_dataset
 
-    needs_reference = any(m in ("fid", "kid") for m in metrics)
-    if needs_reference and reference is None:
-        raise ValueError("FID and KID need a reference set")
-    kwargs: dict[str, Any] = {
-        "input1": Images(generated),
-        "cuda": device.type == "cuda",
-        "batch_size": batch_size,
-        "feature_extractor_weights_path": str(weights.path),
-        "verbose": False,
-        "save_cpu_ram": True,  # in-memory tensors: worker processes would only copy them
-        "cache": False,
-        **{METRIC_FLAGS[m]: True for m in metrics},
-    }
-    if needs_reference:
+    net = build_extractor(weights, layers)
+    if device.type == "cuda":
+        net = net.cuda()
+    return get_featuresdict_from_dataset(
+        images, net, batch_size, device.type == "cuda", save_cpu_ram=True, verbose=False
+    )
+
+
+def reference_features(
+    images: Dataset,
+    weights: ExtractorWeights,
+    layer: str,
+    device: torch.device,
+    batch_size: int,
+    cache: tuple[ReferenceCache, ReferenceKey] | None,
+) -> torch.Tensor:
+    """The reference's features (one layer), from the cache or computed once and cached."""
+    if cache is None:
+        return features_of(images, weights, [layer], device, batch_size)[layer]
+    store, key = cache
+    with store.filling(key) as folder:
+        path = folder / FEATURES_FILE
+        if store.is_complete(key) and path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=True)[layer]
+        found = features_of(images, weights, [layer], device, batch_size)[layer]
+        atomic_write(path, lambda handle: torch.save({layer: found}, handle))
+        store.commit(key)
+        return found
+
+
+def density_coverage(
+    real: torch.Tensor, fake: torch.Tensor, neighborhood: int
+) -> tuple[float, float]:
+    """Naeem et al. (2020): with r_i the distance of real sample i to its ``neighborhood``-th
+    nearest other real sample, density = (1 / (k M)) sum_j sum_i [|f_j - r_i| <= r_i] and
+    coverage = (1 / N) sum_i [some fake within r_i of real i]."""
+    real, fake = real.double(), fake.double()
+    radii = torch.cdist(real, real).kthvalue(neighborhood + 1, dim=1).values  # itself is 0
+    inside = torch.cdist(fake, real) <= radii[None, :]  # (M fake, N real)
+    density = inside.sum().item() / (neighborhood * len(fake))
+    coverage = inside.any(dim=0).double().mean().item()
+    return float(density), float(coverage)
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    prc_neighborhood: int = int(DEFAULTS["prc_neighborhood"])
+    dc_neighborhood: int = 5
+
+
+def metrics_from_features(
+    spec: Extractor,
+    metrics: list[str],
+    generated: dict[str, torch.Tensor],
+    reference: torch.Tensor | None,
+    reference_stats: dict[str, np.ndarray] | None,
+    options: MetricOptions,
+) -> dict[str, float]:
+    """Every requested metric of one extractor's space; names carry the space (``fd_dinov2``)."""
+    values: dict[str, float] = {}
+    kwargs = {**DEFAULTS, "verbose": False, "save_cpu_ram": True}
+    fake = generated[spec.layers["fid"]] if "fid" in spec.layers else None
+    if "is" in metrics and "is" in spec.layers:
+        isc = isc_features_to_metric(
+            generated[spec.layers["is"]],
+            kwargs["isc_splits"],
+            kwargs["samples_shuffle"],
+            kwargs["rng_seed"],
+        )
+        values["is_mean"], values["is_std"] = isc[KEY_METRIC_ISC_MEAN], isc[KEY_METRIC_ISC_STD]
+    assert fake is not None
+    if "fid" in metrics:
+        stats_fake = _float64(fid_features_to_statistics(fake))
+        stats_real = reference_stats or (
+            _float64(fid_features_to_statistics(reference)) if reference is not None else None
+        )
+        assert stats_real is not None
+        values[spec.key("fid")] = float(
+            fid_statistics_to_metric(stats_fake, stats_real, False)[KEY_METRIC_FID]
+        )
+    if "kid" in metrics:
         assert reference is not None
-        kwargs["input2"] = reference
-        kwargs["kid_subset_size"] = kid_subset_size(len(generated), len(reference))  # type: ignore[arg-type]
-    if needs_reference and reference_cache is not None:
-        cache, key = reference_cache
-        with cache.filling(key) as folder:
-            kwargs.update(cache=True, cache_root=str(folder), input2_cache_name="reference")
-            raw = torch_fidelity.calculate_metrics(**kwargs)
-            cache.commit(key)
-    else:
-        raw = torch_fidelity.calculate_metrics(**kwargs)
-    return {RESULT_KEYS[k]: float(v) for k, v in raw.items() if k in RESULT_KEYS}
+        size = kid_subset_size(len(fake), len(reference))
+        kid = kid_features_to_metric(fake, reference, **{**kwargs, "kid_subset_size": size})
+        values[spec.key("kid") + "_mean"] = float(kid[KEY_METRIC_KID_MEAN])
+        values[spec.key("kid") + "_std"] = float(kid[KEY_METRIC_KID_STD])
+    if "prc" in metrics:
+        assert reference is not None
+        prc = prc_features_to_metric(
+            fake, reference, **{**kwargs, "prc_neighborhood": options.prc_neighborhood}
+        )
+        values[spec.key("precision")] = float(prc[KEY_METRIC_PRECISION])
+        values[spec.key("recall")] = float(prc[KEY_METRIC_RECALL])
+        values[spec.key("f_score")] = float(prc[KEY_METRIC_F_SCORE])
+    if "dc" in metrics:
+        assert reference is not None
+        density, coverage = density_coverage(reference, fake, options.dc_neighborhood)
+        values[spec.key("density")], values[spec.key("coverage")] = density, coverage
+    return values
+
+
+def _float64(stats: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {
+        "mu": np.asarray(stats["mu"], np.float64),
+        "sigma": np.asarray(stats["sigma"], np.float64),
+    }
+
+
+@dataclass(frozen=True)
+class StatsFile:
+    """Published reference statistics (TTUR's fid_stats_*.npz, clean-fid's, ours): ``mu``,
+    ``sigma`` and optionally raw ``features`` of the reference set."""
+
+    path: Path
+    sha256: str
+    mu: np.ndarray
+    sigma: np.ndarray
+    features: np.ndarray | None
+    claimed_extractor: str | None
+
+    def stats(self) -> dict[str, np.ndarray]:
+        return {"mu": self.mu.astype(np.float64), "sigma": self.sigma.astype(np.float64)}
+
+
+def read_stats_file(path: Path, spec: Extractor) -> StatsFile:
+    """A statistics file, checked: ``mu`` (D,) and ``sigma`` (D, D) of this extractor's D,
+    finite; an ``extractor`` entry, when present, must name this extractor."""
+    import hashlib
+
+    where = f"--reference {path}"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            if not {"mu", "sigma"} <= set(keys):
+                raise SaganError(
+                    f"{where}: a statistics file needs arrays 'mu' and 'sigma' (it has "
+                    f"{', '.join(keys) or 'none'}). Give an .npz with both (TTUR's and clean-fid's "
+                    f"files have them; `sagan eval --export-stats` writes them)."
+                )
+            mu, sigma = archive["mu"], archive["sigma"]
+            features = archive["features"] if "features" in keys else None
+            claimed = str(archive["extractor"]) if "extractor" in keys else None
+    except SaganError:
+        raise
+    except Exception as exc:
+        raise SaganError(f"{where} is not a readable .npz statistics file ({exc}).") from None
+    dims = spec.dims
+    if mu.shape != (dims,) or sigma.shape != (dims, dims):
+        raise SaganError(
+            f"{where}: mu is {mu.shape} and sigma {sigma.shape}, but {spec.name} features have "
+            f"{dims} dimensions: the file was made with another feature extractor. Use a file "
+            f"of the same extractor (--feature-extractor)."
+        )
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise SaganError(f"{where}: mu or sigma holds NaN or infinite values; the file is broken.")
+    if claimed is not None and claimed != spec.name:
+        raise SaganError(
+            f"{where} says it was made with '{claimed}', not {spec.name}; choose that extractor "
+            f"(--feature-extractor {claimed}) or another file."
+        )
+    if features is not None and (features.ndim != 2 or features.shape[1] != dims):
+        raise SaganError(f"{where}: 'features' is {features.shape}, not (N, {dims}).")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return StatsFile(path, digest, mu, sigma, features, claimed)
+
+
+def write_stats_file(
+    path: Path, features: torch.Tensor, spec: Extractor, description: dict[str, Any]
+) -> None:
+    """``mu``, ``sigma`` (float64) and the raw ``features`` of a set, with the extractor's name:
+    the format TTUR's files use, so other tools compare against the same reference."""
+    stats = _float64(fid_features_to_statistics(features))
+    arrays = {
+        **stats,
+        "features": features.numpy().astype(np.float32),
+        "extractor": np.array(spec.name),
+        "description": np.array(json.dumps(description, sort_keys=True)),
+    }
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))  # type: ignore[arg-type]

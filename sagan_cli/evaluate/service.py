@@ -8,13 +8,16 @@ pipelines and reference sets are not comparable.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Subset
 
@@ -30,15 +33,22 @@ from sagan_cli.datasets.files import ImageFolderSource, NpzSource
 from sagan_cli.datasets.params import ImageFolderParams, NpzParams
 from sagan_cli.device import effective_precision
 from sagan_cli.errors import CheckpointError, DataError, SaganError
+from sagan_cli.evaluate.extractors import Extractor, extractor, resolve_extractor_weights
 from sagan_cli.evaluate.fidelity import (
+    Images,
     LazyReference,
+    MetricOptions,
     ReferenceCache,
     ReferenceKey,
-    calculate,
     default_cache_root,
+    features_of,
     kid_subset_size,
+    metrics_from_features,
+    read_stats_file,
+    reference_features,
+    write_stats_file,
 )
-from sagan_cli.evaluate.weights import InceptionWeights, resolve_inception_weights
+from sagan_cli.evaluate.weights import EXTRACTOR, ExtractorWeights, resolve_inception_weights
 from sagan_cli.imagefiles import IMAGE_SUFFIXES, find_images, load_image, lossy_warning
 from sagan_cli.model.networks import Generator
 from sagan_cli.model.sampling import sample_images
@@ -53,23 +63,29 @@ REFERENCE_ORDER_SEED = 0
 
 @dataclass
 class Reference:
-    """A reference set for FID/KID: lazily decoded images plus what identifies them."""
+    """A reference set for FID/KID/PRC: lazily decoded images plus what identifies them, or a
+    published statistics file (``images`` None)."""
 
-    images: LazyReference
+    images: LazyReference | None
     key_identity: dict[str, Any]
     split: str
     description: dict[str, Any]
+    stats_path: Path | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.description.get("size", 0))
 
 
 def reference_from(source: DataSource, split: str, count: int) -> Reference:
-    """The first ``count`` images of a fixed shuffle of ``split`` (all of it if smaller)."""
+    """The first ``count`` images of a fixed shuffle of ``split`` (all of it if smaller or 0)."""
     if split not in source.splits:
         raise DataError(
             f"Data source '{source.name}' has no '{split}' split (it has {', '.join(source.splits)}). "
             f"Use --reference {source.splits[0]}, or --reference PATH for a folder or .npz of real images."
         )
     available = source.split_size(split)
-    size = min(count, available)
+    size = available if count == 0 else min(count, available)
 
     def load() -> torch.Tensor:
         images = source.split(split)
@@ -85,8 +101,18 @@ def reference_from(source: DataSource, split: str, count: int) -> Reference:
 
 
 def reference_from_path(path: Path, resolution: int, count: int) -> Reference:
-    """Real images from a folder (resized and centre-cropped) or an .npz file."""
+    """Real images from a folder (resized and centre-cropped) or an .npz file of images, or a
+    statistics file (an .npz with ``mu`` and ``sigma``)."""
     path = path.expanduser()
+    if path.suffix == ".npz" and path.is_file() and _is_stats_file(path):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return Reference(
+            None,
+            {"stats_sha256": digest},
+            "stats",
+            {"source": str(path.resolve()), "split": "stats", "sha256": digest},
+            stats_path=path,
+        )
     if path.suffix == ".npz":
         source: DataSource = NpzSource("npz", NpzParams(path=str(path)), resolution)
     elif path.is_dir():
@@ -104,6 +130,15 @@ def reference_from_path(path: Path, resolution: int, count: int) -> Reference:
         "split": "path",
     }
     return reference
+
+
+def _is_stats_file(path: Path) -> bool:
+    """An .npz of statistics (``mu``/``sigma``), not of images."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return "mu" in archive.files or "sigma" in archive.files
+    except Exception:
+        return False
 
 
 def reference_for(choice: str, count: int, resolution: int, source: DataSource | None) -> Reference:
@@ -124,22 +159,90 @@ def torch_fidelity_version() -> str:
         return "unknown"
 
 
+REFERENCE_METRICS = ("fid", "kid", "prc", "dc")
+RESIZE_RULE = (
+    "uint8 at the generator's resolution; the extractor resizes (TF1 bilinear: 299 for "
+    "Inception, 224 for DINOv2)"
+)
+
+
 class Evaluation:
-    """Scores uint8 images or a generator against one reference with one set of weights."""
+    """Scores uint8 images or a generator against one reference in one or more feature spaces:
+    one pass of features per sample set and extractor, every metric from it."""
 
     def __init__(
         self,
-        weights: InceptionWeights,
+        weights: ExtractorWeights | list[ExtractorWeights],
         reference: Reference | None,
         device: torch.device,
         batch_size: int,
         cache_root: Path | None = None,
+        options: MetricOptions = MetricOptions(),
     ) -> None:
-        self.weights = weights
+        self.weights = weights if isinstance(weights, list) else [weights]
         self.reference = reference
         self.device = device
         self.batch_size = batch_size
         self.cache = ReferenceCache(cache_root or default_cache_root())
+        self.options = options
+
+    def check(self, metrics: list[str], num_samples: int) -> None:
+        """Everything a metric needs, before any sampling (bad input is exit 2, not a crash)."""
+        spaces = [extractor(w.extractor) for w in self.weights]
+        if "is" in metrics and not any(space.family == "inception" for space in spaces):
+            raise SaganError(
+                "IS is defined on Inception's class probabilities: add inception-v3-compat to "
+                "the feature extractors, or drop is from the metrics."
+            )
+        needs = [m for m in metrics if m in REFERENCE_METRICS]
+        if needs and self.reference is None:
+            raise SaganError(f"{', '.join(needs)} need a reference set (--reference).")
+        smallest = min(
+            num_samples,
+            self.reference.size if self.reference and self.reference.images else num_samples,
+        )
+        for metric, k in (
+            ("prc", self.options.prc_neighborhood),
+            ("dc", self.options.dc_neighborhood),
+        ):
+            if metric in metrics and smallest <= k:
+                raise SaganError(
+                    f"{metric} compares each sample with its {k} nearest neighbours, so it needs "
+                    f"more than {k} generated and {k} reference images (it has {smallest}). Use "
+                    f"more samples, or a smaller eval.{metric}_neighborhood."
+                )
+        if self.reference is not None and self.reference.stats_path is not None:
+            for space in spaces:
+                stats = read_stats_file(self.reference.stats_path, space)
+                raw = [m for m in needs if m != "fid"]
+                if raw and stats.features is None:
+                    raise SaganError(
+                        f"--reference {self.reference.stats_path} holds only mu and sigma, enough "
+                        f"for FID; {', '.join(raw)} need the reference's features (a file "
+                        f"written by `sagan eval --export-stats` has them). Drop them or give "
+                        f"another reference."
+                    )
+
+    def protocol(self, num_samples: int) -> dict[str, Any]:
+        """How the numbers were made: results of different protocols are not comparable."""
+        reference = self.reference.description if self.reference is not None else None
+        extractors = [w.extractor for w in self.weights]
+        ident = {"num_samples": num_samples, "reference": reference, "extractors": extractors}
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode())
+        if reference is None:
+            against = "no reference"
+        elif reference.get("split") == "stats":
+            against = f"stats {str(reference.get('sha256'))[:12]}"
+        else:
+            against = (
+                f"{reference.get('source')} {reference.get('split')} ({reference.get('size')})"
+            )
+        return {
+            "id": digest.hexdigest()[:8],
+            "label": f"{num_samples} samples vs {against}, {'+'.join(extractors)}",
+            **ident,
+            "resize": RESIZE_RULE,
+        }
 
     def score(
         self,
@@ -147,41 +250,95 @@ class Evaluation:
         metrics: list[str],
         report: Callable[[str], None] = lambda text: None,
     ) -> dict[str, Any]:
+        self.check(metrics, len(images))
         started = time.perf_counter()
-        cache = None
-        against = ""
-        if self.reference is not None:
-            key = ReferenceKey(
-                self.reference.key_identity,
-                self.reference.split,
-                len(self.reference.images),
-                self.weights.sha256,
-            )
-            cache = (self.cache, key)
-            against = f" against {len(self.reference.images)} reference images (their features " + (
-                "cached)" if self.cache.is_complete(key) else "computed now, then cached)"
-            )
-        report(f"scoring {len(images)} images ({', '.join(metrics)}){against}")
-        values = calculate(
-            images,
-            metrics,
-            self.weights,
-            self.device,
-            self.batch_size,
-            reference=None if self.reference is None else self.reference.images,
-            reference_cache=cache,
-        )
+        values: dict[str, float] = {}
+        timings: dict[str, float] = {}
+        for weights in self.weights:
+            space = extractor(weights.extractor)
+            wanted = [m for m in metrics if m != "is" or space.family == "inception"]
+            values.update(self._score_space(images, wanted, weights, space, report))
+            timings[space.name] = round(time.perf_counter() - started - sum(timings.values()), 3)
+        reference = self.reference
         return {
             **values,
             "num_samples": len(images),
-            "reference": None if self.reference is None else self.reference.description,
-            "feature_extractor": self.weights.provenance(),
+            "reference": None if reference is None else reference.description,
+            "feature_extractor": self.weights[0].provenance(),
+            "feature_extractors": [w.provenance() for w in self.weights],
+            "protocol": self.protocol(len(images)),
             "torch_fidelity": torch_fidelity_version(),
-            "kid_subset_size": kid_subset_size(len(images), len(self.reference.images))
-            if self.reference
+            "kid_subset_size": kid_subset_size(len(images), reference.size)
+            if reference is not None and reference.images is not None and "kid" in metrics
             else None,
+            "neighborhoods": {
+                "prc": self.options.prc_neighborhood,
+                "dc": self.options.dc_neighborhood,
+            },
             "seconds_metrics": round(time.perf_counter() - started, 3),
+            "seconds_per_extractor": timings,
         }
+
+    def _score_space(
+        self,
+        images: torch.Tensor,
+        metrics: list[str],
+        weights: ExtractorWeights,
+        space: Extractor,
+        report: Callable[[str], None],
+    ) -> dict[str, float]:
+        layers = sorted({space.layers[m] for m in metrics if m in space.layers})
+        report(f"{space.name}: features of {len(images)} images ({', '.join(metrics)})")
+        generated = features_of(Images(images), weights, layers, self.device, self.batch_size)
+        reference, stats = self.reference_features(weights, space, metrics, report)
+        return metrics_from_features(space, metrics, generated, reference, stats, self.options)
+
+    def reference_features(
+        self,
+        weights: ExtractorWeights,
+        space: Extractor,
+        metrics: list[str],
+        report: Callable[[str], None] = lambda text: None,
+    ) -> tuple[torch.Tensor | None, dict[str, np.ndarray] | None]:
+        """The reference's features in ``space`` (cached), or a statistics file's mu/sigma."""
+        reference = self.reference
+        if reference is None or not any(m in REFERENCE_METRICS for m in metrics):
+            return None, None
+        if reference.stats_path is not None:
+            stats = read_stats_file(reference.stats_path, space)
+            features = None if stats.features is None else torch.from_numpy(stats.features)
+            return features, stats.stats()
+        assert reference.images is not None
+        key = ReferenceKey(
+            reference.key_identity, reference.split, reference.size, weights.sha256, space.name
+        )
+        cached = "cached" if self.cache.is_complete(key) else "computed now, then cached"
+        report(f"{space.name}: features of {reference.size} reference images ({cached})")
+        features = reference_features(
+            reference.images,
+            weights,
+            space.layers["fid"],
+            self.device,
+            self.batch_size,
+            (self.cache, key),
+        )
+        return features, None
+
+    def export_stats(self, path: Path) -> Path:
+        """The reference's statistics and features in the first extractor's space, as an .npz
+        others can compare against (TTUR's format, plus features and the extractor's name)."""
+        if self.reference is None:
+            raise SaganError("--export-stats writes a reference's statistics: give --reference.")
+        weights = self.weights[0]
+        space = extractor(weights.extractor)
+        features, stats = self.reference_features(weights, space, ["fid"])
+        if features is None:
+            raise SaganError(
+                f"--export-stats: the reference {self.reference.stats_path} has no features to "
+                f"export (it is a statistics file already)."
+            )
+        write_stats_file(path, features, space, self.reference.description)
+        return path
 
 
 def eval_record(
@@ -229,13 +386,23 @@ class RunEvaluator:
 
 
 def evaluator_factory(
-    weights: InceptionWeights, device: torch.device
+    weights: ExtractorWeights, device: torch.device
 ) -> Callable[[Any, DataSource], RunEvaluator]:
     """Builds a run's evaluator once its data source exists (training calls it)."""
 
     def build(recipe: Any, source: DataSource) -> RunEvaluator:
         reference = reference_from(source, recipe.eval.reference, recipe.eval.reference_samples)
-        evaluation = Evaluation(weights, reference, device, recipe.eval.batch_size)
+        spaces = [
+            weights if name == weights.extractor else resolve_extractor_weights(name)
+            for name in recipe.eval.feature_extractor
+        ]
+        evaluation = Evaluation(
+            spaces,
+            reference,
+            device,
+            recipe.eval.batch_size,
+            options=MetricOptions(recipe.eval.prc_neighborhood, recipe.eval.dc_neighborhood),
+        )
         return RunEvaluator(
             evaluation,
             recipe.seed,
@@ -245,15 +412,33 @@ def evaluator_factory(
     return build
 
 
-METRICS = ("fid", "is", "kid")
+METRICS = ("fid", "is", "kid", "prc", "dc")
 
 
 def parse_metrics(text: str) -> list[str]:
     chosen = [m.lower() for m in split_list(text)]
     unknown = [m for m in chosen if m not in METRICS]
     if unknown or not chosen:
-        raise SaganError(f"--metrics '{text}': choose from {', '.join(METRICS)} (comma-separated).")
+        from sagan_cli.errors import did_you_mean
+
+        hint = did_you_mean(unknown[0], METRICS) if unknown else ""
+        raise SaganError(
+            f"--metrics '{text}': choose from {', '.join(METRICS)} (comma-separated; prc is "
+            f"precision/recall, dc density/coverage).{hint}"
+        )
     return list(dict.fromkeys(chosen))
+
+
+def parse_extractors(text: str | None, default: list[str]) -> list[str]:
+    """``--feature-extractor`` (comma-separated), checked; else the recipe's list."""
+    if text is None:
+        return default
+    names = list(dict.fromkeys(split_list(text)))
+    for name in names:
+        extractor(name)
+    if not names:
+        raise SaganError("--feature-extractor gives no extractor; name one, e.g. dinov2-vit-l-14.")
+    return names
 
 
 def checkpoint_for(run: RunDir, choice: str) -> Path:
@@ -322,6 +507,8 @@ def open_run_evaluation(
     inception_weights: Path | None,
     device: str,
     registry: Registry,
+    extractors: str | None = None,
+    dinov2_weights: Path | None = None,
 ) -> RunEvaluationJob:
     """Validate everything (run, checkpoint, weights, reference) before any sampling."""
     run, recipe = open_run_folder(run_path, registry)
@@ -345,9 +532,15 @@ def open_run_evaluation(
     load_generator_weights(generator, state, path, run.recipe_path)
     generator.to(checked.device)
     assert checked.weights is not None
+    names = parse_extractors(extractors, recipe.eval.feature_extractor)
     evaluation = Evaluation(
-        checked.weights, ref, checked.device, batch_size or recipe.eval.batch_size
+        extractor_weights(names, checked.weights, dinov2_weights),
+        ref,
+        checked.device,
+        batch_size or recipe.eval.batch_size,
+        options=MetricOptions(recipe.eval.prc_neighborhood, recipe.eval.dc_neighborhood),
     )
+    evaluation.check(metrics, num_samples or recipe.eval.num_samples)
     evaluator = RunEvaluator(
         evaluation,
         recipe.seed,
@@ -364,6 +557,20 @@ def open_run_evaluation(
         metrics,
         num_samples or recipe.eval.num_samples,
     )
+
+
+def extractor_weights(
+    names: list[str], inception: ExtractorWeights | None, dinov2: Path | None = None
+) -> list[ExtractorWeights]:
+    """The weights of every named extractor (Inception's already resolved, when given)."""
+    found = []
+    for name in names:
+        spec = extractor(name)
+        if spec.family == "inception":
+            found.append(inception or resolve_inception_weights(None))
+        else:
+            found.append(resolve_extractor_weights(name, dinov2))
+    return found
 
 
 def load_image_folder(folder: Path) -> torch.Tensor:
@@ -399,6 +606,9 @@ def evaluate_folder(
     registry: Registry,
     notify: Callable[[str], None] = lambda text: None,
     report: Callable[[str], None] = lambda text: None,
+    extractors: str | None = None,
+    dinov2_weights: Path | None = None,
+    neighborhoods: tuple[int, int] = (3, 5),
 ) -> dict[str, Any]:
     """Score a folder of samples from any codebase with the same pipeline as our runs.
 
@@ -410,10 +620,11 @@ def evaluate_folder(
     if warning:
         notify(warning)
     resolution = images.shape[-1]
-    needs_reference = any(m in ("fid", "kid") for m in metrics)
+    needs_reference = any(m in REFERENCE_METRICS for m in metrics)
     if needs_reference and reference is None:
         raise SaganError(
-            "FID and KID need --reference: a folder or .npz of real images, or train/test with "
+            "FID, KID, PRC and DC need --reference: a folder or .npz of real images, a statistics "
+            ".npz, or train/test with "
             "--recipe. (Or score IS alone: --metrics is.)"
         )
     recipe = load_recipe(recipe_ref, registry=registry) if recipe_ref is not None else None
@@ -436,7 +647,65 @@ def evaluate_folder(
             )
             if warning:
                 notify(warning)
-    weights = resolve_inception_weights(inception_weights)
+    names = parse_extractors(extractors, recipe.eval.feature_extractor if recipe else [EXTRACTOR])
+    inception = resolve_inception_weights(inception_weights) if EXTRACTOR in names else None
     size = batch_size or EvalConfig.model_fields["batch_size"].default
-    record = Evaluation(weights, ref, checked.device, size).score(images, metrics, report)
+    evaluation = Evaluation(
+        extractor_weights(names, inception, dinov2_weights),
+        ref,
+        checked.device,
+        size,
+        options=MetricOptions(*neighborhoods),
+    )
+    record = evaluation.score(images, metrics, report)
     return {"images": str(images_dir), **record}
+
+
+def export_reference_stats(
+    *,
+    out: Path,
+    reference: str,
+    recipe_ref: str | None,
+    reference_samples: int | None,
+    batch_size: int | None,
+    inception_weights: Path | None,
+    device: str,
+    registry: Registry,
+    extractors: str | None = None,
+    dinov2_weights: Path | None = None,
+    report: Callable[[str], None] = lambda text: None,
+) -> Path:
+    """``sagan eval --export-stats OUT.npz``: the reference's statistics and features (the
+    recipe's data split, a folder or an .npz of images) for other tools to compare against."""
+    if out.suffix != ".npz":
+        raise SaganError(f"--export-stats {out}: give a path ending in .npz.")
+    if out.exists():
+        raise SaganError(
+            f"--export-stats {out} already exists; nothing was written. Choose another path."
+        )
+    recipe = load_recipe(recipe_ref, registry=registry) if recipe_ref is not None else None
+    if reference in SPLITS and recipe is None:
+        raise SaganError(
+            f"--reference {reference} names a split of a recipe's data: add --recipe RECIPE."
+        )
+    checked = check_before_work(
+        [recipe] if recipe is not None and reference in SPLITS else [],
+        registry,
+        device=device,
+        inception_weights=None,
+    )
+    source = checked.source_for(recipe) if recipe is not None and reference in SPLITS else None
+    resolution = recipe.data.resolution if recipe is not None else 32
+    count = (
+        reference_samples
+        if reference_samples is not None
+        else (recipe.eval.reference_samples if recipe is not None else 0)
+    )
+    ref = reference_for(reference, count, resolution, source)
+    names = parse_extractors(extractors, recipe.eval.feature_extractor if recipe else [EXTRACTOR])
+    inception = resolve_inception_weights(inception_weights) if EXTRACTOR in names else None
+    size = batch_size or EvalConfig.model_fields["batch_size"].default
+    report(f"features of the reference ({ref.description.get('size')} images)")
+    return Evaluation(
+        extractor_weights(names, inception, dinov2_weights), ref, checked.device, size
+    ).export_stats(out)

@@ -39,14 +39,17 @@ def cached_weights_path() -> Path:
 
 
 @dataclass(frozen=True)
-class InceptionWeights:
+class ExtractorWeights:
+    """A feature extractor's weights file, resolved and checked before any work."""
+
     path: Path
     sha256: str
     origin: str  # "option", "environment", "torch-fidelity cache", "downloaded"
+    extractor: str = EXTRACTOR  # the extractor's name (torch-fidelity's naming)
 
     def provenance(self) -> dict[str, str]:
         return {
-            "extractor": EXTRACTOR,
+            "extractor": self.extractor,
             "weights": str(self.path),
             "sha256": self.sha256,
             "origin": self.origin,
@@ -69,7 +72,7 @@ def file_sha256(path: Path) -> str:
 
 def resolve_inception_weights(
     option: Path | None = None, download: bool = True, training: bool = False
-) -> InceptionWeights:
+) -> ExtractorWeights:
     """Find (or download) the weights file and check that it is a loadable Inception state dict.
 
     ``training``: the weights are wanted for in-training evaluation, which a recipe
@@ -93,7 +96,7 @@ def resolve_inception_weights(
             _download(path, training)
             origin = "downloaded"
     check_weights_file(path)
-    return InceptionWeights(path, file_sha256(path), origin)
+    return ExtractorWeights(path, file_sha256(path), origin)
 
 
 def _download(path: Path, training: bool) -> None:

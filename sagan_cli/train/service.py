@@ -16,7 +16,7 @@ import torch
 from sagan_cli.device import select_device
 from sagan_cli.errors import ResultsError, SaganError
 from sagan_cli.evaluate.service import evaluator_factory
-from sagan_cli.evaluate.weights import InceptionWeights
+from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.plugins import Registry
 from sagan_cli.preflight import check_batch_divides, check_before_work, check_nproc
 from sagan_cli.recipe import Recipe, check_experiment_name, load_recipe
@@ -40,7 +40,7 @@ class TrainingJob:
     run: RunDir
     device: torch.device
     registry: Registry
-    weights: InceptionWeights | None
+    weights: ExtractorWeights | None
     checkpoint: str | None
     retry: bool = False
     world: World = SINGLE
