@@ -120,6 +120,9 @@ class LayerContext(NetworkContext):
     channels: int  # channels of the (B, C, H, W) feature map
     feature_size: int  # H = W of the feature map
     weight_norm: WeightNorm = field(repr=False)  # this network's weight norm, for your layers
+    # The data's declared long-range dependency at this size (``DataSource.partners``):
+    # (H*W,) int64, position j's partner is partners[j] (row-major); None: none declared.
+    partners: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         net = "generator" if self.network == "g" else "discriminator"
@@ -283,6 +286,18 @@ class DataSource(ABC):
 
     def fingerprint(self) -> Any:
         """A cheap summary of the data's content (sizes, times, hashes); None for generated data."""
+        return None
+
+    def partners(self, size: int) -> torch.Tensor | None:
+        """The long-range dependency the data is built with, when it has a known one.
+
+        For a ``size`` x ``size`` feature map (positions row-major), a (size*size,)
+        int64 tensor whose entry j is the position whose content position j must
+        agree with (itself where nothing is paired); None (the default) when the
+        data declares no such structure. It reaches attention factories as
+        ``LayerContext.partners`` (the ``oracle`` attention of sagan-extra-attention
+        needs it) and drives the ``partner`` attention statistic.
+        """
         return None
 
     def structural_score(self, images: torch.Tensor) -> dict[str, float] | None:

@@ -10,10 +10,11 @@ name the plugin when the module fails while running.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel
@@ -257,11 +258,64 @@ def _built_module(origin: Origin, params: BaseModel) -> nn.Module:
     return module
 
 
+def data_partners(
+    source: DataSource, size: int, registry: Registry | None = None
+) -> torch.Tensor | None:
+    """``source.partners(size)``, checked: (size*size,) int64 positions, or None."""
+    registry = registry or get_registry()
+    if source.name not in registry.names("data"):
+        return None  # not a plugin: the benchmarks' synthetic images, which declare none
+    entry = registry.get("data", source.name, key="data.source")
+    positions = size * size
+
+    def valid(result: Any) -> bool:
+        return result is None or (
+            isinstance(result, torch.Tensor)
+            and result.shape == (positions,)
+            and not result.is_floating_point()
+            and not result.is_complex()
+            and bool(((result >= 0) & (result < positions)).all())
+        )
+
+    with torch.device("cpu"):  # also when networks are built on the meta device
+        partners: torch.Tensor | None = _checked(
+            entry,
+            "data.source",
+            f"declaring its partners at {size}x{size}",
+            lambda: source.partners(size),
+            valid,
+            f"None or a ({positions},) integer tensor of positions in [0, {positions})",
+        )
+    return None if partners is None else partners.to("cpu", torch.int64)
+
+
+def partners_by_size(
+    recipe: Recipe, registry: Registry | None, source: DataSource | None
+) -> Callable[[int], torch.Tensor | None]:
+    """size -> the data's partners, building the recipe's source (no files read) on first use."""
+    sources: list[DataSource] = [source] if source is not None else []
+
+    def partners(size: int) -> torch.Tensor | None:
+        if not sources:
+            sources.append(build_data_source(recipe, registry))
+        return data_partners(sources[0], size, registry)
+
+    return partners
+
+
 def build_networks(
-    recipe: Recipe, num_classes: int, registry: Registry | None = None
+    recipe: Recipe,
+    num_classes: int,
+    registry: Registry | None = None,
+    source: DataSource | None = None,
 ) -> tuple[Generator, Discriminator]:
-    """G and D with the recipe's norms and attention; ``num_classes`` 0 = unconditional."""
+    """G and D with the recipe's norms and attention; ``num_classes`` 0 = unconditional.
+
+    ``source`` declares the data's partners to attention factories; without it the
+    recipe's source is built (cheap: no files are read) when an attention place needs it.
+    """
     resolution = recipe.data.resolution
+    partners = partners_by_size(recipe, registry, source)
     attention_entry, attention_params = plugin_for(recipe, "model.attention", registry)
     feature_entry, feature_params = plugin_for(recipe, "model.norm.features", registry)
     model = recipe.model
@@ -273,7 +327,9 @@ def build_networks(
         def attention(
             channels: int, size: int, network: Any = network, weight_norm: WeightNorm = weight_norm
         ) -> nn.Module:
-            context = LayerContext(network, resolution, num_classes, channels, size, weight_norm)
+            context = LayerContext(
+                network, resolution, num_classes, channels, size, weight_norm, partners(size)
+            )
             origin = Origin(attention_entry, _key("model.attention"), context)
             return _built_module(origin, attention_params)
 
@@ -310,24 +366,37 @@ def build_networks(
 
 
 def placement_problem(recipe: Recipe, registry: Registry | None = None) -> SaganError | None:
-    """The first attention place of ``recipe`` its plugin declines (``PlacementUnsupported``),
-    found by calling the factory at each place without weight norm: cheap, no network."""
+    """The first attention place of ``recipe`` its plugin declines (``PlacementUnsupported``
+    or a ``PluginError`` it raises itself), found by calling the factory at each place
+    without weight norm: cheap, no network."""
     entry, params = plugin_for(recipe, "model.attention", registry)
     key = _key("model.attention")
     resolution, model = recipe.data.resolution, recipe.model
-    for network, sizes, width in (
+    partners = partners_by_size(recipe, registry, None)
+    placements: tuple[tuple[Literal["g", "d"], list[int], int], ...] = (
         ("g", recipe.g_attention, model.g_channels),
         ("d", recipe.d_attention, model.d_channels),
-    ):
+    )
+    for network, sizes, width in placements:
         channels = arch.feature_channels(network, resolution, width)
         for size in sizes:
-            context = LayerContext(network, resolution, 0, channels[size], size, lambda m: m)  # type: ignore[arg-type]
             try:
+                context = LayerContext(
+                    network,
+                    resolution,
+                    0,
+                    channels[size],
+                    size,
+                    lambda m: m,
+                    partners(size),
+                )
                 with plugin_code(entry, key, f"building a block for the {context.describe()}"):
                     entry.plugin.factory(params, context)
             except PlacementUnsupported as exc:
                 return unsupported(entry, key, f"the {context.describe()}", str(exc))
-            except SaganError:
+            except SaganError as exc:
+                if getattr(exc, "deliberate", False):  # the plugin refused this recipe
+                    return exc
                 return None  # a broken plugin: building the networks reports it in full
     return None
 
@@ -390,7 +459,7 @@ def attribute_errors(*networks: nn.Module) -> Iterator[None]:
                     f"it maps a {tuple(x.shape)} feature map to {tuple(out.shape)}; the output "
                     f"must keep the input's shape (batch, channels, height, width)",
                 )
-            if out.is_floating_point() and not bool(torch.isfinite(out).all()):
+            if out.is_floating_point() and not out.is_meta and not bool(torch.isfinite(out).all()):
                 raise attributed(
                     origin.entry,
                     origin.key,
@@ -515,14 +584,37 @@ def _rows(network: nn.Module, run: Callable[[], Any]) -> list[tuple[str, str, in
 def summarize_networks(
     recipe: Recipe, num_classes: int, registry: Registry | None = None
 ) -> NetworkSummary:
-    """Build and verify G and D for ``recipe``; trace one tiny batch to report shapes and counts."""
-    generator, discriminator = build_networks(recipe, num_classes, registry)
+    """Build and verify G and D for ``recipe``; trace one tiny batch to report shapes and counts.
+
+    Built on the CPU (spectral norm's first power iterations are quick there), then run
+    on the meta device (shapes only, no arithmetic: the 128x128 paper model in seconds);
+    a plugin whose modules cannot run there is run on the CPU instead.
+    """
+    built = build_networks(recipe, num_classes, registry)
+    try:
+        generator, discriminator = built
+        return _summarize(
+            recipe,
+            num_classes,
+            copy.deepcopy(generator).to("meta"),
+            copy.deepcopy(discriminator).to("meta"),
+        )
+    except SaganError:
+        raise
+    except Exception:  # noqa: BLE001 - e.g. a plugin reading values (.item()) in forward
+        return _summarize(recipe, num_classes, *built)
+
+
+def _summarize(
+    recipe: Recipe, num_classes: int, generator: Generator, discriminator: Discriminator
+) -> NetworkSummary:
     verify_networks(generator, discriminator, recipe.model.z_dim, num_classes)
     generator.eval()
     discriminator.eval()
-    z = torch.zeros(2, recipe.model.z_dim)
-    labels = torch.zeros(2, dtype=torch.long) if num_classes else None
-    images = torch.zeros(2, 3, recipe.data.resolution, recipe.data.resolution)
+    device = next(generator.parameters()).device
+    z = torch.zeros(2, recipe.model.z_dim, device=device)
+    labels = torch.zeros(2, dtype=torch.long, device=device) if num_classes else None
+    images = torch.zeros(2, 3, recipe.data.resolution, recipe.data.resolution, device=device)
     return NetworkSummary(
         generator_rows=_rows(generator, lambda: generator(z, labels)),
         discriminator_rows=_rows(discriminator, lambda: discriminator(images, labels)),

@@ -15,7 +15,8 @@ guide states them too) mirror training exactly:
   derivative exists (gradient penalties need one), checked at the context's
   size up to 16x16 and on a 16x16 build of the same block above it (the maths
   attention path's N x N maps grow as N^2). A plugin claiming
-  ``identity_at_init`` returns its input unchanged; ``AttentionMaps`` modules
+  ``identity_at_init`` returns its input unchanged; blocks are given the
+  mirror image as the data's declared partners (``LayerContext.partners``); ``AttentionMaps`` modules
   return (B, N, M) rows summing to 1. A factory raising ``PlacementUnsupported``
   marks that place "not supported", with its reason.
 * weight norm: wraps a conv, a linear and an embedding into working modules of
@@ -57,6 +58,7 @@ from sagan_cli.api import (
     NormalizationPlugin,
 )
 from sagan_cli.components import augment_problem
+from sagan_cli.datasets.shapes import mirror_partners
 from sagan_cli.device import (
     autocast,
     convert_memory_format,
@@ -101,8 +103,15 @@ class Placement:
     def context(
         self, weight_norm: Callable[[nn.Module], nn.Module], classes: int = 0
     ) -> LayerContext:
+        # Blocks that need the data's declared dependency get the mirror image (``shapes``').
         return LayerContext(
-            self.network, self.resolution, classes, self.channels, self.feature_size, weight_norm
+            self.network,
+            self.resolution,
+            classes,
+            self.channels,
+            self.feature_size,
+            weight_norm,
+            mirror_partners(self.feature_size),
         )
 
 

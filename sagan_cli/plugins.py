@@ -448,6 +448,7 @@ def attributed(
         )
     error = PluginError(text)
     error.attributed = True  # type: ignore[attr-defined]
+    error.deliberate = deliberate  # type: ignore[attr-defined]
     return error
 
 

@@ -28,7 +28,7 @@ from sagan_cli.ablate.summary import (
 from sagan_cli.api import Launcher
 from sagan_cli.components import placement_problem, plugin_for
 from sagan_cli.device import select_device
-from sagan_cli.errors import ResultsError, SaganError, did_you_mean
+from sagan_cli.errors import PlacementUnsupported, ResultsError, SaganError, did_you_mean
 from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.fileio import atomic_write_json, atomic_write_text
 from sagan_cli.plugins import Registry, attributed, plugin_code
@@ -146,8 +146,10 @@ def plan_ablation(
     for point in points:
         if point.index not in unsupported:
             problem = placement_problem(point.recipe, registry)
-            if problem is not None:
+            if isinstance(problem, PlacementUnsupported):
                 unsupported[point.index] = str(problem)
+            elif problem is not None:  # the plugin refused the recipe itself: bad input
+                raise problem
     checked = check_before_work(
         [] if dry_run else [p.recipe for p in points if p.index not in unsupported],
         registry,
@@ -282,7 +284,7 @@ class Report:
         return to_markdown(self.table, self.keys, self.runs, self.name, self.options.alpha)
 
     def hints(self) -> list[str]:
-        return power_hints(self.table, self.keys, self.options.alpha)
+        return power_hints(self.table, self.keys, self.options.alpha, self.options.ci)
 
 
 @dataclass

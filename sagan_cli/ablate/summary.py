@@ -14,8 +14,8 @@ the run's last step), ``fid_best`` the lowest FID any evaluation of the run
 recorded, ``fid_best``/``is_best``/``kid_best`` from the evaluation of ``best.pt`` (the
 checkpoint with the lowest in-training FID; without one, ``fid_best`` is the
 lowest FID recorded), ``structure`` the final structural score and
-``structure_best`` its minimum (shapes data only), ``attn_distance`` and
-``attn_mirror`` the final attention statistics (mean over the run's attention
+``structure_best`` its minimum (data with a structural score), ``attn_distance`` and
+``attn_partner`` the final attention statistics (mean over the run's attention
 layers of G and D; see ``sagan_cli.inspect.maps``).
 """
 
@@ -31,7 +31,14 @@ import numpy as np
 import pandas as pd
 
 from sagan_cli import markdown
-from sagan_cli.ablate.stats import StatsOptions, compare, holm, seeds_needed, verdict
+from sagan_cli.ablate.stats import (
+    BOOTSTRAP_MIN_N,
+    StatsOptions,
+    compare,
+    holm,
+    seeds_needed,
+    verdict,
+)
 from sagan_cli.errors import SaganError, did_you_mean
 from sagan_cli.recipe import load_recipe, read_toml
 from sagan_cli.results import RunDir, config_identity, list_runs
@@ -51,7 +58,7 @@ METRICS = (
     "structure",
     "structure_best",
     "attn_distance",
-    "attn_mirror",
+    "attn_partner",
 )
 DELTA_METRICS = (
     "fid",
@@ -143,7 +150,10 @@ def run_row(
             "structure": structure[-1]["structure"] if structure else None,
             "structure_best": min(r["structure"] for r in structure) if structure else None,
             "attn_distance": _layer_mean(attention, "distance_"),
-            "attn_mirror": _layer_mean(attention, "mirror_"),
+            # 0.2 runs called the same number (on shapes) mirror_<layer>
+            "attn_partner": _layer_mean(attention, "partner_")
+            if any(k.startswith("partner_") for k in (attention[-1] if attention else {}))
+            else _layer_mean(attention, "mirror_"),
             "wall_time_s": status.get("wall_time_s"),
             "img_per_s": float(np.median([r["img_per_s"] for r in train[1:] or train]))
             if train
@@ -401,9 +411,18 @@ def display_rows(table: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[
     return header, rows
 
 
-def power_hints(table: pd.DataFrame, keys: list[str], alpha: float) -> list[str]:
-    """One line per inconclusive comparison: how many seeds would settle it (80% power)."""
+def power_hints(table: pd.DataFrame, keys: list[str], alpha: float, ci: str = "welch") -> list[str]:
+    """One line per inconclusive comparison: how many seeds would settle it (80% power); with
+    ``ci = "bootstrap"``, a line when rows have too few seeds for its interval."""
     hints = []
+    if ci == "bootstrap" and "fid_n" in table:
+        counts = [int(table[f"{m}_n"].min()) for m in DELTA_METRICS if table[f"{m}_n"].max() > 0]
+        if counts and min(counts) < BOOTSTRAP_MIN_N:
+            hints.append(
+                f"--ci bootstrap: rows with fewer than {BOOTSTRAP_MIN_N} seeds get no interval "
+                f"(a percentile bootstrap of {min(counts)} values covers far less than 95%); "
+                f"the Welch interval (the default) is valid at any n >= 2."
+            )
     for _, row in table.iterrows():
         label = ", ".join(f"{k}={row[k]}" for k in keys if k != "experiment")
         for metric in DELTA_METRICS:

@@ -20,6 +20,7 @@ from torch import nn
 
 from sagan_cli.api import LayerContext
 from sagan_cli.bench.output import frame_markdown
+from sagan_cli.datasets.shapes import mirror_partners
 from sagan_cli.device import autocast, synchronize
 from sagan_cli.model.attention import SelfAttention2d
 from sagan_cli.plugins import Registry
@@ -150,7 +151,8 @@ def bench_attention(
                 else:
                     timed.append((explicit, _explicit_forward))
             torch.manual_seed(0)
-            context = LayerContext("g", size, 0, channels, size, weight_norm)
+            # blocks that need a declared dependency (the oracle) get the mirror image, shapes'
+            context = LayerContext("g", size, 0, channels, size, weight_norm, mirror_partners(size))
             module = entry.plugin.factory(entry.plugin.params(), context).to(device)
             with torch.no_grad():
                 for pname, param in module.named_parameters():

@@ -31,7 +31,7 @@ def bench_fid(
     source = build_data_source(recipe, registry)
     source.check()
     torch.manual_seed(0)
-    generator, _ = build_networks(recipe, num_classes_for(recipe, source), registry)
+    generator, _ = build_networks(recipe, num_classes_for(recipe, source), registry, source)
     generator.to(device)
     precision = effective_precision(device, recipe.train.precision, on_cpu=recipe.train.bf16_on_cpu)
     reference = reference_from(source, recipe.eval.reference, reference_samples)

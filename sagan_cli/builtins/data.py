@@ -1,4 +1,4 @@
-"""Built-in data sources: ``shapes`` (embedded default), ``image-folder``, ``npz``, ``cifar10``,
+"""Built-in data sources: ``shapes`` (embedded default), ``glyphs``, ``image-folder``, ``npz``, ``cifar10``,
 ``cifar100``. The sources live in ``sagan_cli.datasets`` and are imported when built."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 from sagan_cli.api import DataContext, DataPlugin, DataSource, Register, hookimpl
 from sagan_cli.datasets.params import (
     CifarParams,
+    GlyphsParams,
     HuggingFaceParams,
     ImageFolderParams,
     NpzParams,
@@ -18,6 +19,12 @@ def build_shapes(params: ShapesParams, context: DataContext) -> DataSource:
     from sagan_cli.datasets.shapes import ShapesSource
 
     return ShapesSource(context.name, params, context.resolution)
+
+
+def build_glyphs(params: GlyphsParams, context: DataContext) -> DataSource:
+    from sagan_cli.datasets.glyphs import GlyphsSource
+
+    return GlyphsSource(context.name, params, context.resolution)
 
 
 def build_image_folder(params: ImageFolderParams, context: DataContext) -> DataSource:
@@ -56,6 +63,12 @@ PLUGINS = (
         summary="Procedural mirror-symmetric shapes from a seed; no download; structural score",
         params=ShapesParams,
         factory=build_shapes,
+    ),
+    DataPlugin(
+        name="glyphs",
+        summary="Procedural twin random glyphs far apart, plus distractors; structural score",
+        params=GlyphsParams,
+        factory=build_glyphs,
     ),
     DataPlugin(
         name="image-folder",

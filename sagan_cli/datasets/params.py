@@ -14,6 +14,16 @@ class ShapesParams(PluginParams):
     seed: int = Field(0, ge=0, description="data seed, independent of the training seed")
 
 
+class GlyphsParams(PluginParams):
+    num_images: int = Field(10_000, ge=1, description="images in the train split")
+    test_images: int = Field(2_000, ge=1, description="images in the test split")
+    glyph: int = Field(
+        6, ge=2, le=6, description="cells per glyph side (a cell is 1/16 of the image)"
+    )
+    distractors: int = Field(2, ge=0, le=4, description="distractor shapes per image")
+    seed: int = Field(0, ge=0, description="data seed, independent of the training seed")
+
+
 class ImageFolderParams(PluginParams):
     path: str = Field(description="folder searched recursively for .png/.jpg/.jpeg files")
     labels: bool = Field(False, description="use the first-level sub-folders as class labels")

@@ -65,7 +65,7 @@ def _radius_range(resolution: int) -> tuple[float, float]:
     return resolution / 12, resolution / 6
 
 
-def _inside(shape: int, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+def inside(shape: int, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     """Mask of shape ``SHAPES[shape]`` in coordinates normalised by its radius."""
     if shape == 0:  # circle
         return dx.square() + dy.square() <= 1.0
@@ -107,7 +107,7 @@ def render(
             if len(rows):
                 dx = (xs[None] - cx[rows, None, None]) / radius[rows, None, None]
                 dy = (ys[None] - cy[rows, None, None]) / radius[rows, None, None]
-                mask[rows] = _inside(index, dx, dy)
+                mask[rows] = inside(index, dx, dy)
         canvas = torch.where(mask[:, None], colour[:, :, None, None], canvas)
     left = F.avg_pool2d(canvas, scale)
     image = torch.cat([left, left.flip(-1)], dim=-1)
@@ -131,16 +131,16 @@ def structural_score(images: torch.Tensor) -> dict[str, float]:
         ((x - background).abs().amax(dim=1) > FOREGROUND_THRESHOLD).float().mean(dim=(1, 2))
     )
     blankness = (1 - foreground / min_foreground_share(images.shape[-1])).clamp(min=0)
-    invalidity = _invalidity(x, background)
+    invalid = invalidity(x, background)
     return {
-        "structure": float((asymmetry + blankness + invalidity).mean()),
+        "structure": float((asymmetry + blankness + invalid).mean()),
         "asymmetry": float(asymmetry.mean()),
         "blankness": float(blankness.mean()),
-        "invalidity": float(invalidity.mean()),
+        "invalidity": float(invalid.mean()),
     }
 
 
-def _invalidity(x: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+def invalidity(x: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """(B,) share of pixels of no clean colour that touch no clean pixel (see the docstring)."""
     tolerance = CLEAN_COLOUR_TOLERANCE
     near_background = (x - background).abs().amax(dim=1) <= tolerance
@@ -149,6 +149,13 @@ def _invalidity(x: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     clean = (near_background | near_palette).float()[:, None]
     touches_clean = F.max_pool2d(F.pad(clean, (1, 1, 1, 1), value=1.0), 3, stride=1)[:, 0] > 0
     return (~touches_clean).float().mean(dim=(1, 2))
+
+
+def mirror_partners(size: int) -> torch.Tensor:
+    """(size*size,) each position's mirror image x -> size - 1 - x (the dependency ``shapes`` has)."""
+    rows = torch.arange(size).repeat_interleave(size)
+    cols = size - 1 - torch.arange(size).repeat(size)
+    return rows * size + cols
 
 
 class ShapesSource(DataSource):
@@ -176,6 +183,9 @@ class ShapesSource(DataSource):
             images.append(chunk_images)
             labels.append(chunk_labels)
         return TensorImageSet(torch.cat(images)[:count], torch.cat(labels)[:count])
+
+    def partners(self, size: int) -> torch.Tensor | None:
+        return mirror_partners(size)
 
     def structural_score(self, images: torch.Tensor) -> dict[str, float]:
         return structural_score(images)

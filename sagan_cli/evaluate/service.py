@@ -528,7 +528,7 @@ def open_run_evaluation(
         source,
     )
     state = load_checkpoint(path, checked.device, run.id, run.path)
-    generator, _ = build_networks(recipe, num_classes_for(recipe, source), registry)
+    generator, _ = build_networks(recipe, num_classes_for(recipe, source), registry, source)
     load_generator_weights(generator, state, path, run.recipe_path)
     generator.to(checked.device)
     assert checked.weights is not None

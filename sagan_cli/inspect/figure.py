@@ -45,15 +45,23 @@ def render(
     title: str,
 ) -> plt.Figure:
     """One block of rows per layer: each image with its queries marked, then one heat map per
-    query over the (greyed) image. ``images`` uint8 (B, 3, R, R); ``queries`` (B, Q, 2) x, y."""
+    query over the (greyed) image. ``images`` uint8 (B, 3, R, R); ``queries`` (B, Q, 2) x, y.
+
+    Every map shares one colour scale, from 0 to the largest weight shown, with a colour
+    bar that marks each layer's uniform level (1 / its key positions): a near-uniform map
+    looks flat, not structured, and maps of different layers compare directly.
+    """
     count, num_queries = queries.shape[:2]
     resolution = images.shape[-1]
     rows, columns = count * len(layers), num_queries + 1
     figure, axes = plt.subplots(
-        rows, columns, figsize=(1.9 * columns, 1.9 * rows + 0.4), squeeze=False
-    )
+        rows, columns, figsize=(1.9 * columns + 0.9, 1.9 * rows + 0.4), squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
     pictures = images.permute(0, 2, 3, 1).numpy()
     grey = pictures.mean(axis=-1) / 255.0
+    top = max(float(layer.maps.float().max()) for layer in layers) or 1.0
+    shown = None
     for block, layer in enumerate(layers):
         heat = upsample(layer.maps.float(), resolution).numpy()
         for index in range(count):
@@ -65,7 +73,9 @@ def render(
                     [x], [y], s=28, c=MARKERS[q % len(MARKERS)], edgecolors="black"
                 )
                 axes[row, q + 1].imshow(grey[index], cmap="gray", vmin=0, vmax=1)
-                axes[row, q + 1].imshow(heat[index, q], cmap="inferno", alpha=0.7)
+                shown = axes[row, q + 1].imshow(
+                    heat[index, q], cmap="inferno", alpha=0.7, vmin=0.0, vmax=top
+                )
                 axes[row, q + 1].scatter(
                     [x], [y], s=28, c=MARKERS[q % len(MARKERS)], edgecolors="white"
                 )
@@ -73,8 +83,16 @@ def render(
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
+    if shown is not None:
+        bar = figure.colorbar(shown, ax=axes[:, 1:], shrink=0.9, aspect=30)
+        bar.set_label("attention weight (one scale for all maps)", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+        for layer in layers:
+            uniform = 1.0 / (layer.maps.shape[-1] * layer.maps.shape[-2])
+            bar.ax.axhline(uniform, color="cyan", linewidth=1.2)
+            bar.ax.text(1.6, uniform, f"uniform {layer.name}", fontsize=5, va="center",
+                        transform=bar.ax.get_yaxis_transform())  # fmt: skip
     figure.suptitle(title, fontsize=8, wrap=True)
-    figure.tight_layout()
     return figure
 
 

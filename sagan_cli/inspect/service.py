@@ -17,7 +17,13 @@ from torch.utils.data import Subset
 
 from sagan_cli.api import DataSource
 from sagan_cli.checkpoint import load_checkpoint, load_generator_weights
-from sagan_cli.components import build_data_source, build_networks, check_data, num_classes_for
+from sagan_cli.components import (
+    build_data_source,
+    build_networks,
+    check_data,
+    num_classes_for,
+    partners_by_size,
+)
 from sagan_cli.datasets.base import decode_all
 from sagan_cli.device import available_memory, effective_precision, select_device
 from sagan_cli.errors import CheckpointError, DataError, ResultsError, SaganError
@@ -76,7 +82,7 @@ def load_run(
             raise DataError(f"{exc} ({why}: the run's data must be readable here.)") from None
     state = load_checkpoint(path, chosen, run.id, run.path)
     classes = num_classes_for(recipe, source) if source is not None else 0
-    generator, discriminator = build_networks(recipe, classes, registry)
+    generator, discriminator = build_networks(recipe, classes, registry, source)
     load_generator_weights(generator, state, path, run.recipe_path)
     try:
         discriminator.load_state_dict(state["discriminator"])
@@ -244,12 +250,13 @@ def attention_maps(
     )
     found: list[LayerMaps] = []
     stats: dict[str, dict[str, float]] = {}
+    partners = partners_by_size(loaded.recipe, registry, loaded.source)
     for layer_ in with_maps:
         beta = maps_of(layer_, inputs[layer_.name]).cpu()  # (B, N, M)
         found.append(
             LayerMaps(layer_.name, layer_.size, query_maps(layer_, beta, points, resolution))
         )
-        stats[layer_.name] = statistics(layer_, beta, layer_.size)
+        stats[layer_.name] = statistics(layer_, beta, layer_.size, partners(layer_.size))
     if output_format == "npz":
         arrays: dict[str, Any] = {
             "images": images.permute(0, 2, 3, 1).numpy(),

@@ -1,7 +1,7 @@
 """An attention block whose every query attends to exactly its mirror position (tests only).
 
 beta is one-hot: query (row r, column c) of an S x S map attends to (r, S - 1 - c), so its
-statistics are known by hand: mirror share 1, entropy 0, and a mean distance equal to the
+statistics are known by hand: on shapes (partners = mirror images) partner share 1, entropy 0, and a mean distance equal to the
 mean of |2c + 1 - S| / S over the columns.
 """
 

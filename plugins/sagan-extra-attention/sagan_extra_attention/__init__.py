@@ -2,6 +2,10 @@
 
 * ``multihead``: SAGAN's block with several heads (scaled dot-product per head).
 * ``linear``: linear attention (Katharopoulos et al., 2020), O(N) in positions.
+* ``oracle``: a positive control, not a model: every position attends to exactly the
+  position the data declares as its partner (``DataSource.partners``: the twin glyph
+  of ``glyphs``, the mirror image of ``shapes``), with SAGAN's learnable gamma. An
+  ablation that cannot show it ``better`` than no attention cannot show anything.
 
 This module only registers: it imports ``sagan_cli.api`` and pydantic, so
 ``sagan plugins`` stays fast. The torch modules live in ``modules.py`` and are
@@ -12,9 +16,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from sagan_cli.api import AttentionPlugin, LayerContext, PluginParams, Register, hookimpl
+from sagan_cli.api import (
+    AttentionPlugin,
+    LayerContext,
+    PluginError,
+    PluginParams,
+    Register,
+    hookimpl,
+)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class MultiHeadParams(PluginParams):
@@ -40,6 +51,29 @@ def build_linear(params: LinearParams, context: LayerContext):
     return LinearSelfAttention2d(context.channels, inner, context.weight_norm)
 
 
+class OracleParams(PluginParams):
+    reduction: int = Field(
+        1,
+        ge=1,
+        description="values use C/reduction channels (1: all, so the twin can be copied whole)",
+    )
+
+
+def build_oracle(params: OracleParams, context: LayerContext):
+    if context.partners is None:
+        raise PluginError(
+            "the oracle attends to the long-range dependency the data declares, and this data "
+            "source declares none: its DataSource.partners(size) returns None. Use data that "
+            'declares one (data.source = "glyphs" or "shapes") or give your data source a '
+            "partners(size) method returning, for every position of a size x size map, the "
+            "position it must agree with"
+        )
+    from sagan_extra_attention.modules import OracleAttention2d
+
+    inner = max(1, context.channels // params.reduction)
+    return OracleAttention2d(context.channels, inner, context.partners, context.weight_norm)
+
+
 @hookimpl
 def sagan_register_attention(register: Register) -> None:
     register(
@@ -57,6 +91,15 @@ def sagan_register_attention(register: Register) -> None:
             summary="Linear attention (elu+1 features), O(N) time and memory",
             params=LinearParams,
             factory=build_linear,
+            identity_at_init=True,
+        )
+    )
+    register(
+        AttentionPlugin(
+            name="oracle",
+            summary="Positive control: attends to the data's declared partner position",
+            params=OracleParams,
+            factory=build_oracle,
             identity_at_init=True,
         )
     )

@@ -67,3 +67,36 @@ class LinearSelfAttention2d(nn.Module):
         normaliser = torch.einsum("bin,bi->bn", q, k.sum(dim=2)).clamp(min=1e-6)
         out = torch.einsum("bin,bic->bcn", q, context) / normaliser[:, None]
         return x + self.gamma * out.reshape_as(x)
+
+
+class OracleAttention2d(nn.Module):
+    """x + gamma * out(value(x) moved from each position's partner): attention whose map is the
+    data's known dependency (a permutation, one-hot rows) instead of learnt."""
+
+    def __init__(
+        self, channels: int, inner: int, partners: torch.Tensor, weight_norm: WeightNorm
+    ) -> None:
+        super().__init__()
+        self.value = weight_norm(nn.Conv2d(channels, inner, 1, bias=False))
+        self.out = weight_norm(nn.Conv2d(inner, channels, 1, bias=False))
+        self.gamma = nn.Parameter(torch.zeros(()))
+        self.register_buffer("partners", partners.clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        if height * width != len(self.partners):
+            raise ValueError(
+                f"built for {len(self.partners)} positions, called on a {height}x{width} map"
+            )
+        values = self.value(x).flatten(2)  # (B, I, N)
+        moved = values.index_select(2, self.partners).reshape(batch, -1, height, width)
+        return x + self.gamma * self.out(moved)
+
+    def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, N): row j is one-hot at j's partner (sagan_cli.api.AttentionMaps)."""
+        positions = len(self.partners)
+        beta = F.one_hot(self.partners, positions).to(x.dtype)
+        return beta.expand(x.shape[0], positions, positions)
+
+    def key_grid(self, height: int, width: int) -> tuple[int, int]:
+        return height, width

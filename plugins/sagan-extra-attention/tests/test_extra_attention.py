@@ -8,9 +8,9 @@ from sagan_extra_attention.modules import inner_channels
 from sagan_cli.api import LayerContext
 
 
-def context(channels: int) -> LayerContext:
-    """A place to build at, without weight norm."""
-    return LayerContext("g", 32, 0, channels, 8, lambda layer: layer)
+def context(channels: int, partners: torch.Tensor | None = None) -> LayerContext:
+    """A place to build at (8x8), without weight norm."""
+    return LayerContext("g", 32, 0, channels, 8, lambda layer: layer, partners)
 
 
 @pytest.mark.parametrize(
@@ -73,10 +73,31 @@ def test_multihead_maps_equal_the_heads_softmax_and_drive_the_block():
         torch.testing.assert_close(module(x) - x, module.out(expected), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["multihead", "linear"])
+@pytest.mark.parametrize("name", ["multihead", "linear", "oracle"])
 def test_the_sagan_contract(name):
     """sagan-cli's own contract check, in-process, at a quick subset of its places."""
     from sagan_cli.testing import check_plugin
 
     rows = check_plugin(name, placements=["g16", "d8@64"])
     assert {row.outcome for row in rows} == {"ok"}
+
+
+def test_the_oracle_copies_from_the_declared_partner_and_starts_as_the_identity():
+    partners = torch.arange(64).flip(0)  # position j depends on position 63 - j
+    module = extra.build_oracle(extra.OracleParams(), context(4, partners))
+    x = torch.randn(2, 4, 8, 8)
+    assert torch.equal(module(x), x)
+    with torch.no_grad():
+        module.gamma.fill_(1.0)
+        module.value.weight.copy_(torch.eye(4)[:, :, None, None])
+        module.out.weight.copy_(torch.eye(4)[:, :, None, None])
+    torch.testing.assert_close(module(x), x + x.flatten(2).flip(2).reshape_as(x))
+    beta = module.attention_maps(x)
+    assert beta.shape == (2, 64, 64) and torch.equal(beta[0].argmax(-1), partners)
+
+
+def test_the_oracle_refuses_data_without_a_declared_dependency():
+    from sagan_cli.api import PluginError
+
+    with pytest.raises(PluginError, match=r"partners\(size\)"):
+        extra.build_oracle(extra.OracleParams(), context(4))
