@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 # Off a terminal (pipes, CI logs, files) tables get room instead of wrapping at 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
-PLAIN_EVERY_S = 10.0  # how often plain (non-terminal) progress lines appear at most
+PLAIN_EVERY_S = 10.0  # plain (non-terminal) progress lines: about this often while training
 
 
 def progress_bar() -> Progress:
@@ -44,7 +46,7 @@ def progress_bar() -> Progress:
 
 class TrainProgress(Observer):
     """One run's progress: a live bar on a terminal; off one (pipes, cluster logs), plain
-    lines with step, losses, images/s and ETA every ``PLAIN_EVERY_S`` seconds."""
+    lines with step, iterations/s, losses and ETA at least every ``PLAIN_EVERY_S`` seconds."""
 
     def __init__(
         self, quiet: bool = False, progress: Progress | None = None, label: str = "train"
@@ -75,6 +77,8 @@ class TrainProgress(Observer):
     def advanced(self, step: int) -> None:
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, completed=step)
+        if not self.live and not self.quiet:
+            self.lines.advanced(step)
 
     def logged(self, record: dict[str, Any]) -> None:
         self.info[record.get("kind", "")] = describe_record(record)
@@ -92,7 +96,23 @@ class TrainProgress(Observer):
         if not self.quiet:
             self.print(text)
 
+    @contextlib.contextmanager
+    def phase(self, text: str) -> Iterator[None]:
+        if self.quiet:
+            yield
+        elif self.live:
+            assert self.progress is not None
+            task = self.progress.add_task(f"{self.label}: {text}", total=None, info="")
+            try:
+                yield
+            finally:
+                self.progress.remove_task(task)
+        else:
+            with self.lines.phase(text):
+                yield
+
     def finished(self) -> None:
+        self.lines.finished()
         if self.progress is not None and self.task is not None:
             self.progress.remove_task(self.task)
             self.task = None

@@ -40,6 +40,11 @@ class CheckpointError(SaganError):
     """A checkpoint is missing, truncated or does not match the run."""
 
 
+class DataMissing(DataError):
+    """The data a recipe names is not on this machine (files or folders absent): the recipe
+    itself may be fine (``sagan recipe validate`` says so)."""
+
+
 class PlacementUnsupported(SaganError):
     """A plugin declines a place it cannot be built at (raised by its factory, with the reason).
 

@@ -88,12 +88,20 @@ def load_image(path: Path, resolution: int | None = None) -> torch.Tensor:
         ) from None
 
 
+GRID_TILE_MIN = 64  # pixels: smaller images are enlarged (nearest: each pixel stays a square)
+GRID_PADDING = 2  # pixels of mid grey between tiles, so neighbours do not merge
+
+
 def save_grid(images: torch.Tensor, path: Path, columns: int = 8) -> torch.Tensor:
-    """Tile uint8 images (N, 3, H, W) into one PNG, ``columns`` wide, without padding; returns
-    the grid (3, H', W')."""
+    """Tile uint8 images (N, 3, H, W) into one PNG, ``columns`` wide: tiles enlarged by a whole
+    factor to at least ``GRID_TILE_MIN`` pixels, separated by grey lines; returns the grid
+    (3, H', W')."""
     from torchvision.utils import make_grid
 
-    grid = make_grid(images, nrow=columns, padding=0)
+    factor = max(1, -(-GRID_TILE_MIN // images.shape[-1]))
+    if factor > 1:
+        images = images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+    grid = make_grid(images, nrow=columns, padding=GRID_PADDING, pad_value=128)
     image = Image.fromarray(np.ascontiguousarray(grid.permute(1, 2, 0).numpy()))
     atomic_write(path, lambda handle: image.save(handle, format="PNG"))
     return grid

@@ -147,6 +147,11 @@ class RunDir:
     def samples(self) -> Path:
         return self.path / "samples"
 
+    @property
+    def real_grid(self) -> Path:
+        """The data's first images as a grid, beside the sample grids (written once)."""
+        return self.samples / "real.png"
+
     def exists(self) -> bool:
         return self.recipe_path.is_file()
 

@@ -32,6 +32,7 @@ from sagan_cli.plugins import get_registry
 from sagan_cli.recipe import load_recipe
 from sagan_cli.results import RunDir, list_runs, run_dir_for
 from sagan_cli.train.loop import train_run
+from sagan_cli.train.observer import Observer
 
 LONG = ["train.steps=40", "train.checkpoint_every=5", "train.log_every=1", "train.sample_every=20"]
 
@@ -120,6 +121,34 @@ def test_the_sigint_message_says_it_once(cli, tiny_recipe, tmp_path):
     assert text.count("step 3") == 1 and text.count("SIGINT") == 1 and "re-run" in text
     done = cli("train", str(tiny_recipe), "--results", str(tmp_path))
     assert "done at step 6\n" in done.stdout and "done at step 6: done" not in done.stdout
+
+
+class CtrlCAt(Observer):
+    """Sends this process SIGINT (a real Ctrl-C) at ``step`` and notes what had been said
+    by the time the signal returned, before the next iteration could start."""
+
+    def __init__(self, step: int) -> None:
+        self.at, self.messages, self.said_at_once = step, [], []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def advanced(self, step: int) -> None:
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+            self.said_at_once = list(self.messages)
+
+
+def test_ctrl_c_is_acknowledged_at_once_with_the_step_it_stops_after(tiny_recipe, tmp_path):
+    recipe = load_recipe(tiny_recipe)
+    observer = CtrlCAt(2)
+    result = train_run(
+        recipe, run_dir_for(tmp_path, "tiny", recipe), select_device("cpu"), get_registry(), observer
+    )
+    assert result.exit_code == 130
+    (line,) = observer.said_at_once
+    assert line.startswith("SIGINT: stopping after this iteration (step 3)")
+    assert "Ctrl-C again to stop now" in line
 
 
 def test_weights_that_go_non_finite_under_finite_losses_are_never_checkpointed(

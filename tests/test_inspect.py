@@ -40,7 +40,7 @@ def test_hand_built_attention_gives_the_hand_computed_statistics(mirror_run):
     assert [r["step"] for r in records] == [0, 2]  # with every sample grid (steps 0, 3->2 last)
     for record in records:
         for net in ("g16", "d16"):
-            assert record[f"mirror_{net}"] == pytest.approx(1.0)
+            assert record[f"partner_{net}"] == pytest.approx(1.0)
             assert record[f"entropy_{net}"] == pytest.approx(0.0, abs=1e-6)
             # mean over columns c of |2c + 1 - 16| / 16 = (2 * (1 + 3 + ... + 15) / 16) / 16
             assert record[f"distance_{net}"] == pytest.approx(0.5)
@@ -98,7 +98,7 @@ def test_the_figure_is_written_and_never_overwritten_silently(cli, mirror_run):
     (figure,) = (mirror_run.path / "attention").glob("d-*.png")
     with Image.open(figure) as image:
         assert image.size[0] > 300
-    assert "mirror share" in first.stdout and "1.000" in first.stdout
+    assert "partner share" in first.stdout and "1.000" in first.stdout
     again = cli("attention", str(mirror_run.path), "--net", "d")
     assert_clean_error(again, "already exists", "--force")
     assert cli("attention", str(mirror_run.path), "--net", "d", "--force").exit_code == 0
@@ -108,7 +108,7 @@ def test_a_short_run_logs_statistics_for_every_layer_of_both_nets(cli, tiny_reci
     run = one_run(cli, tiny_recipe, tmp_path, "model.attention_layer=[8,16]", "train.steps=3")
     record = [r for r in run.read_metrics() if r["kind"] == "attention"][-1]
     for net in ("g8", "g16", "d8", "d16"):
-        for field in ("gamma", "distance", "entropy", "mirror"):
+        for field in ("gamma", "distance", "entropy", "partner"):
             assert np.isfinite(record[f"{field}_{net}"]), (field, net)
         assert 0 < record[f"distance_{net}"] < 1.5 and 0 <= record[f"entropy_{net}"] <= 1
 
@@ -121,7 +121,7 @@ def test_ablation_summary_and_plots_carry_the_attention_statistics(cli, tiny_rec
     assert result.exit_code == 0, result.output
     summary = pd.read_csv(tmp_path / "a" / "summary.csv")
     assert summary["attn_distance_n"].tolist() == [2, 2]
-    assert summary["attn_mirror_mean"].between(0, 1).all()
+    assert summary["attn_partner_mean"].between(0, 1).all()
     run = list_runs(tmp_path / "a")[0]
     last = [r for r in run.read_metrics() if r["kind"] == "attention"][-1]
     layer_values = [v for k, v in last.items() if k.startswith("distance_")]
@@ -271,3 +271,49 @@ def test_tensorboard_not_installed(cli, tiny_recipe, tmp_path, monkeypatch):
     result = cli("train", str(tiny_recipe), "--tensorboard", "--results", str(tmp_path / "r"))
     assert_clean_error(result, 'pip install "sagan-cli[tensorboard]"')
     assert not (tmp_path / "r").exists()
+
+
+def test_attention_figures_share_one_colour_scale_with_a_colour_bar():
+    from sagan_cli.inspect.figure import LayerMaps, render
+
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    queries = torch.tensor([[[8, 8], [20, 20]]] * 2)
+    uniform = torch.full((2, 2, 8, 8), 1 / 64)  # a flat layer, next to a peaked one
+    peaked = torch.zeros(2, 2, 16, 16)
+    peaked[..., 3, 3] = 0.9
+    figure = render(
+        images, queries, [LayerMaps("g8", 8, uniform), LayerMaps("g16", 16, peaked)], "t"
+    )
+    maps = [
+        image for axis in figure.axes for image in axis.get_images() if image.cmap.name == "inferno"
+    ]
+    assert len(maps) == 2 * 2 * 2
+    assert {image.get_clim() for image in maps} == {(0.0, float(torch.tensor(0.9)))}
+    (bar,) = [axis for axis in figure.axes if "one scale" in axis.get_ylabel()]
+    marks = sorted(line.get_ydata()[0] for line in bar.get_lines())
+    assert marks == pytest.approx([1 / 256, 1 / 64])  # each layer's uniform level
+
+
+def test_auto_queries_sit_on_the_figure_or_in_the_central_half():
+    from sagan_cli.inspect.maps import auto_queries
+
+    figure = torch.zeros(1, 3, 64, 64, dtype=torch.uint8)
+    figure[:, :, 30:46, 36:56] = 200  # an object right of centre on a dark ground
+    noise = torch.randint(0, 256, (1, 3, 64, 64), generator=torch.Generator().manual_seed(0))
+    (on_figure,) = auto_queries(figure, 3)
+    assert ((on_figure[:, 0] >= 36) & (on_figure[:, 0] < 56)).all()
+    assert ((on_figure[:, 1] >= 30) & (on_figure[:, 1] < 46)).all()
+    (on_noise,) = auto_queries(noise.to(torch.uint8), 3)  # no figure: not the corners
+    assert ((on_noise >= 16) & (on_noise < 48)).all()
+
+
+def test_sample_grids_enlarge_small_tiles_and_runs_keep_the_real_images_beside_them(
+    cli, tiny_recipe, tmp_path
+):
+    run = one_run(cli, tiny_recipe, tmp_path)
+    with Image.open(run.real_grid) as real, Image.open(run.samples / "step-00000006.png") as fake:
+        assert real.size == fake.size
+        # 8 columns of 32-px tiles enlarged twice, 2-px gaps around each
+        assert fake.size[0] == 8 * 64 + 9 * 2
+        pixels = np.asarray(fake)
+    assert (pixels[:2] == 128).all() and (pixels[:, 66:68] == 128).all()

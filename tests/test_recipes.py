@@ -283,11 +283,27 @@ def test_recipe_show_prints_resolved_toml(cli):
 
 def test_recipe_validate_checks_all_and_reports_each(cli, tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('name = "bad"\n[data]\nsource = "npz"\npath = "missing.npz"\n')
+    bad.write_text('name = "bad"\n[model]\nz_dim = -3\n')
     result = cli("recipe", "validate", "smoke", "sagan_full", str(bad))
-    message = assert_clean_error(result, "bad.toml", "missing.npz", "1 of 3")
+    message = assert_clean_error(result, "bad.toml", "model.z_dim", "1 of 3")
     assert "✓ smoke" in result.stdout and "✓ sagan_full" in result.stdout
     assert "smoke" not in message.split("bad.toml")[0]
+
+
+def test_a_valid_recipe_whose_data_is_not_here_yet_is_valid_and_says_so(cli, tmp_path):
+    absent = tmp_path / "absent.toml"
+    absent.write_text('name = "absent"\n[data]\nsource = "npz"\npath = "missing.npz"\n')
+    result = cli("recipe", "validate", "sagan_cifar10", str(absent))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.split("✓ ")[1:]
+    assert len(lines) == 2 and all("its data is not here yet" in line for line in lines)
+    assert "cifar-10-python.tar.gz" in lines[0] and "missing.npz" in lines[1]
+
+
+def test_model_summary_needs_no_data_files_when_the_source_knows_its_classes(cli):
+    result = cli("model", "summary", "sagan_cifar10")  # no CIFAR files in the test cache
+    assert result.exit_code == 0, result.output
+    assert "10 classes" in result.stdout
 
 
 def test_recipe_validate_all_shipped_recipes_with_embedded_data(cli):

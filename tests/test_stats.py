@@ -173,7 +173,7 @@ def test_interrupted_and_failed_runs_are_shown_but_left_out(tmp_path):
 def test_bootstrap_intervals_are_deterministic_and_report_rebuilds_the_summary(cli, tmp_path):
     rng = np.random.default_rng(1)
     values = {
-        label: {s: {"structure": mean + 0.05 * rng.standard_normal()} for s in range(4)}
+        label: {s: {"structure": mean + 0.05 * rng.standard_normal()} for s in range(6)}
         for label, mean in (("[]", 0.5), ("[8]", 0.4))
     }
     folder = synthetic_experiment(tmp_path, values)
@@ -187,6 +187,23 @@ def test_bootstrap_intervals_are_deterministic_and_report_rebuilds_the_summary(c
     write_summary(folder)
     welch = cli("report", str(folder), "--format", "csv")
     assert welch.stdout == (folder / "summary.csv").read_text() != first
+
+
+def test_a_bootstrap_of_too_few_seeds_gives_no_interval_and_says_why(cli, tmp_path):
+    rng = np.random.default_rng(3)
+    values = {
+        label: {s: {"structure": mean + 0.01 * rng.standard_normal()} for s in range(3)}
+        for label, mean in (("[]", 0.5), ("[8]", 0.4))
+    }
+    folder = synthetic_experiment(tmp_path, values)
+    result = cli("report", str(folder), "--ci", "bootstrap")
+    assert result.exit_code == 0, result.output
+    assert "--ci bootstrap: rows with fewer than 6 seeds get no interval" in result.stdout
+    row = row_for(build_report(folder, options=StatsOptions(ci="bootstrap")).table, "[8]")
+    assert np.isnan(row["structure_ci_low"]) and np.isnan(row["structure_ci_high"])
+    assert row["structure_p"] < 0.05  # the test itself is valid at any n >= 2
+    welch = row_for(build_report(folder).table, "[8]")
+    assert welch["structure_ci_low"] < welch["structure_delta"] < welch["structure_ci_high"]
 
 
 def test_power_hint_names_the_seeds_that_would_settle_it(cli, tmp_path):

@@ -70,6 +70,11 @@ def plot_curves(
                 )
             drawn = True
         if drawn:
+            if name == "structure":  # the scale's anchor: every real image scores exactly 0
+                axes.axhline(
+                    0.0, color="grey", linestyle="--", linewidth=1, label="real images (0)"
+                )
+                axes.set_ylim(bottom=min(0.0, axes.get_ylim()[0]))
             axes.set_xlabel("step")
             axes.set_ylabel(title)
             axes.set_title(f"{title} vs step (band: min to max over seeds)")
@@ -86,6 +91,22 @@ LAYER_CURVES = {
     "gamma": ("gamma_", "gamma (attention gain)"),
     "attention_distance": ("distance_", "mean attention distance (image widths)"),
 }
+# gamma's axis spans at least this around 0, so a gain of 0.0005 reads as the ~0 it is
+GAMMA_MIN_SPAN = 0.1
+
+
+def uniform_distance(layer: str) -> float | None:
+    """The mean distance of uniform attention on a layer's grid (``g16``: 16x16), in image
+    widths: the reference a distance curve is read against."""
+    import torch
+
+    from sagan_cli.inspect.maps import grid_centres
+
+    size = int(layer[1:]) if layer[1:].isdigit() else None
+    if size is None:
+        return None
+    centres = grid_centres(size, size, torch.device("cpu")).double()
+    return float(torch.cdist(centres, centres).mean())
 
 
 def plot_layer_curves(
@@ -114,8 +135,15 @@ def plot_layer_curves(
                     )
         if not series:
             continue
-        layers = sorted(series)
-        figure, axes = plt.subplots(1, len(layers), figsize=(5 * len(layers), 4), squeeze=False)
+        # G's layers first, each network's from low to high resolution: g8, g16, d8, d16
+        layers = sorted(
+            series,
+            key=lambda layer: (layer[0] != "g", int(layer[1:]) if layer[1:].isdigit() else 0),
+        )
+        figure, axes = plt.subplots(
+            1, len(layers), figsize=(5 * len(layers), 4), squeeze=False, sharey=True,
+            layout="constrained",
+        )  # fmt: skip
         for axis, layer in zip(axes[0], layers, strict=True):
             for label, seeds in series[layer].items():
                 frame = pd.concat(seeds, axis=1).sort_index()
@@ -125,10 +153,31 @@ def plot_layer_curves(
                         frame.index, frame.min(axis=1), frame.max(axis=1), alpha=0.2,
                         color=line.get_color(),
                     )  # fmt: skip
+            if name == "gamma":
+                axis.axhline(
+                    0.0,
+                    color="grey",
+                    linestyle="--",
+                    linewidth=1,
+                    label="0 (the block passes its input through)",
+                )
+            else:
+                uniform = uniform_distance(layer)
+                if uniform is not None:
+                    axis.axhline(
+                        uniform, color="grey", linestyle="--", linewidth=1,
+                        label=f"uniform attention ({uniform:.2f})",
+                    )  # fmt: skip
             axis.set_title(f"layer {layer}", fontsize=9)
             axis.set_xlabel("step")
-            axis.set_ylabel(title)
-            axis.legend(fontsize=7)
+            axis.legend(fontsize=7, loc="best")
+        axes[0, 0].set_ylabel(title)  # one shared scale: the label once
+        if name == "gamma":
+            low, high = axes[0, 0].get_ylim()
+            half = max(GAMMA_MIN_SPAN / 2, abs(low), abs(high))
+            axes[0, 0].set_ylim(-half, half)
+        else:
+            axes[0, 0].set_ylim(bottom=0.0)
         path = out_dir / f"{name}_vs_step.png"
         _save(figure, path)
         written.append(path)
@@ -138,12 +187,16 @@ def plot_layer_curves(
 def plot_samples(
     runs: pd.DataFrame, keys: list[str], folders: dict[str, Path], out_dir: Path
 ) -> Path | None:
-    """The newest sample grid of each grid point's first seed, side by side."""
-    panels = []
+    """The data's first images, then the newest sample grid of each grid point's first seed,
+    side by side."""
+    panels: list[tuple[str, Path]] = []
     for _, group in runs.groupby(keys, sort=False):
         first = group.iloc[0]
         run = RunDir(folders[first.experiment] / "runs" / first.run_id)
         samples = sorted(run.samples.glob("step-*.png"))
+        real = run.real_grid
+        if real.is_file() and not panels:
+            panels.append(("real images (the data)", real))
         if samples:
             panels.append((_label(first, keys), samples[-1]))
     if not panels:
@@ -155,8 +208,9 @@ def plot_samples(
         axis.axis("off")
     for axis, (label, path) in zip(axes.flat, panels, strict=False):
         with Image.open(path) as image:
-            axis.imshow(image.copy())
-        axis.set_title(f"{label}\n{path.stem}", fontsize=8)
+            axis.imshow(image.copy(), interpolation="nearest")
+        stem = "" if path.name == run.real_grid.name else f"\n{path.stem}"
+        axis.set_title(f"{label}{stem}", fontsize=8)
     path = out_dir / "samples.png"
     _save(figure, path)
     return path

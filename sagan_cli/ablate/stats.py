@@ -4,7 +4,8 @@ For each metric and each row of an ablation table against its baseline row, from
 the per-seed values of finished runs:
 
 * the delta of the means, with a 95% confidence interval: Welch's t interval,
-  or a percentile bootstrap (``ci = "bootstrap"``, 9,999 resamples, fixed seed);
+  or a percentile bootstrap (``ci = "bootstrap"``, 9,999 resamples, fixed seed;
+  none below ``BOOTSTRAP_MIN_N`` seeds per side, where it would not cover 95%);
 * the two-sided p-value of Welch's t test, or of the paired t test when both
   rows ran the same seeds (a seed fixes initialisation and data order, so seed
   k of one row is the natural partner of seed k of the other);
@@ -43,6 +44,9 @@ CONFIDENCE = 0.95
 POWER = 0.8
 BOOTSTRAP_RESAMPLES = 9_999
 BOOTSTRAP_SEED = 0
+# A percentile bootstrap of fewer values than this per row covers far less than its nominal
+# 95% (with 2 values per side it is little more than their range): such rows get no interval.
+BOOTSTRAP_MIN_N = 6
 MAX_SEEDS = 1_000
 
 
@@ -115,7 +119,9 @@ def compare(
         result = scipy_stats.ttest_rel(a, b)
     else:
         result = scipy_stats.ttest_ind(a, b, equal_var=False)
-    if ci == "bootstrap":
+    if ci == "bootstrap" and min(len(a), len(b)) < BOOTSTRAP_MIN_N:
+        low = high = math.nan
+    elif ci == "bootstrap":
         boot = scipy_stats.bootstrap(
             (a, b),
             lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis),

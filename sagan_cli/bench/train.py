@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import torch
 
 from sagan_cli.bench.flops import count_flops, matmul_rate
-from sagan_cli.components import build_data_source, check_data, count_parameters
+from sagan_cli.components import build_data_source, count_parameters
 from sagan_cli.datasets.synthetic import SyntheticSource
 from sagan_cli.device import synchronize
 from sagan_cli.errors import SaganError
-from sagan_cli.plugins import Registry
+from sagan_cli.plugins import Registry, plugin_code
 from sagan_cli.recipe import Recipe
 from sagan_cli.train.loop import TrainingSession
 
@@ -51,20 +51,22 @@ def classes_for_bench(recipe: Recipe, registry: Registry, num_classes: int | Non
         return 0
     if num_classes is not None:
         return num_classes
-    try:
-        source = build_data_source(recipe, registry)
-        check_data(source, registry)
-        return source.num_classes
+    source = build_data_source(recipe, registry)
+    entry = registry.get("data", source.name, key="data.source")
+    try:  # sources that know their classes without files (cifar10: 10) need none here
+        with plugin_code(entry, "data.source", "counting its classes"):
+            return source.num_classes
     except SaganError as exc:
         raise SaganError(
             f"{recipe.name} is class-conditional and its data is not here to count the classes "
-            f"({exc}) Pass --num-classes (1000 for ImageNet)."
+            f"({exc}) Pass --num-classes N, the number of classes of your data (1000 for ImageNet)."
         ) from None
 
 
-def _session(
+def synthetic_session(
     recipe: Recipe, registry: Registry, device: torch.device, num_classes: int
 ) -> TrainingSession:
+    """A training session of ``recipe`` on random images of its shape, ready to ``advance``."""
     source = SyntheticSource(recipe.data.resolution, num_classes, recipe.train.batch_size * 4)
     session = TrainingSession(recipe, device, registry, source=source)
     session.open_data(resident=2**62)
@@ -76,7 +78,7 @@ def iteration_flops(
 ) -> int:
     """FLOPs of one full iteration (D step(s), G step, EMA), counted on an eager session."""
     eager = recipe.model_copy(update={"train": recipe.train.model_copy(update={"compile": False})})
-    return count_flops(_session(eager, registry, device, num_classes).advance)
+    return count_flops(synthetic_session(eager, registry, device, num_classes).advance)
 
 
 def bench_train_step(
@@ -98,7 +100,7 @@ def bench_train_step(
     if precision is not None:
         train.update(precision=precision, bf16_on_cpu=precision == "bf16")
     recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update=train)})
-    session = _session(recipe, registry, device, num_classes)
+    session = synthetic_session(recipe, registry, device, num_classes)
     started = time.perf_counter()
     for _ in range(warmup):
         session.advance()

@@ -11,7 +11,7 @@ import torch
 from sagan_cli.api import DataSource, ImageSet, TensorImageSet
 from sagan_cli.datasets.base import SPLITS
 from sagan_cli.datasets.params import CifarParams
-from sagan_cli.errors import DataError
+from sagan_cli.errors import DataError, DataMissing
 
 ARCHIVE_URLS = {
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
@@ -59,7 +59,7 @@ class CifarSource(DataSource):
                     f"{ARCHIVE_URLS[self.name]} yourself and extract it there."
                 ) from None
             return
-        raise DataError(
+        raise DataMissing(
             f"{self.name} files not found: {folder} lacks {', '.join(missing)}. Download "
             f"{ARCHIVE_URLS[self.name]}, extract it into {self._root()} (creating "
             f"{folder}), or set data.download = true to let torchvision fetch it, or point "

@@ -13,7 +13,7 @@ import torch
 
 from sagan_cli.api import DataSource, ImageSet, TensorImageSet
 from sagan_cli.datasets.params import ImageFolderParams, NpzParams
-from sagan_cli.errors import DataError
+from sagan_cli.errors import DataError, DataMissing
 from sagan_cli.imagefiles import load_image, scan_images
 from sagan_cli.model.arch import RESOLUTIONS
 
@@ -67,7 +67,7 @@ def scan_folder(root: Path, labels: bool, key: str) -> FolderScan:
     if cached is not None:
         return cached
     if not root.is_dir():
-        raise DataError(
+        raise (DataError if root.exists() else DataMissing)(
             f"{key} = '{root}' is not a folder ({root.resolve()}). Point {key} at a folder of "
             f".png/.jpg images."
         )
@@ -150,7 +150,7 @@ class NpzSource(DataSource):
     def _arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
         path = self._path()
         if not path.is_file():
-            raise DataError(
+            raise (DataError if path.exists() else DataMissing)(
                 f"data.path = '{self.params.path}': no such file ({path.resolve()}). Point "
                 f"data.path at an .npz file of uint8 images (N, H, W, C)."
             )

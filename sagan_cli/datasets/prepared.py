@@ -18,7 +18,6 @@ import bisect
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,8 @@ import torch
 
 from sagan_cli.api import DataSource, ImageSet, TensorImageSet
 from sagan_cli.datasets.params import PreparedParams
-from sagan_cli.errors import DataError
-from sagan_cli.fileio import atomic_write_json
+from sagan_cli.errors import DataError, DataMissing
+from sagan_cli.fileio import atomic_write_json, cache_dir
 
 MANIFEST = "prepared.json"
 FORMAT = "sagan-prepared-1"
@@ -46,7 +45,7 @@ def read_manifest(folder: Path, key: str = "data.path") -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
         partial = (folder / ".progress.json").is_file()
-        raise DataError(
+        raise (DataError if partial else DataMissing)(
             f"{key} = '{folder}' holds no prepared data set ({MANIFEST} is missing"
             + ("; a `sagan data prepare` into it was stopped before it finished" if partial else "")
             + "). Run `sagan data prepare RECIPE "
@@ -65,8 +64,7 @@ def read_manifest(folder: Path, key: str = "data.path") -> dict[str, Any]:
 
 
 def _verified_record() -> Path:
-    cache = os.environ.get("SAGAN_CACHE_DIR") or str(Path.home() / ".cache" / "sagan-cli")
-    return Path(cache) / "prepared-verified.json"
+    return cache_dir() / "prepared-verified.json"
 
 
 def _stamp(path: Path) -> str:

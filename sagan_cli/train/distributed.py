@@ -52,6 +52,14 @@ class World:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item() > 0)
 
+    def mean(self, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The mean of ``tensor`` over ranks (the same values on every rank)."""
+        if not self.distributed:
+            return tensor
+        total = tensor.to(device, torch.float32, copy=True)
+        dist.all_reduce(total)
+        return total / self.size
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

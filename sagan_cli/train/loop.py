@@ -50,6 +50,7 @@ from sagan_cli.components import (
     count_parameters,
     num_classes_for,
     origin_in_traceback,
+    partners_by_size,
     plugin_for,
     verify_networks,
 )
@@ -87,6 +88,7 @@ from sagan_cli.model.sampling import fixed_inputs, sample_images, to_uint8
 from sagan_cli.plugins import Registry, attributed
 from sagan_cli.recipe import Recipe
 from sagan_cli.results import RunDir, git_commit, now, prepare_run, run_lock, versions
+from sagan_cli.train import estimate
 from sagan_cli.train.data import BatchStream
 from sagan_cli.train.distributed import SINGLE, World, synchronise_batch_norm
 from sagan_cli.train.ema import EMA
@@ -241,10 +243,15 @@ class TrainingSession:
         self.precision = effective_precision(device, cfg.precision, on_cpu=cfg.bf16_on_cpu)
         self.source = source or build_data_source(recipe, registry)
         if source is None:
-            check_data(self.source, registry)
+            with self.observer.phase("checking the data"):
+                check_data(self.source, registry)
         self.num_classes = num_classes_for(recipe, self.source)
         torch.manual_seed(recipe.seed)  # weight initialisation
-        generator, discriminator = build_networks(recipe, self.num_classes, registry)
+        self.partners = partners_by_size(recipe, registry, self.source)
+        with self.observer.phase("building the networks"):
+            generator, discriminator = build_networks(
+                recipe, self.num_classes, registry, self.source
+            )
         self.loss = build_loss(recipe, registry)
         loss_entry, _ = plugin_for(recipe, "loss", registry)
         # a fresh loss object for the dry run: plugins may count their calls
@@ -255,14 +262,15 @@ class TrainingSession:
         layout = self.execution.memory_format
         self.generator = convert_memory_format(generator.to(device), layout)
         self.discriminator = convert_memory_format(discriminator.to(device), layout)
-        verify_networks(
-            self.generator,
-            self.discriminator,
-            recipe.model.z_dim,
-            self.num_classes,
-            trial_loss,
-            precision=self.precision,
-        )
+        with self.observer.phase("checking the networks on a tiny batch"):
+            verify_networks(
+                self.generator,
+                self.discriminator,
+                recipe.model.z_dim,
+                self.num_classes,
+                trial_loss,
+                precision=self.precision,
+            )
         if world.distributed and cfg.sync_batchnorm:
             synchronise_batch_norm(self.generator)
         self.augment = build_augment(recipe, self.num_classes, registry)
@@ -277,7 +285,9 @@ class TrainingSession:
         self.opt_d = torch.optim.Adam(
             self.discriminator.parameters(), lr=cfg.lr_d, betas=cfg.betas, **fused
         )
-        self.noise = torch.Generator(device=device).manual_seed(recipe.seed + 1)
+        # z and fake labels are drawn on the CPU and moved: a seed gives the same numbers on
+        # every device, so a CUDA run can be checked against a CPU reference step for step
+        self.noise = torch.Generator().manual_seed(recipe.seed + 1)
         self.g_train, self.d_train = self._training_wrappers()
         compiled = self.execution.compile
         self.g_step = torch.compile(self.generator) if compiled else self.generator
@@ -349,7 +359,7 @@ class TrainingSession:
             ) from None
         self.step = int(state["step"])
         self.data_position = int(state["data_position"])
-        self.noise.set_state(state["noise_rng"].to(self.noise.get_state().device))
+        self.noise.set_state(state["noise_rng"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
@@ -409,13 +419,12 @@ class TrainingSession:
         """This rank's rows of the global draw of z (and fake labels): one process's numbers."""
         rows = slice(self.world.rank * batch, (self.world.rank + 1) * batch)
         total = batch * self.world.size
-        z = torch.randn(total, self.recipe.model.z_dim, generator=self.noise, device=self.device)
+        z = torch.randn(total, self.recipe.model.z_dim, generator=self.noise)[rows]
         labels = None
         if self.num_classes:
-            labels = torch.randint(
-                self.num_classes, (total,), generator=self.noise, device=self.device
-            )[rows]
-        return z[rows], labels
+            labels = torch.randint(self.num_classes, (total,), generator=self.noise)[rows]
+            labels = labels.to(self.device, non_blocking=True)
+        return z.to(self.device, non_blocking=True), labels
 
     def advance(self) -> torch.Tensor:
         """One iteration (D update(s), G update, EMA); returns (D loss, G loss) on the device."""
@@ -484,10 +493,11 @@ class TrainingSession:
     # ---- side work -------------------------------------------------------------------------
 
     def check_finite(self, interval: _Interval) -> torch.Tensor | None:
-        """Raise ``Diverged`` at the first non-finite step; return the interval's losses."""
+        """Raise ``Diverged`` at the first non-finite step; return the interval's losses, the
+        mean over ranks (every rank sees, logs and judges the same numbers)."""
         if not interval.losses:
             return None
-        losses = torch.stack(interval.losses).cpu()
+        losses = self.world.mean(torch.stack(interval.losses), self.device).cpu()
         bad = (~torch.isfinite(losses)).any(dim=1).nonzero()
         if len(bad):
             index = int(bad[0])
@@ -553,6 +563,8 @@ class TrainingSession:
         images = sample_images(self.ema.model, count, seed, self.device, self.precision)
         grid = save_grid(images[:GRID_SIZE], self.run.samples / f"step-{self.step:08d}.png")
         self.observer.image("samples", self.step, grid)
+        if not self.run.real_grid.exists() and self.data is not None:  # what samples should be
+            save_grid(to_uint8(self.data.first(GRID_SIZE)[0]).cpu(), self.run.real_grid)
         scores = self.source.structural_score(images[: self.recipe.train.structure_samples])
         if scores is not None:
             self._write({"kind": "structure", "step": self.step, **scores})
@@ -583,7 +595,7 @@ class TrainingSession:
         finally:
             self.discriminator.train(was_training)
         record = {"kind": "attention", "step": self.step, **self.gammas()}
-        record.update(layer_statistics(layers["g"] + layers["d"], inputs))
+        record.update(layer_statistics(layers["g"] + layers["d"], inputs, self.partners))
         self._write(record)
         if self.recipe.logging.tensorboard:
             self._attention_figure(to_uint8(fake[:4]).cpu(), layers["g"], inputs)
@@ -657,11 +669,23 @@ class TrainingSession:
         self.start_checkpoint = self.resume_point(checkpoint_name)
         if self.start_checkpoint is not None:
             self.restore(self.start_checkpoint)
-        self.open_data(self.data_position)
+        with self.observer.phase("loading the training images"):
+            self.open_data(self.data_position)
 
     def _status(self, **fields: Any) -> None:
         if self.run is not None and self.world.is_main:
             self.run.update_status(**fields)
+
+    def estimate(self, steps: int) -> str:
+        """The run's expected duration on this device (``sagan_cli.train.estimate``)."""
+        per_image = estimate.image_flops(
+            self.generator, self.discriminator, self.recipe.model.z_dim, self.num_classes > 0
+        )
+        flops = estimate.iteration_flops(
+            per_image, self.recipe.train.batch_size, self.recipe.train.d_steps
+        )
+        rate = estimate.device_rate(self.device, self.precision) * self.world.size
+        return estimate.describe_estimate(flops, steps, rate, self.device.type.upper())
 
     def run_to_end(self) -> TrainResult:
         assert self.run is not None
@@ -703,8 +727,18 @@ class TrainingSession:
             error=None,
         )
         if self.world.is_main:
+            if cfg.steps - self.step >= estimate.MIN_STEPS:
+                self.observer.message(self.estimate(cfg.steps - self.step))
             self.observer.started(run, self.step, cfg.steps, describe(self.device))
         interval = self.interval
+        try:
+            return self._train_to_end(interval)
+        finally:
+            self.observer.finished()
+
+    def _train_to_end(self, interval: _Interval) -> TrainResult:
+        assert self.run is not None
+        cfg, run = self.recipe.train, self.run
         try:
             with self.stop.installed():
                 if self.step == 0:
@@ -952,7 +986,8 @@ def train_run(
                 session = TrainingSession(recipe, device, registry, observer, run=run, world=world)
                 session.prepare(checkpoint_name)
                 if evaluator_factory is not None and (recipe.eval.every or recipe.eval.final):
-                    session.evaluator = evaluator_factory(recipe, session.source)
+                    with observer.phase("preparing the evaluation (reference statistics)"):
+                        session.evaluator = evaluator_factory(recipe, session.source)
             except Exception as exc:  # ours (SaganError) as they are; anything else explained
                 error = (
                     exc

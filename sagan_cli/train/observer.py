@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,6 +30,43 @@ class Observer:
 
     def image(self, tag: str, step: int, image: Any) -> None:
         """A uint8 (3, H, W) picture of the run at ``step`` (sample grids, attention figures)."""
+
+    @contextlib.contextmanager
+    def phase(self, text: str) -> Iterator[None]:
+        """Set-up work before the first step (``text``: "rendering 10,000 training images")."""
+        yield
+
+    def finished(self) -> None:
+        """The run ended (done, stopped or failed): stop anything running on a timer."""
+
+
+class Heartbeat:
+    """Calls ``beat(seconds)`` from a daemon thread while work goes on: first after ``first_s``
+    seconds, then every ``every_s``, until ``stop``. A line now and then tells a log reader
+    (CI, a cluster job) that a long, silent piece of work is alive."""
+
+    def __init__(self, beat: Callable[[float], None], first_s: float, every_s: float) -> None:
+        self.beat, self.first_s, self.every_s = beat, first_s, every_s
+        self.began = time.monotonic()
+        self.quiet_since = self.began
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="sagan-heartbeat")
+        self.thread.start()
+
+    def spoke(self) -> None:
+        """Something else was just written: the next beat waits ``every_s`` from now."""
+        self.quiet_since = time.monotonic()
+
+    def _run(self) -> None:
+        wait = self.first_s
+        while not self.stopped.wait(min(1.0, wait)):
+            now = time.monotonic()
+            if now - self.quiet_since >= wait:
+                self.beat(now - self.began)
+                self.quiet_since, wait = now, self.every_s
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 class Observers(Observer):
@@ -55,6 +95,17 @@ class Observers(Observer):
         for observer in self.observers:
             observer.image(tag, step, image)
 
+    @contextlib.contextmanager
+    def phase(self, text: str) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for observer in self.observers:
+                stack.enter_context(observer.phase(text))
+            yield
+
+    def finished(self) -> None:
+        for observer in self.observers:
+            observer.finished()
+
 
 def describe_record(record: dict[str, Any]) -> str:
     """One short line for a metrics record."""
@@ -64,11 +115,17 @@ def describe_record(record: dict[str, Any]) -> str:
             f"D {record['d_loss']:.3f}  G {record['g_loss']:.3f}  {record['img_per_s']:.1f} img/s"
         )
     if kind == "structure":
-        return f"structure {record['structure']:.3f} (asym {record['asymmetry']:.3f})"
+        terms = [
+            f"{key} {value:.3f}"
+            for key, value in record.items()
+            if key not in ("kind", "step", "structure") and isinstance(value, float)
+        ]
+        return f"structure {record['structure']:.3f} ({', '.join(terms)})"
     if kind == "attention":
         layers = sorted(k.removeprefix("distance_") for k in record if k.startswith("distance_"))
         return "attention " + "  ".join(
-            f"{layer}: dist {record[f'distance_{layer}']:.2f} mirror {record[f'mirror_{layer}']:.3f}"
+            f"{layer}: dist {record[f'distance_{layer}']:.2f}"
+            + (f" partner {record[f'partner_{layer}']:.3f}" if f"partner_{layer}" in record else "")
             for layer in layers
         )
     if kind == "diverged":
@@ -93,29 +150,70 @@ def eta(started_at: float, start_step: int, step: int, total: int) -> str:
 
 
 class LogLines(Observer):
-    """Plain progress lines (for logs of cluster jobs and pipes): a start line, a line per
-    ``every_s`` seconds of training records, every evaluation, and the last step."""
+    """Plain progress lines (for logs of cluster jobs, CI and pipes): a start line; a line at
+    least every ``every_s`` seconds of training (step, iterations/s, the latest losses, ETA),
+    whatever ``log_every`` is; every evaluation and other record; the last step. An iteration
+    or set-up phase that runs long is announced every ``HEARTBEAT_S`` seconds."""
 
-    def __init__(self, label: str = "train", every_s: float = 30.0, write: Any = None) -> None:
+    HEARTBEAT_S = 30.0
+    PHASE_FIRST_S = 3.0  # set-up phases quicker than this print nothing
+
+    def __init__(self, label: str = "train", every_s: float = 10.0, write: Any = None) -> None:
         self.label = label
         self.every_s = every_s
-        self.write = write or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.writer = write or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.lock = threading.Lock()
         self.total = 0
         self.start_step = 0
+        self.step = 0
         self.started_at = time.monotonic()
-        self.last_line = 0.0
+        self.last_line = 0.0  # any line: heartbeats wait for quiet
+        self.last_progress = 0.0  # the last progress line: its pace is measured from there
+        self.last_progress_step = 0
+        self.losses = ""
+        self.heartbeat: Heartbeat | None = None
+
+    def write(self, text: str) -> None:
+        with self.lock:
+            self.last_line = time.monotonic()
+            if self.heartbeat is not None:
+                self.heartbeat.spoke()
+            self.writer(text)
 
     def started(self, run: RunDir, start_step: int, total: int, device: str) -> None:
         self.total, self.start_step, self.started_at = total, start_step, time.monotonic()
+        self.step = self.last_progress_step = start_step
+        self.last_progress = self.started_at
         self.write(f"{self.label}: {run.path} on {device}, step {start_step}/{total}")
+        self.heartbeat = Heartbeat(self._still_working, self.HEARTBEAT_S, self.HEARTBEAT_S)
+
+    def _still_working(self, _seconds: float) -> None:
+        quiet = time.monotonic() - self.last_line
+        self.write(
+            f"{self.label} step {self.step}/{self.total}: iteration {self.step + 1} still "
+            f"running ({quiet:.0f} s since the last line)"
+            f"{eta(self.started_at, self.start_step, self.step, self.total)}"
+        )
+
+    def advanced(self, step: int) -> None:
+        self.step = step
+        now = time.monotonic()
+        if now - self.last_line < self.every_s or step >= self.total:
+            return  # the last step's line comes with its losses (``logged``)
+        rate = (step - self.last_progress_step) / max(now - self.last_progress, 1e-9)
+        self.last_progress, self.last_progress_step = now, step
+        losses = f"  {self.losses}" if self.losses else ""
+        self.write(
+            f"{self.label} step {step}/{self.total}  {rate:.3g} it/s{losses}"
+            f"{eta(self.started_at, self.start_step, step, self.total)}"
+        )
 
     def logged(self, record: dict[str, Any]) -> None:
-        now = time.monotonic()
-        due = now - self.last_line >= self.every_s or record.get("step") == self.total
-        if record.get("kind") == "train" and not due:
-            return
-        self.last_line = now
         step = record.get("step", 0)
+        if record.get("kind") == "train":
+            self.losses = describe_record(record)
+            if step != self.total:
+                return
         self.write(
             f"{self.label} step {step}/{self.total}  {describe_record(record)}"
             f"{eta(self.started_at, self.start_step, step, self.total)}"
@@ -123,3 +221,18 @@ class LogLines(Observer):
 
     def message(self, text: str) -> None:
         self.write(f"{self.label}: {text}")
+
+    @contextlib.contextmanager
+    def phase(self, text: str) -> Iterator[None]:
+        def beat(seconds: float) -> None:
+            self.write(f"{self.label}: {text} ({seconds:.0f} s so far)")
+
+        heartbeat = Heartbeat(beat, self.PHASE_FIRST_S, self.HEARTBEAT_S)
+        try:
+            yield
+        finally:
+            heartbeat.stop()
+
+    def finished(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()

@@ -1,0 +1,76 @@
+"""How long will this run take here? Said before the first step, from FLOPs and this device.
+
+The FLOPs of one image through G and D, forward and backward, are counted on
+meta-device copies of the networks (shapes only: no arithmetic, well under a
+second); an iteration is about ``2 * d_steps + 1`` such passes per image of the
+batch (each D update runs D forward and backward on real and fake images and G
+forward; the G update runs both forward and backward). This device's dense
+matmul rate is measured in a fraction of a second, and training is taken to
+reach about half of it (``sagan bench train`` measured 36-89% on CPUs for the
+shipped recipes, docs/benchmarks.md). The estimate is an order of magnitude,
+and says so; the progress lines' ETA then follows the measured pace.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from sagan_cli.bench.flops import count_flops, matmul_rate
+
+EFFICIENCY = 0.5  # the share of the measured matmul rate a training iteration reaches
+MIN_STEPS = 100  # shorter runs finish before an estimate would help; they get none
+LONG_S = 24 * 3600  # beyond this, say what to do instead
+
+
+def image_flops(
+    generator: nn.Module, discriminator: nn.Module, z_dim: int, conditional: bool
+) -> int:
+    """FLOPs of one image through G and D, forward and backward (on meta copies)."""
+    g = copy.deepcopy(generator).to("meta")
+    d = copy.deepcopy(discriminator).to("meta")
+    z = torch.zeros(2, z_dim, device="meta")
+    labels = torch.zeros(2, dtype=torch.long, device="meta") if conditional else None
+    return count_flops(lambda: d(g(z, labels), labels).sum().backward()) // 2
+
+
+def iteration_flops(per_image: int, batch: int, d_steps: int) -> int:
+    return per_image * batch * (2 * d_steps + 1)
+
+
+def device_rate(device: torch.device, precision: str) -> float:
+    """FLOP/s of a dense matmul on ``device`` in the run's precision (a quick measurement)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return matmul_rate(device, dtype, size=None if device.type == "cuda" else 512, repeats=3)
+
+
+def estimate_seconds(flops_per_iteration: int, steps: int, rate: float) -> float:
+    return flops_per_iteration * steps / (rate * EFFICIENCY)
+
+
+def duration(seconds: float) -> str:
+    """A rough human duration: "about 40 seconds", "about 3 hours", "about 9 days"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= 1.5 * size:
+            count = round(seconds / size)
+            return f"about {count} {unit}s"
+    return f"about {max(1, round(seconds))} seconds"
+
+
+def describe_estimate(flops_per_iteration: int, steps: int, rate: float, device: str) -> str:
+    """The line printed before training (with advice when the run is far too long here);
+    ``rate``: all of the run's devices together."""
+    seconds = estimate_seconds(flops_per_iteration, steps, rate)
+    text = (
+        f"estimated time: {duration(seconds)} on this {device} ({flops_per_iteration / 1e12:.3g} "
+        f"TFLOP per iteration x {steps:,} iterations at about half its measured "
+        f"{rate / 1e12:.3g} TFLOP/s matmul rate; an order of magnitude, the ETA follows the pace)"
+    )
+    if seconds > LONG_S:
+        text += (
+            ". This run is sized for a GPU: on this machine try `sagan train smoke` (the whole "
+            "pipeline in minutes) or lower train.steps and the model widths"
+        )
+    return text
