@@ -13,6 +13,11 @@ from typing import Any, BinaryIO
 TEMP_SUFFIX = ".tmp"
 
 
+def cache_dir() -> Path:
+    """sagan-cli's cache folder: $SAGAN_CACHE_DIR, else ~/.cache/sagan-cli (not created here)."""
+    return Path(os.environ.get("SAGAN_CACHE_DIR") or Path.home() / ".cache" / "sagan-cli")
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(handle)`` on a temp file, fsync it and rename it over ``path``.
 

@@ -2,19 +2,27 @@
 
 ``train.compile = "auto"`` compiles only runs long enough to repay the compile
 time: the break-even step counts below were measured with ``sagan bench train``
-(docs/benchmarks.md) and are deliberately on the safe side. Deterministic runs
+(docs/benchmarks.md) and are deliberately on the safe side. A break-even measured
+on this machine (``scripts/gpu_check.sh`` records one, ``record_break_even``)
+takes precedence over them. Deterministic runs
 (bit-exact resume) are never compiled automatically. None of this changes what
 a run computes beyond floating-point rounding, so it is not part of run ids.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
 
 import torch
 
 from sagan_cli.device import default_memory_format
+from sagan_cli.fileio import atomic_write_json, cache_dir
 from sagan_cli.recipe import Recipe
+
+BREAK_EVEN_FILE = "compile-break-even.json"
 
 # Compiling costs a fixed time up front and saves a share of every later step; below these
 # step counts the saving does not repay it (measured on the smoke and sagan_cifar10 recipes).
@@ -43,7 +51,7 @@ def choose_execution(recipe: Recipe, device: torch.device) -> Execution:
         return Execution(bool(cfg.compile), memory_format, "train.compile as set")
     if cfg.deterministic:
         return Execution(False, memory_format, "auto: deterministic runs stay eager")
-    break_even = COMPILE_BREAK_EVEN_STEPS.get(device.type)
+    break_even = measured_break_even(device)
     if break_even is None:
         return Execution(
             False, memory_format, f"auto: compiling does not pay on {device.type} (measured)"
@@ -58,3 +66,35 @@ def choose_execution(recipe: Recipe, device: torch.device) -> Execution:
     return Execution(
         True, memory_format, f"auto: {cfg.steps} steps repay compiling on {device.type}"
     )
+
+
+def _device_key(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+def measured_break_even(device: torch.device) -> int | None:
+    """Steps that repay compiling on this device: measured here if recorded, else the table."""
+    path = cache_dir() / BREAK_EVEN_FILE
+    try:
+        recorded = json.loads(path.read_text()).get(_device_key(device))
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, dict) and "steps" in recorded:
+        steps = recorded["steps"]
+        return steps if isinstance(steps, int) and steps > 0 else None
+    return COMPILE_BREAK_EVEN_STEPS.get(device.type)
+
+
+def record_break_even(device: torch.device, steps: int | None, note: str) -> Path:
+    """Save a measured break-even for this device (None: compiling never repaid itself)."""
+    path = cache_dir() / BREAK_EVEN_FILE
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    recorded[_device_key(device)] = {"steps": steps, "note": note, "measured": str(date.today())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, recorded)
+    return path

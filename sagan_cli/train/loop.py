@@ -419,7 +419,9 @@ class TrainingSession:
         """This rank's rows of the global draw of z (and fake labels): one process's numbers."""
         rows = slice(self.world.rank * batch, (self.world.rank + 1) * batch)
         total = batch * self.world.size
-        z = torch.randn(total, self.recipe.model.z_dim, generator=self.noise)[rows]
+        # drawn in float32 whatever the run's precision: an fp64 run sees the fp32 run's noise
+        z = torch.randn(total, self.recipe.model.z_dim, generator=self.noise, dtype=torch.float32)
+        z = z[rows].to(torch.get_default_dtype())
         labels = None
         if self.num_classes:
             labels = torch.randint(self.num_classes, (total,), generator=self.noise)[rows]
