@@ -19,7 +19,17 @@ BUILTINS = {
     "attention": {"sagan", "sagan_pooled", "residual", "none"},
     "normalization": {"spectral", "none", "batchnorm", "conditional_batchnorm", "identity"},
     "loss": {"hinge", "nonsaturating", "least_squares", "wasserstein"},
-    "data": {"shapes", "image-folder", "npz", "cifar10", "cifar100"},
+    "data": {
+        "shapes",
+        "glyphs",
+        "image-folder",
+        "npz",
+        "cifar10",
+        "cifar100",
+        "prepared",
+        "huggingface",
+    },
+    "augment": {"none", "diffaugment"},
     "launcher": {"local", "ray", "slurm"},
 }
 

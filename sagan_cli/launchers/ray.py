@@ -20,7 +20,12 @@ from sagan_cli.launchers import missing_extra
 from sagan_cli.launchers.params import RayParams
 
 
-def _ray() -> Any:
+def _ray(local: bool) -> Any:
+    if local:
+        # A local instance serves this machine only: Ray's single-machine mode (its default on
+        # macOS and Windows) keeps every address on loopback, so no firewall or missing
+        # route to this host's own network address can stop it. Read when ray is imported.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if not sys.stderr.isatty():  # logs and pipes: no colour codes or dedup notices around lines
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -46,7 +51,7 @@ class RayLauncher(Launcher):
             # `ray start --head` turns token authentication on when this machine has a token;
             # a driver sends it only when told to (before ray is imported)
             os.environ.setdefault("RAY_AUTH_MODE", "token")
-        self.ray = _ray()
+        self.ray = _ray(local=params.address is None)
 
     def check(self) -> None:
         address = self.params.address
@@ -86,7 +91,8 @@ class RayLauncher(Launcher):
         started_here = not ray.is_initialized()
         if started_here:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-            if self.params.address is None:
+            if self.params.address is None:  # a new instance, never a cluster found running
+                options["address"] = "local"
                 options["num_cpus"] = self.params.num_cpus
                 options["num_gpus"] = None if context.gpus_per_run else 0
             else:
