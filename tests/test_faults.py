@@ -143,7 +143,11 @@ def test_ctrl_c_is_acknowledged_at_once_with_the_step_it_stops_after(tiny_recipe
     recipe = load_recipe(tiny_recipe)
     observer = CtrlCAt(2)
     result = train_run(
-        recipe, run_dir_for(tmp_path, "tiny", recipe), select_device("cpu"), get_registry(), observer
+        recipe,
+        run_dir_for(tmp_path, "tiny", recipe),
+        select_device("cpu"),
+        get_registry(),
+        observer,
     )
     assert result.exit_code == 130
     (line,) = observer.said_at_once
