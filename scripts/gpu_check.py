@@ -473,12 +473,12 @@ def step_training(args: argparse.Namespace, device: torch.device) -> None:
     )
     weights = work / "inception.pth"
     _random_inception(weights)
-    samples = 64 if args.quick else 10_000
+    samples = 16 if args.quick else 10_000
     run = next((work / "straight").glob("*/runs/*"))
     started = time.perf_counter()
     subprocess.run([
         sys.executable, "-m", "sagan_cli", "eval", str(run), "--num-samples", str(samples),
-        "--reference-samples", str(count), "--inception-weights", str(weights),
+        "--reference-samples", str(min(count, samples)), "--inception-weights", str(weights),
         "--device", device.type, "--metrics", "fid",
     ], check=True)  # fmt: skip
     eval_s = time.perf_counter() - started

@@ -8,12 +8,12 @@ import os
 import subprocess
 
 import pytest
-from helpers import assert_clean_error, sagan_command, sagan_subprocess_env
+from helpers import REPO, assert_clean_error, sagan_command, sagan_subprocess_env
 
 from sagan_cli.api import KINDS
 from sagan_cli.errors import PluginError, RecipeError
 from sagan_cli.plugins import get_registry, load_registry
-from sagan_cli.recipe import load_recipe
+from sagan_cli.recipe import load_recipe, read_toml
 
 BUILTINS = {
     "attention": {"sagan", "sagan_pooled", "residual", "none"},
@@ -90,7 +90,8 @@ def test_installed_plugin_package_registers_for_real():
     )
     listed = {p["name"]: p for p in json.loads(out.stdout)}
     assert listed["multihead"]["provider"] == "sagan-extra-attention"
-    assert listed["multihead"]["version"] == "0.1.0"
+    version = read_toml(REPO / "plugins" / "sagan-extra-attention" / "pyproject.toml")
+    assert listed["multihead"]["version"] == version["project"]["version"]  # the installed one
     assert "linear" in listed
 
 

@@ -84,6 +84,7 @@ def test_quick_start_trains_the_smoke_recipe(tmp_path):
     (run,) = (tmp_path / "smoke" / "runs").iterdir()
     assert f"run folder: {run}" in result.stdout
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "real.png",  # the data's own images, what the samples should look like
         "step-00000000.png",
         "step-00000002.png",
         "step-00000004.png",

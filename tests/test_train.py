@@ -54,7 +54,9 @@ def test_train_writes_a_complete_run_folder(cli, tiny_recipe, tmp_path):
         assert record["lr_d"] == 4 * record["lr_g"]  # TTUR
     assert train[-1]["gamma_g16"] != 0.0  # the attention gain moved away from its init
     assert [r["step"] for r in records(run, "structure")] == [0, 3, 6]
-    assert sorted(p.name for p in run.samples.iterdir()) == [f"step-{s:08d}.png" for s in (0, 3, 6)]
+    assert sorted(p.name for p in run.samples.iterdir()) == ["real.png"] + [
+        f"step-{s:08d}.png" for s in (0, 3, 6)
+    ]
     assert sorted(p.name for p in run.checkpoints.iterdir()) == [
         "step-00000003.pt",
         "step-00000006.pt",

@@ -56,7 +56,8 @@ class World:
         """The mean of ``tensor`` over ranks (the same values on every rank)."""
         if not self.distributed:
             return tensor
-        total = tensor.to(device, torch.float32, copy=True)
+        dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32  # fp64 stays
+        total = tensor.to(device, dtype, copy=True)
         dist.all_reduce(total)
         return total / self.size
 
