@@ -652,7 +652,11 @@ def bench_train_command(
     choices = {"off": [False], "on": [True], "both": [False, True]}
     if compile_ not in choices:
         raise SaganError(f"--compile '{compile_}': choose off, on or both.")
-    layouts = {"auto": [None], "off": ["contiguous"], "on": ["channels_last"]}
+    layouts: dict[str, list[str | None]] = {
+        "auto": [None],
+        "off": ["contiguous"],
+        "on": ["channels_last"],
+    }
     layouts["both"] = layouts["off"] + layouts["on"]
     if channels_last not in layouts:
         raise SaganError(f"--channels-last '{channels_last}': choose auto, off, on or both.")
