@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests`` (what CI runs), ``lint``, ``typecheck``, ``demo``, ``bench``.
+"""Developer sessions: ``nox -s tests`` (what CI runs: checks, then tests), ``lint``, ``demo``, ``bench``.
 
 The tests session installs the package and the example plugin as a user would
 (not editable), so packaging mistakes such as a recipe missing from the wheel
@@ -10,38 +10,47 @@ import sys
 
 import nox
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["tests"]
 nox.options.reuse_venv = "yes"
 
 EXTRA_PLUGIN = "./plugins/sagan-extra-attention"
+CHECKERS = ("ruff>=0.6", "mypy>=1.10")
+QUICK_TIER = "not slow and not cluster"
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite; arguments go to pytest (``nox -s tests -- -k recipe -x``)."""
-    session.install(".[test,ray,slurm,tensorboard,hf,dinov2]")
+    """What CI runs: ruff (lint and format), mypy, then the test suite, its quick tier first.
+
+    Arguments go to pytest and run one pass instead (``nox -s tests -- -k recipe -x``).
+    """
+    session.install(".[test,ray,slurm,tensorboard,hf,dinov2]", *CHECKERS)
     session.install(EXTRA_PLUGIN)
     env = {"SAGAN_EXPECT_EXTRA_PLUGIN": "1"}
     if sys.platform == "linux" and os.geteuid() == 0:
         # as root (CI) the real SLURM cluster and Ray head are installed and must run
         session.run("bash", "tests/install_testbed.sh", external=True)
         env["SAGAN_EXPECT_TESTBED"] = "1"
-    session.run("pytest", *session.posargs, env=env)
+    if session.posargs:
+        session.run("pytest", *session.posargs, env=env)
+        return
+    _check(session)
+    # the quick tier first: a newcomer sees real results within minutes
+    session.run("pytest", "-m", QUICK_TIER, env=env)
+    session.run("pytest", "-m", f"not ({QUICK_TIER})", env=env)
+
+
+def _check(session: nox.Session) -> None:
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "sagan_cli")
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff: lint rules and formatting."""
-    session.install("ruff>=0.6")
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-
-
-@nox.session
-def typecheck(session: nox.Session) -> None:
-    """mypy over the package."""
-    session.install(".", "mypy>=1.10")
-    session.run("mypy", "sagan_cli")
+    """Ruff (lint rules and formatting) and mypy, as the tests session runs them."""
+    session.install(".", *CHECKERS)
+    _check(session)
 
 
 @nox.session
