@@ -29,6 +29,7 @@ from pydantic_core import ErrorDetails
 
 from sagan_cli.api import NormalizationPlugin, Plugin
 from sagan_cli.errors import RecipeError, SaganError, did_you_mean
+from sagan_cli.metrics import COMPUTATION_NAMES, COMPUTATIONS
 from sagan_cli.model import arch
 from sagan_cli.plugins import Registry, get_registry, validate_toml_values
 
@@ -179,10 +180,10 @@ class TrainConfig(_Strict):
 class EvalConfig(_Strict):
     every: int = Field(0, ge=0, description="FID every N steps during training (0 = off)")
     num_samples: int = Field(10_000, ge=2, description="generated samples per evaluation")
-    metrics: list[Literal["fid", "is", "kid", "prc", "dc"]] = Field(
+    metrics: list[str] = Field(
         ["fid", "is", "kid"],
         min_length=1,
-        description="fid, is, kid, prc (precision/recall), dc (density/coverage)",
+        description=", ".join(f"{c.name} ({c.summary})" for c in COMPUTATIONS),
     )
     feature_extractor: list[str] = Field(
         ["inception-v3-compat"],
@@ -198,6 +199,17 @@ class EvalConfig(_Strict):
     )
     final: bool = Field(True, description="evaluate the final checkpoint after training")
     batch_size: int = Field(64, ge=1)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in COMPUTATION_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown metric {unknown[0]!r};{did_you_mean(unknown[0], COMPUTATION_NAMES)} "
+                f"choose from {', '.join(COMPUTATION_NAMES)}"
+            )
+        return list(dict.fromkeys(names))
 
     @field_validator("feature_extractor", mode="before")
     @classmethod

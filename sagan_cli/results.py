@@ -39,6 +39,7 @@ from filelock import FileLock, Timeout
 from sagan_cli import __version__
 from sagan_cli.errors import ResultsError
 from sagan_cli.fileio import atomic_write_json, atomic_write_text, remove_stale_temp_files
+from sagan_cli.outcomes import RunStatus
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import PLUGIN_SLOTS, Recipe, recipe_dict, recipe_toml, table_at
 
@@ -167,6 +168,11 @@ class RunDir:
             return {}
         return status if isinstance(status, dict) else {}
 
+    @property
+    def status(self) -> RunStatus:
+        """What status.json records (``queued`` for a folder that records nothing yet)."""
+        return RunStatus.read(self.read_status())
+
     def update_status(self, **fields: Any) -> dict[str, Any]:
         status = {**self.read_status(), **fields, "updated": now()}
         atomic_write_json(self.status_path, status)
@@ -245,7 +251,7 @@ def prepare_run(recipe: Recipe, run: RunDir, **status: Any) -> None:
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.recipe_path, recipe_toml(recipe))
         run.update_status(
-            status="queued",
+            status=RunStatus.QUEUED,
             run_id=run.id,
             experiment=run.path.parent.parent.name,
             created=now(),

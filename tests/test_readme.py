@@ -95,3 +95,10 @@ def test_quick_start_trains_the_smoke_recipe(tmp_path):
         if '"structure"' in line
     ]
     assert [r["step"] for r in structure] == [0, 2, 4]
+
+
+def test_the_exit_code_table_is_the_code_s_table():
+    """The README's exit codes are generated from the one table the commands use."""
+    from sagan_cli.outcomes import exit_code_table
+
+    assert exit_code_table() in README

@@ -303,3 +303,41 @@ def test_baseline_can_be_chosen(experiment):
     table = build_report(experiment, options=StatsOptions(baseline="attention_layer=[8]")).table
     assert row_for(table, "[8]")["structure_verdict"] == "baseline"
     assert row_for(table, "[]")["structure_delta"] == pytest.approx(0.0)
+
+
+def test_a_verdict_needs_a_metric_of_the_table_with_a_direction():
+    from sagan_cli.ablate.stats import Comparison, verdict
+
+    comparison = Comparison(-1.0, -2.0, -0.5, 0.001, False, 5, 5)
+    assert verdict("fd_dinov2", comparison, 0.001, 0.05) == "better"  # lower is better
+    assert verdict("recall", comparison, 0.001, 0.05) == "worse"  # higher is better
+    with pytest.raises(KeyError, match="'fdd' is not a metric"):
+        verdict("fdd", comparison, 0.001, 0.05)
+    with pytest.raises(ValueError, match="no direction"):
+        verdict("attn_distance", comparison, 0.001, 0.05)
+
+
+def test_the_summary_legend_explains_every_metric_it_shows_with_its_direction(tmp_path):
+    folder = synthetic_experiment(
+        tmp_path,
+        {
+            "[]": {s: {"structure": 0.5 + s / 10, "fid": 50.0 + s, "is": 2.0} for s in range(2)},
+            "[16]": {s: {"structure": 0.4 + s / 10, "fid": 40.0 + s, "is": 2.5} for s in range(2)},
+        },
+    )
+    text = build_report(folder).markdown()
+    for line in (
+        "`fid`: FID of the final evaluation (Inception features) (lower is better)",
+        "`is`: Inception Score of the final evaluation (higher is better)",
+        "`structure`: ",
+        "`structure_best`: the lowest structural score",
+    ):
+        assert line in text, text
+    assert "`kid`" not in text  # no KID values: no legend line for it
+
+
+def test_an_unknown_eval_metric_in_a_recipe_is_named_with_a_suggestion():
+    from sagan_cli.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="unknown metric 'fd'.*Did you mean 'fid'"):
+        resolve_recipe({**BASE, "eval": {"metrics": ["fd"]}}, origin="t")

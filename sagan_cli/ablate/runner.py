@@ -22,6 +22,7 @@ from sagan_cli.errors import ResultsError, SaganError
 from sagan_cli.evaluate.service import evaluator_factory
 from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.fileio import atomic_write_json
+from sagan_cli.outcomes import RunStatus
 from sagan_cli.plugins import Registry, get_registry
 from sagan_cli.recipe import Recipe, load_recipe
 from sagan_cli.results import (
@@ -36,16 +37,12 @@ from sagan_cli.results import (
 from sagan_cli.train.loop import train_run
 from sagan_cli.train.observer import LogLines, Observer
 
-FINISHED = ("done", "skipped")  # skipped: the attention plugin declines the point's placement
-RETRYABLE = ("failed", "diverged")
-ENDED = ("done", "failed", "diverged", "interrupted")
-
 
 @dataclass
 class Outcome:
     point: GridPoint
     run: RunDir
-    status: str
+    status: RunStatus
     message: str
     existing: bool = False  # read from the folder: this command did not (re)run it
 
@@ -125,20 +122,20 @@ def create_runs(
             seed=point.seed,
             grid_index=point.index,
         )
-        status = run.read_status().get("status")
+        status = run.status
         reason = unsupported.get(point.index)
-        if reason is not None and status in ("queued", "skipped"):
-            run.update_status(status="skipped", error=reason)
-        elif reason is None and status == "skipped":
-            run.update_status(status="queued", error=None)
+        if reason is not None and status in (RunStatus.QUEUED, RunStatus.SKIPPED):
+            run.update_status(status=RunStatus.SKIPPED, error=reason)
+        elif reason is None and status == RunStatus.SKIPPED:
+            run.update_status(status=RunStatus.QUEUED, error=None)
         runs.append(run)
     return runs
 
 
-def should_run(status: str | None, retry_failed: bool) -> bool:
-    if status in FINISHED:
+def should_run(status: RunStatus, retry_failed: bool) -> bool:
+    if status.finished:
         return False
-    return status not in RETRYABLE or retry_failed
+    return not status.retryable or retry_failed
 
 
 def run_one(
@@ -149,7 +146,7 @@ def run_one(
     weights: ExtractorWeights | None,
     observer: Observer,
     retry: bool,
-) -> tuple[str, str]:
+) -> tuple[RunStatus, str]:
     """Train one point; any failure becomes its recorded status instead of stopping the grid."""
     factory = evaluator_factory(weights, device) if weights else None
     try:
@@ -164,11 +161,11 @@ def run_one(
             record_preflight_errors=True,
         )
     except RunBusy as exc:  # another process trains it: its status is not ours to write
-        return "busy", str(exc)
+        return RunStatus.RUNNING, str(exc)  # by the process that holds it
     except SaganError as exc:
-        return "failed", str(exc)
+        return RunStatus.FAILED, str(exc)
     except Exception as exc:  # a bug in one configuration must not cost the rest of the grid
-        return "failed", run.read_status().get("error") or f"{type(exc).__name__}: {exc}"
+        return RunStatus.FAILED, run.read_status().get("error") or f"{type(exc).__name__}: {exc}"
     return result.status, result.detail
 
 
@@ -195,8 +192,8 @@ def execute_task(task: RunTask, observer: Observer | None = None) -> str:
             else None
         )
     except SaganError as exc:
-        run.update_status(status="failed", error=str(exc), finished=now())
-        return "failed"
+        run.update_status(status=RunStatus.FAILED, error=str(exc), finished=now())
+        return RunStatus.FAILED
     if observer is None:
         observer = Observer() if task.quiet else LogLines(task.label)
     status, _ = run_one(recipe, run, device, registry, weights, observer, task.retry_failed)
@@ -208,9 +205,9 @@ def _execute_data_parallel(task: RunTask) -> str:
     import subprocess
 
     completed = subprocess.run(list(task.argv), check=False)
-    status = RunDir(Path(task.run_dir)).read_status().get("status", "failed")
-    if completed.returncode != 0 and status in ("running", "queued"):
-        return "failed"
+    status = RunDir(Path(task.run_dir)).status
+    if completed.returncode != 0 and status.open:
+        return RunStatus.FAILED
     return status
 
 
@@ -245,20 +242,16 @@ class GridOptions:
     detach: bool = False  # submit and return (launchers whose jobs outlive the command)
 
 
-SETTLED = ("done", "failed", "diverged")  # final once written (interrupted may be requeued)
-
-
 def mark_lost(run: RunDir, reason: str) -> None:
     """A launcher saw the task of ``run`` die: record why, unless the run recorded its own
     outcome or another process holds it. A run that had started is ``interrupted`` (a
     re-run resumes it from its last checkpoint); one that never started stays queued."""
-    status = run.read_status()
-    state = status.get("status")
-    if state not in ("running", "queued") or trained_elsewhere(run):
+    state = run.status
+    if not state.open or trained_elsewhere(run):
         return
-    if state == "running":
+    if state == RunStatus.RUNNING:
         run.update_status(
-            status="interrupted",
+            status=RunStatus.INTERRUPTED,
             error=f"{reason}; re-run the same command to resume from the last checkpoint",
             finished=now(),
         )
@@ -287,14 +280,14 @@ def run_grid(
     before: dict[int, dict[str, Any]] = {}
     for position, (point, run) in enumerate(zip(points, runs, strict=True)):
         status = run.read_status()
-        if should_run(status.get("status"), options.retry_failed):
+        if should_run(RunStatus.read(status), options.retry_failed):
             pending.append(position)
             before[position] = status
         else:
             outcome = Outcome(
                 point,
                 run,
-                status.get("status") or "queued",
+                RunStatus.read(status),
                 status.get("error") or "",
                 existing=True,
             )
@@ -315,16 +308,16 @@ def run_grid(
             return
         run = runs[position]
         status = run.read_status()
-        state = status.get("status", "queued")
-        if not final and (status == before[position] or state not in SETTLED):
+        state = RunStatus.read(status)
+        if not final and (status == before[position] or not state.settled):
             return
-        if final and state in ("queued", "running"):
+        if final and state.open:
             if trained_elsewhere(run):
-                state = "running"  # a concurrent command holds it: its outcome, not ours
-            elif state == "running":
+                state = RunStatus.RUNNING  # a concurrent command holds it: its outcome, not ours
+            elif state == RunStatus.RUNNING:
                 mark_lost(run, "its process ended without recording an outcome (killed?)")
                 status = run.read_status()
-                state = status.get("status", "interrupted")
+                state = RunStatus.read(status)
         reported.add(position)
         outcomes[position] = Outcome(points[position], run, state, status.get("error") or "")
         on_outcome(outcomes[position])

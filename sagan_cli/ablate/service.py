@@ -31,6 +31,7 @@ from sagan_cli.device import select_device
 from sagan_cli.errors import PlacementUnsupported, ResultsError, SaganError, did_you_mean
 from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.fileio import atomic_write_json, atomic_write_text
+from sagan_cli.outcomes import RunStatus
 from sagan_cli.plugins import Registry, attributed, plugin_code
 from sagan_cli.preflight import auto_jobs, check_batch_divides, check_before_work, check_nproc
 from sagan_cli.recipe import (
@@ -206,7 +207,7 @@ class RunState:
     run: str
     point: str
     seed: Any
-    status: str
+    status: RunStatus
     step: str
     scheduler: str
     note: str
@@ -235,7 +236,7 @@ def experiment_status(folder: Path, registry: Registry) -> list[RunState]:
                 run=run.id,
                 point=", ".join(f"{k}={v}" for k, v in labels.items()) or "-",
                 seed=status.get("seed", "-"),
-                status=status.get("status", "queued"),
+                status=RunStatus.read(status),
                 step=f"{status.get('step', 0)}/{steps}" if steps else "-",
                 scheduler=scheduler.get(str(run.path.resolve()), "-"),
                 note=str(status.get("error") or ""),

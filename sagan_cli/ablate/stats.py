@@ -28,18 +28,8 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from sagan_cli.errors import SaganError
+from sagan_cli.metrics import metric as metric_row
 
-LOWER_IS_BETTER = {
-    "fid": True,
-    "kid": True,
-    "fd_dinov2": True,
-    "structure": True,
-    "is": False,
-    "precision": False,
-    "recall": False,
-    "density": False,
-    "coverage": False,
-}
 CONFIDENCE = 0.95
 POWER = 0.8
 BOOTSTRAP_RESAMPLES = 9_999
@@ -151,11 +141,14 @@ def holm(pvalues: list[float]) -> list[float]:
 
 
 def verdict(metric: str, comparison: Comparison, p_holm: float, alpha: float) -> str:
+    """better, worse or inconclusive by the metric's direction (an unknown metric is refused)."""
+    lower_better = metric_row(metric).lower_is_better
+    if lower_better is None:
+        raise ValueError(f"'{metric}' has no direction: it gets no verdict")
     if not comparison.testable:
         return "inconclusive (n<2)"
     if math.isnan(p_holm) or p_holm >= alpha or comparison.delta == 0:
         return "inconclusive"
-    lower_better = LOWER_IS_BETTER.get(metric, True)
     improved = comparison.delta < 0 if lower_better else comparison.delta > 0
     return "better" if improved else "worse"
 

@@ -40,39 +40,12 @@ from sagan_cli.ablate.stats import (
     verdict,
 )
 from sagan_cli.errors import SaganError, did_you_mean
+from sagan_cli.metrics import COMPARED, EVAL_METRICS, NAMES, legend
+from sagan_cli.metrics import metric as metric_row
+from sagan_cli.outcomes import RunStatus
 from sagan_cli.recipe import load_recipe, read_toml
 from sagan_cli.results import RunDir, config_identity, list_runs
 
-METRICS = (
-    "fid",
-    "is",
-    "kid",
-    "precision",
-    "recall",
-    "density",
-    "coverage",
-    "fd_dinov2",
-    "fid_best",
-    "is_best",
-    "kid_best",
-    "structure",
-    "structure_best",
-    "attn_distance",
-    "attn_partner",
-)
-DELTA_METRICS = (
-    "fid",
-    "is",
-    "kid",
-    "precision",
-    "recall",
-    "density",
-    "coverage",
-    "fd_dinov2",
-    "structure",
-)
-# the evaluation record's key of each metric (the rest are named alike)
-RECORD_KEYS = {"is": "is_mean", "kid": "kid_mean"}
 PLAIN_KEY = "run_ids"  # the label of plain-train groups
 BASELINE_VALUES = ("none", "[]")
 
@@ -98,7 +71,7 @@ def protocol_of(record: dict[str, Any]) -> str:
 
 
 def _has_metric(record: dict[str, Any]) -> bool:
-    return any(record.get(RECORD_KEYS.get(m, m)) is not None for m in DELTA_METRICS)
+    return any(record.get(m.record_key) is not None for m in EVAL_METRICS)
 
 
 def _final_eval(
@@ -140,18 +113,18 @@ def run_row(
             "attention_off": attention_off(run),
             "seed": status.get("seed"),
             "run_id": run.id,
-            "status": status.get("status", "queued"),
+            "status": str(RunStatus.read(status)),
             "steps": last_step,
-            **{m: final.get(RECORD_KEYS.get(m, m)) for m in DELTA_METRICS if m != "structure"},
+            **{m.name: final.get(m.record_key) for m in EVAL_METRICS},
             "protocol": protocol_of(final),
-            "fid_best": best.get("fid", min(fids) if fids else None),
-            "is_best": best.get("is_mean"),
-            "kid_best": best.get("kid_mean"),
+            "fid_best": best.get(metric_row("fid_best").record_key, min(fids) if fids else None),
+            "is_best": best.get(metric_row("is_best").record_key),
+            "kid_best": best.get(metric_row("kid_best").record_key),
             "structure": structure[-1]["structure"] if structure else None,
             "structure_best": min(r["structure"] for r in structure) if structure else None,
-            "attn_distance": _layer_mean(attention, "distance_"),
+            "attn_distance": _layer_mean(attention, metric_row("attn_distance").record_key),
             # 0.2 runs called the same number (on shapes) mirror_<layer>
-            "attn_partner": _layer_mean(attention, "partner_")
+            "attn_partner": _layer_mean(attention, metric_row("attn_partner").record_key)
             if any(k.startswith("partner_") for k in (attention[-1] if attention else {}))
             else _layer_mean(attention, "mirror_"),
             "wall_time_s": status.get("wall_time_s"),
@@ -264,7 +237,7 @@ def summarize(
         row["runs"] = len(group)
         row["status"] = ", ".join(f"{n} {s}" for s, n in counts.items())
         row["attention_off"] = bool(group["attention_off"].all())
-        finished = group[group["status"] == "done"]
+        finished = group[group["status"] == RunStatus.DONE]
         values_by_seed.append(
             {
                 metric: {
@@ -272,10 +245,10 @@ def summarize(
                     for seed, value in zip(finished["seed"], finished[metric], strict=True)
                     if value is not None and not pd.isna(value) and not pd.isna(seed)
                 }
-                for metric in DELTA_METRICS
+                for metric in COMPARED
             }
         )
-        for metric in METRICS:
+        for metric in NAMES:
             column = pd.to_numeric(finished[metric], errors="coerce").dropna()
             row[f"{metric}_mean"] = column.mean() if len(column) else np.nan
             row[f"{metric}_std"] = column.std(ddof=1) if len(column) > 1 else np.nan
@@ -294,7 +267,7 @@ def summarize(
         return table
     baseline = _baseline_row(table, keys, options.baseline)
     table["baseline"] = [i == baseline for i in range(len(table))]
-    for metric in DELTA_METRICS:
+    for metric in COMPARED:
         comparisons = [
             compare(seeds[metric], values_by_seed[baseline][metric], options.ci, options.paired)
             if i != baseline
@@ -373,10 +346,15 @@ def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def present_metrics(table: pd.DataFrame) -> list[str]:
+    """The table's metrics that have at least one value, in the metric table's order."""
+    return [m for m in NAMES if table[f"{m}_n"].sum() > 0]
+
+
 def display_rows(table: pd.DataFrame, keys: list[str]) -> tuple[list[str], list[list[str]]]:
     """Header and string rows for Markdown and the terminal: only metrics that have values."""
-    present = [m for m in METRICS if table[f"{m}_n"].sum() > 0]
-    compared = [m for m in DELTA_METRICS if m in present and f"{m}_delta" in table]
+    present = present_metrics(table)
+    compared = [m for m in COMPARED if m in present and f"{m}_delta" in table]
     header = [*keys, *present]
     for metric in compared:
         header += [f"Δ {metric} [95% CI]", f"p {metric} (Holm)", f"{metric} verdict"]
@@ -416,7 +394,7 @@ def power_hints(table: pd.DataFrame, keys: list[str], alpha: float, ci: str = "w
     ``ci = "bootstrap"``, a line when rows have too few seeds for its interval."""
     hints = []
     if ci == "bootstrap" and "fid_n" in table:
-        counts = [int(table[f"{m}_n"].min()) for m in DELTA_METRICS if table[f"{m}_n"].max() > 0]
+        counts = [int(table[f"{m}_n"].min()) for m in COMPARED if table[f"{m}_n"].max() > 0]
         if counts and min(counts) < BOOTSTRAP_MIN_N:
             hints.append(
                 f"--ci bootstrap: rows with fewer than {BOOTSTRAP_MIN_N} seeds get no interval "
@@ -425,7 +403,7 @@ def power_hints(table: pd.DataFrame, keys: list[str], alpha: float, ci: str = "w
             )
     for _, row in table.iterrows():
         label = ", ".join(f"{k}={row[k]}" for k in keys if k != "experiment")
-        for metric in DELTA_METRICS:
+        for metric in COMPARED:
             if row.get(f"{metric}_verdict") != "inconclusive":
                 continue
             delta, have = row[f"{metric}_delta"], int(row[f"{metric}_n"])
@@ -450,10 +428,11 @@ def to_markdown(
     lines = [
         f"# {title}",
         "",
-        "Mean ± sample std (n seeds) over finished runs. Lower is better for FID, KID and "
-        "structure, higher for IS. Δ: against the baseline row, with a 95% confidence "
-        f"interval; p: two-sided t test (paired on shared seeds, else Welch), Holm-corrected "
-        f"over the rows; verdicts at α = {alpha:g}.",
+        "Mean ± sample std (n seeds) over finished runs. Δ: against the baseline row, with a "
+        "95% confidence interval; p: two-sided t test (paired on shared seeds, else Welch), "
+        f"Holm-corrected over the rows; verdicts at α = {alpha:g}, by each metric's direction.",
+        "",
+        *(f"- {line}" for line in legend(present_metrics(table))),
         "",
         markdown.table(header, rows),
     ]
@@ -463,7 +442,8 @@ def to_markdown(
     provenance = sorted({p for p in runs["eval_provenance"] if p})
     if provenance:
         lines += ["", "Evaluation: " + "; ".join(provenance) + "."]
-    failed = runs[runs["status"].isin(["failed", "diverged", "interrupted", "skipped"])]
+    unfinished = [RunStatus.FAILED, RunStatus.DIVERGED, RunStatus.INTERRUPTED, RunStatus.SKIPPED]
+    failed = runs[runs["status"].isin([str(s) for s in unfinished])]
     if len(failed):
         lines += ["", "Runs that did not finish (not in the statistics):", ""]
         lines += [f"- {r.run_id} ({r.status}): {r.error}" for r in failed.itertuples()]

@@ -31,6 +31,7 @@ from sagan_cli.ablate.service import Report, build_report
 from sagan_cli.ablate.stats import StatsOptions
 from sagan_cli.ablate.summary import collect_runs
 from sagan_cli.errors import SaganError
+from sagan_cli.outcomes import RunStatus
 
 RECIPE = "attention_known_answer"
 METRIC = "structure"
@@ -149,7 +150,7 @@ def run_known_answer(
     options = StatsOptions(alpha=alpha)
     report = build_report(grid.folder, None, options)
     runs = collect_runs([null.folder])
-    done = runs[(runs["status"] == "done") & runs[METRIC].notna()]
+    done = runs[(runs["status"] == RunStatus.DONE) & runs[METRIC].notna()]
     values = {int(s): float(v) for s, v in zip(done["seed"], done[METRIC], strict=True)}
     control = null_control(values, METRIC, null_group, null_experiments, alpha)
     return KnownAnswer(report, control, (grid, null), quick)

@@ -50,6 +50,7 @@ from sagan_cli.evaluate.fidelity import (
 )
 from sagan_cli.evaluate.weights import EXTRACTOR, ExtractorWeights, resolve_inception_weights
 from sagan_cli.imagefiles import IMAGE_SUFFIXES, find_images, load_image, lossy_warning
+from sagan_cli.metrics import COMPUTATION_NAMES, NEEDS_REFERENCE
 from sagan_cli.model.networks import Generator
 from sagan_cli.model.sampling import sample_images
 from sagan_cli.plugins import Registry
@@ -159,7 +160,6 @@ def torch_fidelity_version() -> str:
         return "unknown"
 
 
-REFERENCE_METRICS = ("fid", "kid", "prc", "dc")
 RESIZE_RULE = (
     "uint8 at the generator's resolution; the extractor resizes (TF1 bilinear: 299 for "
     "Inception, 224 for DINOv2)"
@@ -194,7 +194,7 @@ class Evaluation:
                 "IS is defined on Inception's class probabilities: add inception-v3-compat to "
                 "the feature extractors, or drop is from the metrics."
             )
-        needs = [m for m in metrics if m in REFERENCE_METRICS]
+        needs = [m for m in metrics if m in NEEDS_REFERENCE]
         if needs and self.reference is None:
             raise SaganError(f"{', '.join(needs)} need a reference set (--reference).")
         smallest = min(
@@ -302,7 +302,7 @@ class Evaluation:
     ) -> tuple[torch.Tensor | None, dict[str, np.ndarray] | None]:
         """The reference's features in ``space`` (cached), or a statistics file's mu/sigma."""
         reference = self.reference
-        if reference is None or not any(m in REFERENCE_METRICS for m in metrics):
+        if reference is None or not any(m in NEEDS_REFERENCE for m in metrics):
             return None, None
         if reference.stats_path is not None:
             stats = read_stats_file(reference.stats_path, space)
@@ -412,19 +412,16 @@ def evaluator_factory(
     return build
 
 
-METRICS = ("fid", "is", "kid", "prc", "dc")
-
-
 def parse_metrics(text: str) -> list[str]:
     chosen = [m.lower() for m in split_list(text)]
-    unknown = [m for m in chosen if m not in METRICS]
+    unknown = [m for m in chosen if m not in COMPUTATION_NAMES]
     if unknown or not chosen:
         from sagan_cli.errors import did_you_mean
 
-        hint = did_you_mean(unknown[0], METRICS) if unknown else ""
+        hint = did_you_mean(unknown[0], COMPUTATION_NAMES) if unknown else ""
         raise SaganError(
-            f"--metrics '{text}': choose from {', '.join(METRICS)} (comma-separated; prc is "
-            f"precision/recall, dc density/coverage).{hint}"
+            f"--metrics '{text}': choose from {', '.join(COMPUTATION_NAMES)} (comma-separated; "
+            f"prc is precision/recall, dc density/coverage).{hint}"
         )
     return list(dict.fromkeys(chosen))
 
@@ -620,7 +617,7 @@ def evaluate_folder(
     if warning:
         notify(warning)
     resolution = images.shape[-1]
-    needs_reference = any(m in REFERENCE_METRICS for m in metrics)
+    needs_reference = any(m in NEEDS_REFERENCE for m in metrics)
     if needs_reference and reference is None:
         raise SaganError(
             "FID, KID, PRC and DC need --reference: a folder or .npz of real images, a statistics "

@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any
 
 from sagan_cli.api import LaunchContext, Launcher, RunTask
+from sagan_cli.outcomes import RunStatus
 
 ORPHAN_GRACE_S = 600.0  # an orphaned worker gets this long to checkpoint and stop
 
@@ -29,7 +30,7 @@ class LocalLauncher(Launcher):
     def launch(self, context: LaunchContext) -> None:
         if context.jobs == 1 or len(context.tasks) == 1:
             for task in context.tasks:
-                if context.run_here(task) == "interrupted":
+                if context.run_here(task) == RunStatus.INTERRUPTED:
                     return  # the user stopped the grid: leave the rest queued
             return
         self._in_workers(context)

@@ -79,6 +79,7 @@ def run_array_element(execute: Any, task: RunTask, settings: ElementSettings) ->
     A run stopped by the time-limit warning is requeued (rank 0 asks SLURM) when
     ``settings.requeue``: the new allocation resumes it from the checkpoint just saved.
     """
+    from sagan_cli.outcomes import RunStatus
     from sagan_cli.results import RunDir
     from sagan_cli.train.loop import hold_warning_signals
     from sagan_cli.train.service import stop_signal
@@ -92,14 +93,20 @@ def run_array_element(execute: Any, task: RunTask, settings: ElementSettings) ->
         environment.export(set_cuda_visible_devices=False)
         rank = environment.rank
         completed = subprocess.run(list(dataclasses.replace(task, nproc=1).argv), check=False)
-        status = RunDir(Path(task.run_dir)).read_status().get("status", "failed")
-        if completed.returncode != 0 and status in ("running", "queued"):
+        status = RunDir(Path(task.run_dir)).status
+        if completed.returncode != 0 and status.open:
             raise RuntimeError(f"rank {rank} exited with code {completed.returncode}")
     run = RunDir(Path(task.run_dir))
     warned = int(getattr(signal, f"SIG{settings.warning_signal}"))
     stopped_by = stop_signal(str(run.read_status().get("error") or ""))
     job = os.environ.get("SLURM_JOB_ID")
-    if status == "interrupted" and settings.requeue and stopped_by == warned and rank == 0 and job:
+    if (
+        status == RunStatus.INTERRUPTED
+        and settings.requeue
+        and stopped_by == warned
+        and rank == 0
+        and job
+    ):
         requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
         if requeued.returncode == 0:
             run.update_status(

@@ -85,6 +85,7 @@ from sagan_cli.inspect.maps import (
 )
 from sagan_cli.model.networks import Generator
 from sagan_cli.model.sampling import fixed_inputs, sample_images, to_uint8
+from sagan_cli.outcomes import ExitCode, RunStatus, signal_exit
 from sagan_cli.plugins import Registry, attributed
 from sagan_cli.recipe import Recipe
 from sagan_cli.results import RunDir, git_commit, now, prepare_run, run_lock, versions
@@ -95,7 +96,6 @@ from sagan_cli.train.ema import EMA
 from sagan_cli.train.execution import choose_execution
 from sagan_cli.train.observer import Observer, Observers
 
-EXIT_DONE, EXIT_DIVERGED = 0, 3
 # What schedulers and users send to stop a run: Ctrl-C, SIGTERM (scancel, Kubernetes,
 # preemption) and SIGUSR1/SIGUSR2 (SLURM's warning before a time limit, --signal). Each
 # stops the run at the next iteration boundary with a checkpoint; the exit code is 128 + N.
@@ -122,16 +122,18 @@ class Evaluator(Protocol):
 @dataclass
 class TrainResult:
     run: RunDir
-    status: str
+    status: RunStatus
     step: int
     detail: str = ""
     signal: int | None = None
 
     @property
     def exit_code(self) -> int:
-        if self.status == "interrupted":
-            return exit_code_for(self.signal or signal.SIGINT)
-        return {"done": EXIT_DONE, "diverged": EXIT_DIVERGED}.get(self.status, 1)
+        if self.status == RunStatus.INTERRUPTED:
+            return signal_exit(self.signal or signal.SIGINT)
+        return {RunStatus.DONE: ExitCode.DONE, RunStatus.DIVERGED: ExitCode.DIVERGED}.get(
+            self.status, ExitCode.CRASH
+        )
 
     def describe(self) -> str:
         return f"{self.status} at step {self.step}" + (f": {self.detail}" if self.detail else "")
@@ -156,11 +158,6 @@ def hold_warning_signals() -> None:
         return
     for warning in WARNING_SIGNALS:
         signal.signal(warning, lambda signum, frame: _held.append(signum))
-
-
-def exit_code_for(signum: int) -> int:
-    """The shell's convention: 128 + the signal number (130 Ctrl-C, 143 SIGTERM, ...)."""
-    return 128 + int(signum)
 
 
 class StopRequests:
@@ -693,7 +690,7 @@ class TrainingSession:
         assert self.run is not None
         cfg, run = self.recipe.train, self.run
         previous = run.read_status()
-        if previous.get("status") == "running" and self.world.is_main:  # we hold the lock
+        if RunStatus.read(previous) == RunStatus.RUNNING and self.world.is_main:  # we hold the lock
             where = self.start_checkpoint.name if self.start_checkpoint else "step 0"
             self.observer.message(
                 f"the previous attempt ({previous.get('pid', '?')} on {previous.get('host', '?')}) "
@@ -708,7 +705,7 @@ class TrainingSession:
                 )
             self.observer.message(f"resuming from {self.start_checkpoint.name} (step {self.step})")
         self._status(
-            status="running",
+            status=RunStatus.RUNNING,
             started=now(),
             step=self.step,
             steps=cfg.steps,
@@ -792,20 +789,23 @@ class TrainingSession:
             )
             self._write({"kind": "diverged", "step": stop.step})
             self._status(
-                status="diverged",
+                status=RunStatus.DIVERGED,
                 diverged_step=stop.step,
                 step=stop.step,
                 error=detail,
                 finished=now(),
             )
-            return TrainResult(run, "diverged", stop.step, detail)
+            return TrainResult(run, RunStatus.DIVERGED, stop.step, detail)
         except KeyboardInterrupt:  # a second Ctrl-C: the iteration may be half done
             self._status(
-                status="interrupted", step=self.step, error="interrupted twice", finished=now()
+                status=RunStatus.INTERRUPTED,
+                step=self.step,
+                error="interrupted twice",
+                finished=now(),
             )
             return TrainResult(
                 run,
-                "interrupted",
+                RunStatus.INTERRUPTED,
                 self.step,
                 "stopped at once (second Ctrl-C) without saving; re-run the same command to "
                 "resume from the last checkpoint",
@@ -815,9 +815,12 @@ class TrainingSession:
             self.evaluate(final=True)
             self.evaluate_best()
         self._status(
-            status="done", step=self.step, finished=now(), wall_time_s=round(self.wall_time, 3)
+            status=RunStatus.DONE,
+            step=self.step,
+            finished=now(),
+            wall_time_s=round(self.wall_time, 3),
         )
-        return TrainResult(run, "done", self.step)
+        return TrainResult(run, RunStatus.DONE, self.step)
 
     def _interrupted(self, interval: _Interval, saved_already: bool) -> TrainResult:
         """Stop at this iteration boundary: save it (unless just saved) and say how to resume."""
@@ -832,11 +835,11 @@ class TrainingSession:
         except Diverged:
             saved = "the losses were not finite, so no checkpoint was saved"
         self._status(
-            status="interrupted", step=self.step, error=f"stopped by {name}", finished=now()
+            status=RunStatus.INTERRUPTED, step=self.step, error=f"stopped by {name}", finished=now()
         )
         return TrainResult(
             self.run,
-            "interrupted",
+            RunStatus.INTERRUPTED,
             self.step,
             f"stopped by {name}; {saved}; re-run the same command to resume",
             signum,
@@ -847,7 +850,7 @@ def _record_failure(run: RunDir, world: World, error: str) -> None:
     """Status ``failed`` (when this rank writes and the disk still takes it)."""
     if world.is_main:
         with contextlib.suppress(OSError):
-            run.update_status(status="failed", error=error, finished=now())
+            run.update_status(status=RunStatus.FAILED, error=error, finished=now())
 
 
 def write_failure(run: RunDir, exc: OSError) -> ResultsError:
@@ -958,14 +961,18 @@ def train_run(
         default_dtype(recipe.train.precision),
     ):
         status = run.read_status()
-        if status.get("status") == "done" and checkpoint_name is None:
+        if RunStatus.read(status) == RunStatus.DONE and checkpoint_name is None:
             return TrainResult(
-                run, "done", status.get("step", recipe.train.steps), "already complete"
+                run, RunStatus.DONE, status.get("step", recipe.train.steps), "already complete"
             )
-        if status.get("status") == "diverged" and not retry_diverged and checkpoint_name is None:
+        if (
+            RunStatus.read(status) == RunStatus.DIVERGED
+            and not retry_diverged
+            and checkpoint_name is None
+        ):
             return TrainResult(
                 run,
-                "diverged",
+                RunStatus.DIVERGED,
                 status.get("diverged_step", 0),
                 f"{status.get('error')} (not resumed)",
             )
@@ -998,7 +1005,7 @@ def train_run(
                 )
                 if world.is_main and record_preflight_errors:
                     with contextlib.suppress(OSError):
-                        run.update_status(status="failed", error=str(error), finished=now())
+                        run.update_status(status=RunStatus.FAILED, error=str(error), finished=now())
                 if error is exc:
                     raise
                 raise error from exc

@@ -17,6 +17,7 @@ from sagan_cli.device import select_device
 from sagan_cli.errors import ResultsError, SaganError
 from sagan_cli.evaluate.service import evaluator_factory
 from sagan_cli.evaluate.weights import ExtractorWeights
+from sagan_cli.outcomes import RunStatus
 from sagan_cli.plugins import Registry
 from sagan_cli.preflight import check_batch_divides, check_before_work, check_nproc
 from sagan_cli.recipe import Recipe, check_experiment_name, load_recipe
@@ -188,28 +189,28 @@ def train_with_torchrun(
     finally:
         signal.signal(signal.SIGINT, previous)
     status = job.run.read_status()
-    state = status.get("status", "failed")
+    state = RunStatus.read(status)
     log = job.run.path / TORCHRUN_LOG
-    if state in ("running", "queued"):  # a rank died; the others were stopped mid-step
-        state = "failed"
+    if state.open:  # a rank died; the others were stopped mid-step
+        state = RunStatus.FAILED
         with contextlib.suppress(OSError):
             job.run.update_status(
-                status="failed",
+                status=RunStatus.FAILED,
                 error=f"a rank died (torchrun exit code {returncode}; details in {log})",
                 finished=now(),
             )
         status = job.run.read_status()
     detail = str(status.get("error") or "")
-    if state == "failed" and said_why:
+    if state == RunStatus.FAILED and said_why:
         detail = "a rank said why above"  # its paragraph, once
-    elif state == "failed" and "re-run the same command" not in detail:
+    elif state == RunStatus.FAILED and "re-run the same command" not in detail:
         detail = f"{detail}; re-run the same command to resume from the last checkpoint"
     return TrainResult(
         job.run,
         state,
         int(status.get("step", 0)),
-        "" if state == "done" else detail,
-        stop_signal(detail) if state == "interrupted" else None,
+        "" if state == RunStatus.DONE else detail,
+        stop_signal(detail) if state == RunStatus.INTERRUPTED else None,
     )
 
 
