@@ -416,36 +416,55 @@ def apply_weight_norm(module: nn.Module, weight_norm: WeightNorm) -> nn.Module:
     return module
 
 
-# ---- descriptors -------------------------------------------------------------------------------
+# ---- descriptors: each plugin kind described once ------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
 class Plugin:
     """What a hook registers: a name, a one-line summary, a parameter model and a factory.
 
-    ``api_version`` is the plugin API the descriptor was written for; leave the
-    default (this module's ``API_VERSION``). A factory that cannot build a place
-    (too large a feature map, say) raises ``PlacementUnsupported("reason")``.
+    Each subclass is one plugin kind: ``kind`` names it (its hook is
+    ``sagan_register_<kind>``), ``calls`` says how its factory is called, ``summary_of_kind``
+    what it is; its docstring is the hook's documentation. ``api_version``: the plugin API
+    the descriptor was written for; declare it (``api_version=1``). A descriptor without
+    one is taken as this API with a note. A factory that cannot build a place (too large a
+    feature map, say) raises ``PlacementUnsupported("reason")``.
     """
 
     kind: ClassVar[str]
+    calls: ClassVar[
+        str
+    ]  # how sagan-cli calls the factory, e.g. "factory(params, context: LayerContext)"
+    summary_of_kind: ClassVar[str]
     name: str
     summary: str
     factory: Callable[..., Any]
     params: type[BaseModel] = NoParams
-    api_version: int = API_VERSION
+    api_version: int | None = None
+
+    @classmethod
+    def factory_arguments(cls) -> int:
+        """How many positional arguments the factory is called with."""
+        inside = cls.calls[cls.calls.index("(") + 1 : cls.calls.rindex(")")]
+        return inside.count(",") + 1
 
 
 @dataclass(frozen=True, kw_only=True)
 class AttentionPlugin(Plugin):
-    """``factory(params, context: LayerContext) -> nn.Module`` mapping (B, C, H, W) to itself.
+    """Attention blocks: ``factory(params, context: LayerContext) -> nn.Module`` mapping a
+    (B, C, H, W) feature map to the same shape.
 
-    ``identity_at_init``: the block starts as the identity (SAGAN's gamma = 0);
-    ``sagan plugins check`` verifies the claim. A function ``params -> bool``
-    when it depends on the parameters.
+    The context tells network ``g``/``d``, channels, feature size, resolution, classes,
+    the data's declared partners and the network's ``weight_norm``: wrap every layer
+    you create with it (or call ``apply_weight_norm`` on a finished module). Implement
+    ``AttentionMaps`` to take part in ``sagan attention`` and the attention statistics.
+    ``identity_at_init``: the block starts as the identity (SAGAN's gamma = 0), verified
+    by ``sagan plugins check``; a function ``params -> bool`` when it depends on them.
     """
 
     kind: ClassVar[str] = "attention"
+    calls: ClassVar[str] = "factory(params, context: LayerContext)"
+    summary_of_kind: ClassVar[str] = "attention blocks placed in G and D (model.attention)"
     identity_at_init: bool | Callable[[Any], bool] = False
 
     def starts_as_identity(self, params: Any) -> bool:
@@ -456,107 +475,69 @@ class AttentionPlugin(Plugin):
 
 @dataclass(frozen=True, kw_only=True)
 class NormalizationPlugin(Plugin):
-    """Weight or feature normalization.
+    """Weight or feature normalizations.
 
     ``target="weight"``: ``factory(params, context: NetworkContext) -> WeightNorm``,
     applied to every conv, linear and embedding layer of that network.
-    ``target="feature"``: ``factory(params, context: LayerContext) -> nn.Module``
-    with ``forward(x, labels)`` (G's norm; ``context.channels`` features).
+    ``target="feature"``: ``factory(params, context: LayerContext) -> nn.Module`` with
+    ``forward(x, labels)`` (G's norm; ``context.channels`` features).
     ``conditional``: the feature norm uses the labels (class-conditional models).
     """
 
     kind: ClassVar[str] = "normalization"
+    calls: ClassVar[str] = "factory(params, context: NetworkContext or LayerContext)"
+    summary_of_kind: ClassVar[str] = "weight norms of G and D, and G's feature norm (model.norm)"
     target: Literal["weight", "feature"]
     conditional: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
 class LossPlugin(Plugin):
-    """``factory(params) -> GANLoss``."""
+    """Adversarial losses: ``factory(params) -> GANLoss``."""
 
     kind: ClassVar[str] = "loss"
+    calls: ClassVar[str] = "factory(params)"
+    summary_of_kind: ClassVar[str] = "adversarial losses (loss.name)"
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataPlugin(Plugin):
-    """``factory(params, context: DataContext) -> DataSource``."""
+    """Data sources: ``factory(params, context: DataContext) -> DataSource`` whose splits
+    yield uint8 (3, R, R) images."""
 
     kind: ClassVar[str] = "data"
+    calls: ClassVar[str] = "factory(params, context: DataContext)"
+    summary_of_kind: ClassVar[str] = "real images by split (data.source)"
 
 
 @dataclass(frozen=True, kw_only=True)
 class AugmentPlugin(Plugin):
-    """``factory(params, context: NetworkContext) -> nn.Module`` implementing ``Augment``.
+    """Differentiable augmentations: ``factory(params, context: NetworkContext) -> nn.Module``
+    with ``forward(images, generator)`` (see ``Augment``).
 
     Applied to every image D sees, real and generated, in D's and G's steps (as
-    DiffAugment does); ``context`` is D's network context (resolution, classes).
+    DiffAugment does); ``context`` is D's network context (resolution, classes);
+    ``train.augment`` chooses one for a run.
     """
 
     kind: ClassVar[str] = "augment"
+    calls: ClassVar[str] = "factory(params, context: NetworkContext)"
+    summary_of_kind: ClassVar[str] = "augmentations of every image D sees (train.augment)"
 
 
 @dataclass(frozen=True, kw_only=True)
 class LauncherPlugin(Plugin):
-    """``factory(params) -> Launcher``; ``extra``: the pip extra it needs, named in errors."""
+    """Ablation launchers: ``factory(params) -> Launcher``; ``sagan ablate --launcher NAME``
+    hands it every run still to do. ``extra``: the pip extra it needs, named in errors."""
 
     kind: ClassVar[str] = "launcher"
+    calls: ClassVar[str] = "factory(params)"
+    summary_of_kind: ClassVar[str] = "where ablation runs go (launch.launcher)"
     extra: str | None = None
 
 
 class Register(Protocol):
     def __call__(self, plugin: Plugin) -> None: ...
-
-
-class Hookspecs:
-    """The hooks sagan-cli calls; implement any of them with ``@hookimpl``."""
-
-    @hookspec
-    def sagan_register_attention(self, register: Register) -> None:
-        """Register attention blocks: ``register(AttentionPlugin(...))``.
-
-        The factory is called as ``factory(params, context)`` with a ``LayerContext``
-        (network ``g``/``d``, channels, feature size, resolution, classes, and the
-        network's ``weight_norm``) and returns an ``nn.Module`` mapping a (B, C, H, W)
-        tensor to the same shape. Wrap every layer you create with
-        ``context.weight_norm`` (or call ``apply_weight_norm`` on a finished module).
-        Implement ``AttentionMaps`` to take part in ``sagan attention``.
-        """
-
-    @hookspec
-    def sagan_register_normalization(self, register: Register) -> None:
-        """Register weight or feature normalizations: ``register(NormalizationPlugin(...))``.
-
-        See ``NormalizationPlugin`` for the two factory signatures.
-        """
-
-    @hookspec
-    def sagan_register_loss(self, register: Register) -> None:
-        """Register adversarial losses: ``register(LossPlugin(...))``; the factory returns a ``GANLoss``."""
-
-    @hookspec
-    def sagan_register_data(self, register: Register) -> None:
-        """Register data sources: ``register(DataPlugin(...))``.
-
-        The factory is called as ``factory(params, context)`` with a ``DataContext``
-        and returns a ``DataSource`` whose splits yield uint8 (3, R, R) images.
-        """
-
-    @hookspec
-    def sagan_register_augment(self, register: Register) -> None:
-        """Register differentiable augmentations: ``register(AugmentPlugin(...))``.
-
-        The factory is called as ``factory(params, context)`` with D's ``NetworkContext``
-        and returns an ``nn.Module`` with ``forward(images, generator)`` (see ``Augment``);
-        ``train.augment`` chooses one for a run.
-        """
-
-    @hookspec
-    def sagan_register_launcher(self, register: Register) -> None:
-        """Register ablation launchers: ``register(LauncherPlugin(...))``.
-
-        The factory is called as ``factory(params)`` and returns a ``Launcher``;
-        ``sagan ablate --launcher NAME`` hands it every run still to do.
-        """
 
 
 PLUGIN_CLASSES: dict[str, type[Plugin]] = {
@@ -572,6 +553,29 @@ PLUGIN_CLASSES: dict[str, type[Plugin]] = {
 }
 KINDS = tuple(PLUGIN_CLASSES)
 HOOKS = {kind: f"sagan_register_{kind}" for kind in KINDS}
+
+
+def _hookspec(descriptor: type[Plugin]) -> Callable[..., None]:
+    """The hook of one kind: ``sagan_register_<kind>(register)``, documented by its descriptor."""
+
+    def hook(register: Register) -> None:
+        """(replaced below)"""
+
+    hook.__name__ = hook.__qualname__ = HOOKS[descriptor.kind]
+    hook.__doc__ = (
+        f"Register {descriptor.summary_of_kind}: ``register({descriptor.__name__}(...))``.\n\n"
+        + (descriptor.__doc__ or "")
+    )
+    return hookspec(hook)
+
+
+class Hookspecs:
+    """The hooks sagan-cli calls, one per kind (``sagan_register_<kind>(register)``); implement
+    any of them with ``@hookimpl``. Each is documented by its descriptor class above."""
+
+
+for _descriptor in PLUGIN_CLASSES.values():
+    setattr(Hookspecs, HOOKS[_descriptor.kind], staticmethod(_hookspec(_descriptor)))
 
 
 def hook_names() -> Iterable[str]:

@@ -470,6 +470,64 @@ def _check_launcher(entry: Entry, params: Any) -> str:
     return ""
 
 
+Check = Callable[[], "str | None"]
+KindCheck = Callable[
+    [Entry, Any, list[Placement], Registry, TrainingLayout], list[tuple[str, Check]]
+]
+
+
+def _attention_places(
+    entry: Entry,
+    params: Any,
+    placements: list[Placement],
+    registry: Registry,
+    layout: TrainingLayout,
+) -> list[tuple[str, Check]]:
+    return [
+        (p.describe(), partial(_check_attention, entry, params, p, registry, layout))
+        for p in placements
+    ]
+
+
+def _normalization_places(
+    entry: Entry,
+    params: Any,
+    placements: list[Placement],
+    registry: Registry,
+    layout: TrainingLayout,
+) -> list[tuple[str, Check]]:
+    plugin = entry.plugin
+    assert isinstance(plugin, NormalizationPlugin)
+    if plugin.target == "weight":
+        return [
+            (f"{net.upper()} layers", partial(_check_weight_norm, entry, params, net, 32))
+            for net in ("g", "d")
+        ]
+    classes = 10 if plugin.conditional else 0
+    return [
+        (p.describe(), partial(_check_feature_norm, entry, params, p, classes, layout))
+        for p in placements
+        if p.network == "g"
+    ]
+
+
+# Every plugin kind's contract check: the places it is exercised at, and how. A new kind adds
+# its row here (tests/test_plugins.py fails for a kind without one).
+CHECKS: dict[str, KindCheck] = {
+    "attention": _attention_places,
+    "normalization": _normalization_places,
+    "loss": lambda entry, params, *_: [("logits", partial(_check_loss, entry, params))],
+    "augment": lambda entry, params, _places, _registry, layout: [
+        ("images", partial(_check_augment, entry, params, layout))
+    ],
+    # decoding a whole split at every size costs minutes: the smallest size only
+    "data": lambda entry, params, *_: [
+        (f"{arch.RESOLUTIONS[0]}px", partial(_check_data, entry, params, arch.RESOLUTIONS[0]))
+    ],
+    "launcher": lambda entry, params, *_: [("factory", partial(_check_launcher, entry, params))],
+}
+
+
 def validated_params(entry: Entry, registry: Registry, params: dict[str, Any]) -> BaseModel:
     """The plugin's parameters from ``--param`` values; missing or bad ones are exit-2 errors."""
     model = entry.plugin.params
@@ -502,7 +560,6 @@ def check_plugin(
     """
     validated = validated_params(entry, registry, params or {})
     layout = TrainingLayout.on(device or torch.device("cpu"))
-    plugin = entry.plugin
     rows: list[CheckRow] = []
 
     def run(place: str, check: Callable[[], str | None]) -> None:
@@ -530,36 +587,8 @@ def check_plugin(
         rows.append(row)
         on_row(row)
 
-    if entry.kind == "attention":
-        for placement in placements:
-            run(
-                placement.describe(),
-                partial(_check_attention, entry, validated, placement, registry, layout),
-            )
-    elif entry.kind == "normalization":
-        assert isinstance(plugin, NormalizationPlugin)
-        if plugin.target == "weight":
-            for network in ("g", "d"):
-                run(
-                    f"{network.upper()} layers",
-                    partial(_check_weight_norm, entry, validated, network, 32),
-                )
-        else:
-            classes = 10 if plugin.conditional else 0
-            for placement in [p for p in placements if p.network == "g"]:
-                run(
-                    placement.describe(),
-                    partial(_check_feature_norm, entry, validated, placement, classes, layout),
-                )
-    elif entry.kind == "loss":
-        run("logits", partial(_check_loss, entry, validated))
-    elif entry.kind == "augment":
-        run("images", partial(_check_augment, entry, validated, layout))
-    elif entry.kind == "data":
-        resolution = arch.RESOLUTIONS[0]  # decoding a whole split at every size costs minutes
-        run(f"{resolution}px", partial(_check_data, entry, validated, resolution))
-    elif entry.kind == "launcher":
-        run("factory", partial(_check_launcher, entry, validated))
+    for place, check in CHECKS[entry.kind](entry, validated, list(placements), registry, layout):
+        run(place, check)
     return rows
 
 

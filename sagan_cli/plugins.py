@@ -18,9 +18,11 @@ import contextlib
 import dataclasses
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import json
 import os
+import pkgutil
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -47,23 +49,6 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 GUIDE = (
     "the plugin guide: README.md, section 'Writing a plugin', and "
     "plugins/sagan-extra-attention/README.md"
-)
-# What a factory of each kind is called with: (params, context) or (params,).
-FACTORY_ARGUMENTS = {
-    "attention": "(params, context: LayerContext)",
-    "normalization": "(params, context: NetworkContext or LayerContext)",
-    "data": "(params, context: DataContext)",
-    "augment": "(params, context: NetworkContext)",
-    "loss": "(params)",
-    "launcher": "(params)",
-}
-BUILTIN_MODULES = (
-    "sagan_cli.builtins.attention",
-    "sagan_cli.builtins.norms",
-    "sagan_cli.builtins.losses",
-    "sagan_cli.builtins.data",
-    "sagan_cli.builtins.augment",
-    "sagan_cli.builtins.launchers",
 )
 
 
@@ -258,6 +243,21 @@ def unmarked_hooks(module: ModuleType) -> list[str]:
     )
 
 
+def builtin_modules() -> list[str]:
+    """The first-party plugin modules: every module of the ``sagan_cli.builtins`` package
+    (discovered, so a new one needs no list; loaded by name like entry points)."""
+    package = f"{PROJECT}.builtins"
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations is not None
+    return [
+        f"{package}.{info.name}"
+        for info in sorted(
+            pkgutil.iter_modules(spec.submodule_search_locations), key=lambda i: i.name
+        )
+        if not info.name.startswith("_")
+    ]
+
+
 def load_registry() -> Registry:
     """Build a fresh registry from built-ins, entry points and ``SAGAN_PLUGINS``."""
     manager = pluggy.PluginManager(PROJECT)
@@ -266,6 +266,7 @@ def load_registry() -> Registry:
     registry = Registry()
     providers: dict[str, tuple[str, str]] = {}
     known_names: set[str] = set()
+    undeclared: dict[str, list[str]] = {}  # provider -> plugins without api_version
 
     def add_module(module: ModuleType, name: str, provider: tuple[str, str]) -> None:
         known_names.update((name, provider[0]))
@@ -279,7 +280,7 @@ def load_registry() -> Registry:
         manager.register(module, name=name)
         providers[name] = provider
 
-    for module_name in BUILTIN_MODULES:
+    for module_name in builtin_modules():
         add_module(importlib.import_module(module_name), module_name, (DISTRIBUTION, __version__))
 
     for ep in importlib.metadata.entry_points(group=PROJECT):
@@ -336,6 +337,8 @@ def load_registry() -> Registry:
                 known_names.update((plugin.name, f"{kind}:{plugin.name}"))
                 if plugin.name in disabled or f"{kind}:{plugin.name}" in disabled:
                     continue
+                if plugin.api_version is None:
+                    undeclared.setdefault(f"{provider} {version}", []).append(plugin.name)
                 registry.add(Entry(plugin, provider, version))
             for problem, names in refused.items():
                 registry.failures.append(
@@ -346,6 +349,12 @@ def load_registry() -> Registry:
                     )
                 )
 
+    for provider, names in undeclared.items():
+        registry.warnings.append(
+            f"{provider} registers {', '.join(names)} without api_version; taken as plugin API "
+            f"v{API_VERSION}. Declare it (api_version={API_VERSION} in each descriptor) so that a "
+            f"sagan-cli speaking another API refuses the package clearly."
+        )
     for name in sorted(disabled - known_names):
         registry.warnings.append(
             f"SAGAN_DISABLED_PLUGINS names '{name}', which is no installed entry point, "
@@ -364,7 +373,13 @@ def descriptor_problem(plugin: Any, kind: str, source: str) -> str | None:
             f"{HOOKS[kind]} registered {type(plugin).__name__} objects; that hook takes "
             f"{expected.__name__} descriptors from sagan_cli.api"
         )
-    if plugin.api_version != API_VERSION:
+    if isinstance(plugin.api_version, int) and plugin.api_version > API_VERSION:
+        return (
+            f"its {kind} descriptors say api_version = {plugin.api_version}, a newer plugin API "
+            f"than this sagan-cli ({__version__}) speaks (v{API_VERSION}). Upgrade sagan-cli: "
+            f'pip install -U "sagan-cli" (or install an older release of the plugin package)'
+        )
+    if plugin.api_version is not None and plugin.api_version != API_VERSION:
         return api_migration(f"its {kind} descriptors say api_version = {plugin.api_version!r}")
     if not NAME_PATTERN.match(plugin.name):
         return (
@@ -378,13 +393,12 @@ def descriptor_problem(plugin: Any, kind: str, source: str) -> str | None:
         )
     if not callable(plugin.factory):
         return f"factory={plugin.factory!r} is not callable"
-    arguments = (None, None) if FACTORY_ARGUMENTS[kind].count(",") else (None,)
     try:
-        inspect.signature(plugin.factory).bind(*arguments)
+        inspect.signature(plugin.factory).bind(*[None] * expected.factory_arguments())
     except TypeError:
         return api_migration(
             f"its {kind} factories take {_signature(plugin.factory)}, but are called as "
-            f"factory{FACTORY_ARGUMENTS[kind]}"
+            f"{expected.calls}"
         )
     except ValueError:  # a builtin without a signature: trust it
         pass

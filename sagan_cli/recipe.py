@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -44,9 +44,19 @@ class _Strict(BaseModel):
 
 
 class _PluginTable(BaseModel):
-    """A table that names a plugin; its other keys are that plugin's parameters."""
+    """A table that names a plugin; its other keys are that plugin's parameters.
+
+    Each subclass is one place a recipe chooses a plugin: ``kind`` (the plugin kind),
+    ``name_key`` (the key holding its name), ``target`` (normalizations: weight or
+    feature) and ``axis`` (its short ablation axis name; None: not an axis). The
+    recipe's plugin slots (``PLUGIN_SLOTS``) are read off these classes.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    kind: ClassVar[str]
+    name_key: ClassVar[str] = "name"
+    target: ClassVar[str | None] = None
+    axis: ClassVar[str | None] = None
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"  # experiment names: one folder, never a path
@@ -54,6 +64,9 @@ MAX_STEPS = 1_000_000_000  # 10^9 generator updates: beyond any real run, within
 
 
 class DataConfig(_PluginTable):
+    kind: ClassVar[str] = "data"
+    name_key: ClassVar[str] = "source"
+    axis: ClassVar[str | None] = "data"
     source: str = Field("shapes", description="data-source plugin")
     resolution: int = Field(32, description="image size (square)")
     hflip: bool = Field(False, description="random horizontal flips of real images")
@@ -70,6 +83,9 @@ class DataConfig(_PluginTable):
 
 
 class AttentionConfig(_PluginTable):
+    kind: ClassVar[str] = "attention"
+    name_key: ClassVar[str] = "variant"
+    axis: ClassVar[str | None] = "attention"
     variant: str = Field("sagan", description="attention plugin")
 
 
@@ -84,15 +100,38 @@ class NamedPlugin(_PluginTable):
         return {"name": value} if isinstance(value, str) else value
 
 
+class GeneratorNorm(NamedPlugin):
+    kind: ClassVar[str] = "normalization"
+    target: ClassVar[str | None] = "weight"
+    axis: ClassVar[str | None] = "g_norm"
+
+
+class DiscriminatorNorm(NamedPlugin):
+    kind: ClassVar[str] = "normalization"
+    target: ClassVar[str | None] = "weight"
+    axis: ClassVar[str | None] = "d_norm"
+
+
+class FeatureNorm(NamedPlugin):
+    kind: ClassVar[str] = "normalization"
+    target: ClassVar[str | None] = "feature"
+    axis: ClassVar[str | None] = "features"
+
+
+class AugmentConfig(NamedPlugin):
+    kind: ClassVar[str] = "augment"
+    axis: ClassVar[str | None] = "augment"
+
+
 class NormConfig(_Strict):
-    generator: NamedPlugin = Field(
-        NamedPlugin(name="spectral"), description="weight normalization of every G layer"
+    generator: GeneratorNorm = Field(
+        GeneratorNorm(name="spectral"), description="weight normalization of every G layer"
     )
-    discriminator: NamedPlugin = Field(
-        NamedPlugin(name="spectral"), description="weight normalization of every D layer"
+    discriminator: DiscriminatorNorm = Field(
+        DiscriminatorNorm(name="spectral"), description="weight normalization of every D layer"
     )
-    features: NamedPlugin = Field(
-        NamedPlugin(name="batchnorm"), description="G's feature normalization"
+    features: FeatureNorm = Field(
+        FeatureNorm(name="batchnorm"), description="G's feature normalization"
     )
 
 
@@ -118,6 +157,8 @@ class ModelConfig(_Strict):
 
 
 class LossConfig(_PluginTable):
+    kind: ClassVar[str] = "loss"
+    axis: ClassVar[str | None] = "loss"
     name: str = Field("hinge", description="loss plugin")
 
 
@@ -149,8 +190,8 @@ class TrainConfig(_Strict):
         "auto", description="tensor layout of the networks: auto picks the faster on the device"
     )
     deterministic: bool = Field(False, description="deterministic kernels (bitwise resume)")
-    augment: NamedPlugin = Field(
-        NamedPlugin(name="none"),
+    augment: AugmentConfig = Field(
+        AugmentConfig(name="none"),
         description="augmentation plugin applied to every image D sees (diffaugment)",
     )
     sync_batchnorm: bool = Field(
@@ -237,6 +278,8 @@ class LoggingConfig(_Strict):
 
 
 class LaunchConfig(_PluginTable):
+    kind: ClassVar[str] = "launcher"
+    name_key: ClassVar[str] = "launcher"
     launcher: str = Field("local", description="ablation launcher plugin (sagan ablate)")
 
 
@@ -294,29 +337,47 @@ class Recipe(_Strict):
 
 @dataclass(frozen=True)
 class PluginSlot:
-    """Where a recipe names a plugin: table path, key holding the name, plugin kind."""
+    """Where a recipe names a plugin: table path and the table class that describes it."""
 
     path: str
-    name_key: str
-    kind: str
     table: type[_PluginTable]
-    target: str | None = None  # normalization plugins: "weight" or "feature"
+
+    @property
+    def kind(self) -> str:
+        return self.table.kind
+
+    @property
+    def name_key(self) -> str:
+        return self.table.name_key
+
+    @property
+    def target(self) -> str | None:
+        return self.table.target
 
     @property
     def host_keys(self) -> set[str]:
         return set(self.table.model_fields)
 
+    @property
+    def axis_path(self) -> str:
+        """What its short axis name varies: the table itself where a bare name is a table
+        (norms, augmentation), else the key holding the name."""
+        return self.path if issubclass(self.table, NamedPlugin) else f"{self.path}.{self.name_key}"
 
-PLUGIN_SLOTS = (
-    PluginSlot("data", "source", "data", DataConfig),
-    PluginSlot("model.attention", "variant", "attention", AttentionConfig),
-    PluginSlot("model.norm.generator", "name", "normalization", NamedPlugin, "weight"),
-    PluginSlot("model.norm.discriminator", "name", "normalization", NamedPlugin, "weight"),
-    PluginSlot("model.norm.features", "name", "normalization", NamedPlugin, "feature"),
-    PluginSlot("loss", "name", "loss", LossConfig),
-    PluginSlot("train.augment", "name", "augment", NamedPlugin),
-    PluginSlot("launch", "launcher", "launcher", LaunchConfig),
-)
+
+def _plugin_slots(model: type[BaseModel], prefix: str = "") -> list[PluginSlot]:
+    found = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _PluginTable):
+            found.append(PluginSlot(f"{prefix}{name}", annotation))
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found.extend(_plugin_slots(annotation, f"{prefix}{name}."))
+    return found
+
+
+PLUGIN_SLOTS = tuple(_plugin_slots(Recipe))
+AXIS_ALIASES = {slot.table.axis: slot.axis_path for slot in PLUGIN_SLOTS if slot.table.axis}
 
 
 @dataclass(frozen=True)

@@ -61,11 +61,30 @@ def test_old_style_factories_are_refused_once_naming_every_plugin(
     )
 
 
-def test_a_descriptor_for_another_api_version_is_refused(cli, monkeypatch):
+def test_a_descriptor_for_a_newer_api_is_told_to_upgrade_sagan_cli(cli, monkeypatch):
     monkeypatch.setenv("SAGAN_PLUGINS", "api_future")
     result = cli("plugins")
     assert result.exit_code == 2 and "api_version = 2" in result.stderr
-    assert "speaks plugin API v1" in result.stderr
+    assert "a newer plugin API than this sagan-cli" in result.stderr
+    assert 'pip install -U "sagan-cli"' in result.stderr
+    assert "sagan_cli.plugins" not in result.stderr  # not the 0.1 migration paragraph
+
+
+def test_a_descriptor_for_an_older_api_gets_the_migration_paragraph(cli, monkeypatch):
+    monkeypatch.setenv("SAGAN_PLUGINS", "api_past")
+    result = cli("plugins")
+    assert result.exit_code == 2 and "api_version = 0" in result.stderr
+    assert "speaks plugin API v1" in result.stderr and "factory(params, context)" in result.stderr
+
+
+def test_a_descriptor_without_api_version_is_taken_as_this_api_and_said_once(cli, monkeypatch):
+    monkeypatch.setenv("SAGAN_PLUGINS", "api_undeclared")
+    listed = cli("plugins", "--kind", "attention")
+    assert listed.exit_code == 0, listed.output
+    assert "quiet_one" in listed.stdout and "quiet_two" in listed.stdout
+    assert listed.stderr.count("without api_version") == 1, listed.stderr
+    assert "quiet_one, quiet_two without api_version; taken as plugin API v1" in listed.stderr
+    assert "api_version=1" in listed.stderr
 
 
 # ---- the contract helper for plugin authors' own tests -----------------------------------------

@@ -308,7 +308,7 @@ def sagan_register_attention(register):
     register(
         AttentionPlugin(
             name="squeeze_excite", summary="SE gate as a residual block", params=SEParams,
-            factory=build_se, identity_at_init=True,
+            factory=build_se, identity_at_init=True, api_version=1,
         )
     )
 '''

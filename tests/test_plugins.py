@@ -15,24 +15,6 @@ from sagan_cli.errors import PluginError, RecipeError
 from sagan_cli.plugins import get_registry, load_registry
 from sagan_cli.recipe import load_recipe, read_toml
 
-BUILTINS = {
-    "attention": {"sagan", "sagan_pooled", "residual", "none"},
-    "normalization": {"spectral", "none", "batchnorm", "conditional_batchnorm", "identity"},
-    "loss": {"hinge", "nonsaturating", "least_squares", "wasserstein"},
-    "data": {
-        "shapes",
-        "glyphs",
-        "image-folder",
-        "npz",
-        "cifar10",
-        "cifar100",
-        "prepared",
-        "huggingface",
-    },
-    "augment": {"none", "diffaugment"},
-    "launcher": {"local", "ray", "slurm"},
-}
-
 
 def extra_plugin_installed() -> bool:
     try:
@@ -50,9 +32,36 @@ needs_extra_plugin = pytest.mark.skipif(
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_hook_registers_its_builtins(kind):
+    """The built-in modules are discovered (no list to keep): every descriptor they define is
+    registered under its kind, and every kind has built-ins."""
+    import importlib
+
+    from sagan_cli.plugins import builtin_modules
+
+    defined = {
+        plugin.name
+        for module in builtin_modules()
+        for plugin in importlib.import_module(module).PLUGINS
+        if plugin.kind == kind
+    }
     registry = load_registry()
-    names = {e.name for e in registry.all(kind) if e.provider == "sagan-cli"}
-    assert names == BUILTINS[kind]
+    assert defined and {e.name for e in registry.all(kind) if e.provider == "sagan-cli"} == defined
+
+
+def test_every_kind_is_described_once_and_wired_everywhere():
+    """A kind's descriptor carries its hook, factory call and help; the recipe names it in a
+    slot; the contract has a check for it; `sagan plugins --kind` offers it."""
+    from sagan_cli.api import PLUGIN_CLASSES, Hookspecs
+    from sagan_cli.plugin_check import CHECKS
+    from sagan_cli.recipe import PLUGIN_SLOTS
+
+    for kind, descriptor in PLUGIN_CLASSES.items():
+        hook = getattr(Hookspecs, f"sagan_register_{kind}")
+        assert descriptor.summary_of_kind in hook.__doc__
+        assert descriptor.calls.startswith("factory(") and descriptor.factory_arguments() in (1, 2)
+        assert kind in CHECKS
+        assert any(slot.kind == kind for slot in PLUGIN_SLOTS), kind
+    assert set(CHECKS) == set(PLUGIN_CLASSES)
 
 
 def test_plugins_json_lists_kind_name_summary_provider_version(cli):

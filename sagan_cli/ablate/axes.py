@@ -18,6 +18,7 @@ from sagan_cli.errors import RecipeError, did_you_mean
 from sagan_cli.model import arch
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import (
+    AXIS_ALIASES,
     PLUGIN_SLOTS,
     Override,
     Recipe,
@@ -29,16 +30,6 @@ from sagan_cli.recipe import (
     split_list,
     table_at,
 )
-
-AXIS_ALIASES = {
-    "attention": "model.attention.variant",
-    "loss": "loss.name",
-    "g_norm": "model.norm.generator",
-    "d_norm": "model.norm.discriminator",
-    "features": "model.norm.features",
-    "data": "data.source",
-    "augment": "train.augment",
-}
 
 
 def resolve_axis(name: str, recipe: Recipe) -> str:

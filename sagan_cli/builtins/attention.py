@@ -80,6 +80,7 @@ def build_none(params: NoParams, context: LayerContext) -> nn.Module:
 
 PLUGINS = (
     AttentionPlugin(
+        api_version=1,
         name="sagan",
         summary="Self-attention as in the paper's equations (f, g, h to C/8, v back to C)",
         params=SaganParams,
@@ -87,6 +88,7 @@ PLUGINS = (
         identity_at_init=True,
     ),
     AttentionPlugin(
+        api_version=1,
         name="sagan_pooled",
         summary="Official-code self-attention: values C/2, 2x2 max-pooled keys and values",
         params=PooledParams,
@@ -94,12 +96,14 @@ PLUGINS = (
         identity_at_init=True,
     ),
     AttentionPlugin(
+        api_version=1,
         name="residual",
         summary="Plain residual conv block at the same place (the paper's Table 1 baseline)",
         params=ResidualParams,
         factory=build_residual,
     ),
     AttentionPlugin(
+        api_version=1,
         name="none",
         summary="No block: the feature map passes through unchanged",
         factory=build_none,

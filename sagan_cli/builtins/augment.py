@@ -62,11 +62,13 @@ def build_none(params: NoParams, context: NetworkContext) -> nn.Module:
 
 PLUGINS = (
     AugmentPlugin(
+        api_version=1,
         name="none",
         summary="No augmentation: D sees the images as they are",
         factory=build_none,
     ),
     AugmentPlugin(
+        api_version=1,
         name="diffaugment",
         summary="DiffAugment: differentiable color, translation and cutout on every image D sees",
         params=DiffAugmentParams,

@@ -59,36 +59,42 @@ def build_cifar(params: CifarParams, context: DataContext) -> DataSource:
 
 PLUGINS = (
     DataPlugin(
+        api_version=1,
         name="shapes",
         summary="Procedural mirror-symmetric shapes from a seed; no download; structural score",
         params=ShapesParams,
         factory=build_shapes,
     ),
     DataPlugin(
+        api_version=1,
         name="glyphs",
         summary="Procedural twin random glyphs far apart, plus distractors; structural score",
         params=GlyphsParams,
         factory=build_glyphs,
     ),
     DataPlugin(
+        api_version=1,
         name="image-folder",
         summary="PNG/JPEG files in a folder (recursive), resized and centre-cropped",
         params=ImageFolderParams,
         factory=build_image_folder,
     ),
     DataPlugin(
+        api_version=1,
         name="prepared",
         summary="A data set decoded once by `sagan data prepare`: memory-mapped uint8 shards",
         params=PreparedParams,
         factory=build_prepared,
     ),
     DataPlugin(
+        api_version=1,
         name="huggingface",
         summary="A Hugging Face datasets data set: hub name, save_to_disk or parquet folder",
         params=HuggingFaceParams,
         factory=build_huggingface,
     ),
     DataPlugin(
+        api_version=1,
         name="npz",
         summary="uint8 images (N, H, W, C) and optional labels in an .npz file",
         params=NpzParams,
@@ -96,6 +102,7 @@ PLUGINS = (
     ),
     *(
         DataPlugin(
+            api_version=1,
             name=name,
             summary=f"CIFAR-{classes} through torchvision from a local root (32x32, labelled)",
             params=CifarParams,

@@ -31,11 +31,13 @@ def build_slurm(params: SlurmParams) -> Launcher:
 
 PLUGINS = (
     LauncherPlugin(
+        api_version=1,
         name="local",
         summary="Runs on this machine: in this process, or --jobs worker processes (one per GPU)",
         factory=build_local,
     ),
     LauncherPlugin(
+        api_version=1,
         name="ray",
         summary="Each run is a Ray task with its CPU/GPU request, on a local or remote cluster",
         params=RayParams,
@@ -43,6 +45,7 @@ PLUGINS = (
         extra="ray",
     ),
     LauncherPlugin(
+        api_version=1,
         name="slurm",
         summary="One SLURM job array per grid through submitit (partition, time, GPUs)",
         params=SlurmParams,

@@ -37,18 +37,26 @@ def build_wasserstein(params: WassersteinParams) -> GANLoss:
 
 
 PLUGINS = (
-    LossPlugin(name="hinge", summary="Hinge loss, as in SAGAN and SN-GAN", factory=build_hinge),
     LossPlugin(
+        api_version=1,
+        name="hinge",
+        summary="Hinge loss, as in SAGAN and SN-GAN",
+        factory=build_hinge,
+    ),
+    LossPlugin(
+        api_version=1,
         name="nonsaturating",
         summary="Non-saturating logistic loss (Goodfellow et al., 2014)",
         factory=build_nonsaturating,
     ),
     LossPlugin(
+        api_version=1,
         name="least_squares",
         summary="Least-squares loss (LSGAN, Mao et al., 2017)",
         factory=build_least_squares,
     ),
     LossPlugin(
+        api_version=1,
         name="wasserstein",
         summary="Wasserstein loss with gradient penalty (WGAN-GP, Gulrajani et al., 2017)",
         params=WassersteinParams,

@@ -66,6 +66,7 @@ def build_conditional_batchnorm(params: BatchNormParams, context: LayerContext) 
 
 PLUGINS = (
     NormalizationPlugin(
+        api_version=1,
         name="spectral",
         summary="Spectral normalization of every layer's weight (Miyato et al., 2018)",
         params=SpectralParams,
@@ -73,12 +74,14 @@ PLUGINS = (
         target="weight",
     ),
     NormalizationPlugin(
+        api_version=1,
         name="none",
         summary="No weight normalization",
         factory=build_no_weight_norm,
         target="weight",
     ),
     NormalizationPlugin(
+        api_version=1,
         name="batchnorm",
         summary="Batch normalization in G's blocks (unconditional)",
         params=BatchNormParams,
@@ -86,12 +89,14 @@ PLUGINS = (
         target="feature",
     ),
     NormalizationPlugin(
+        api_version=1,
         name="identity",
         summary="No feature normalization in G (for studying BN's role, or exact multi-rank runs)",
         factory=build_identity,
         target="feature",
     ),
     NormalizationPlugin(
+        api_version=1,
         name="conditional_batchnorm",
         summary="Class-conditional batch norm in G's blocks (needs labelled data)",
         params=BatchNormParams,

@@ -54,6 +54,7 @@ def sagan_register_attention(register):
     for name, factory in BAD.items():
         register(
             AttentionPlugin(
+                api_version=1,
                 name=name,
                 summary="breaks the contract (tests only)",
                 factory=factory,

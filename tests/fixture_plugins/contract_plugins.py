@@ -87,11 +87,16 @@ def build_small(params, context):
 def sagan_register_attention(register):
     register(
         AttentionPlugin(
-            name="sized", summary="t", factory=lambda p, c: Sized(c), identity_at_init=True
+            api_version=1,
+            name="sized",
+            summary="t",
+            factory=lambda p, c: Sized(c),
+            identity_at_init=True,
         )
     )
     register(
         AttentionPlugin(
+            api_version=1,
             name="conv3d_block",
             summary="t",
             factory=lambda p, c: Conv3dBlock(c),
@@ -99,13 +104,18 @@ def sagan_register_attention(register):
         )
     )
     register(
-        AttentionPlugin(name="layout_breaker", summary="t", factory=lambda p, c: LayoutBreaker(c))
-    )
-    register(
-        AttentionPlugin(name="small_only", summary="t", params=SmallParams, factory=build_small)
+        AttentionPlugin(
+            api_version=1, name="layout_breaker", summary="t", factory=lambda p, c: LayoutBreaker(c)
+        )
     )
     register(
         AttentionPlugin(
+            api_version=1, name="small_only", summary="t", params=SmallParams, factory=build_small
+        )
+    )
+    register(
+        AttentionPlugin(
+            api_version=1,
             name="gamma_param",
             summary="t",
             params=GammaParams,
@@ -115,6 +125,7 @@ def sagan_register_attention(register):
     )
     register(
         AttentionPlugin(
+            api_version=1,
             name="gamma_liar",
             summary="t",
             params=GammaParams,
@@ -124,6 +135,9 @@ def sagan_register_attention(register):
     )
     register(
         AttentionPlugin(
-            name="fails_in_training", summary="t", factory=lambda p, c: FailsInTraining()
+            api_version=1,
+            name="fails_in_training",
+            summary="t",
+            factory=lambda p, c: FailsInTraining(),
         )
     )

@@ -14,4 +14,8 @@ class Detaching(nn.Module):
 
 @hookimpl
 def sagan_register_augment(register):
-    register(AugmentPlugin(name="detaching", summary="t", factory=lambda p, c: Detaching()))
+    register(
+        AugmentPlugin(
+            api_version=1, name="detaching", summary="t", factory=lambda p, c: Detaching()
+        )
+    )

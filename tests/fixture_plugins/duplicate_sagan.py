@@ -5,4 +5,8 @@ from sagan_cli.api import AttentionPlugin, hookimpl
 
 @hookimpl
 def sagan_register_attention(register):
-    register(AttentionPlugin(name="sagan", summary="a clash", factory=lambda params, context: None))
+    register(
+        AttentionPlugin(
+            api_version=1, name="sagan", summary="a clash", factory=lambda params, context: None
+        )
+    )

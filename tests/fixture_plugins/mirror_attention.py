@@ -36,6 +36,7 @@ class MirrorAttention(nn.Module):
 def sagan_register_attention(register):
     register(
         AttentionPlugin(
+            api_version=1,
             name="mirror_attention",
             summary="attends to the mirror position (tests only)",
             factory=lambda params, context: MirrorAttention(context.channels, context.feature_size),

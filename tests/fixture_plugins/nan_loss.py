@@ -44,6 +44,7 @@ class NanFromCall(GANLoss):
 def sagan_register_loss(register):
     register(
         LossPlugin(
+            api_version=1,
             name="nan_hinge",
             summary="hinge that turns NaN (tests only)",
             params=NanParams,

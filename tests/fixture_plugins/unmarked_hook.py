@@ -4,4 +4,6 @@ from sagan_cli.api import AttentionPlugin
 
 
 def sagan_register_attention(register):
-    register(AttentionPlugin(name="never_seen", summary="x", factory=lambda p, c: None))
+    register(
+        AttentionPlugin(api_version=1, name="never_seen", summary="x", factory=lambda p, c: None)
+    )

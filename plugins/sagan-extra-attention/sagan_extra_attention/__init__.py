@@ -78,6 +78,7 @@ def build_oracle(params: OracleParams, context: LayerContext):
 def sagan_register_attention(register: Register) -> None:
     register(
         AttentionPlugin(
+            api_version=1,
             name="multihead",
             summary="SAGAN block with several scaled dot-product heads",
             params=MultiHeadParams,
@@ -87,6 +88,7 @@ def sagan_register_attention(register: Register) -> None:
     )
     register(
         AttentionPlugin(
+            api_version=1,
             name="linear",
             summary="Linear attention (elu+1 features), O(N) time and memory",
             params=LinearParams,
@@ -96,6 +98,7 @@ def sagan_register_attention(register: Register) -> None:
     )
     register(
         AttentionPlugin(
+            api_version=1,
             name="oracle",
             summary="Positive control: attends to the data's declared partner position",
             params=OracleParams,
