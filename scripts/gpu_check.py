@@ -471,8 +471,9 @@ def step_training(args: argparse.Namespace, device: torch.device) -> None:
         for k in a["ema"]
         if a["ema"][k].is_floating_point()
     )
-    weights = work / "inception.pth"
-    _random_inception(weights)
+    from sagan_cli.evaluate.weights import write_random_inception
+
+    weights = write_random_inception(work / "inception.pth")
     samples = 16 if args.quick else 10_000
     run = next((work / "straight").glob("*/runs/*"))
     started = time.perf_counter()
@@ -492,22 +493,6 @@ def step_training(args: argparse.Namespace, device: torch.device) -> None:
         {"measure": "eval s (with start-up and reference)", "value": eval_s},
         {"measure": "FID images/s", "value": samples / eval_s},
     ])  # fmt: skip
-
-
-def _random_inception(path: Path) -> None:
-    """A randomly initialised torch-fidelity InceptionV3 (the tests' recipe; no download)."""
-    from torch import nn
-
-    from sagan_cli.evaluate.weights import untrained_inception
-
-    torch.manual_seed(0)
-    model = untrained_inception()
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=module.in_features**-0.5)
-    torch.save(model.state_dict(), path)
 
 
 # ---- report --------------------------------------------------------------------------------------

@@ -55,25 +55,10 @@ def offline(monkeypatch, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def inception_weights(tmp_path_factory) -> Path:
-    """A randomly initialised torch-fidelity InceptionV3 state dict, saved as a weights file.
+    """A randomly initialised torch-fidelity InceptionV3 state dict, saved as a weights file."""
+    from sagan_cli.evaluate.weights import write_random_inception
 
-    Kaiming-normal convs keep activations at unit scale through the ~50 layers
-    (PyTorch's default init shrinks them to ~1e-8, which would make every FID ~0).
-    """
-    from torch import nn
-
-    from sagan_cli.evaluate.weights import untrained_inception
-
-    torch.manual_seed(0)
-    model = untrained_inception()
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=module.in_features**-0.5)
-    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return write_random_inception(tmp_path_factory.mktemp("inception") / "random-inception.pth")
 
 
 @pytest.fixture

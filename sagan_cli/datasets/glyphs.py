@@ -32,14 +32,10 @@ Structural score (lower is better, exactly 0 for real images):
 
 from __future__ import annotations
 
-import hashlib
-import math
-
 import torch
 
-from sagan_cli.api import DataSource, ImageSet, TensorImageSet
-from sagan_cli.datasets.base import SPLITS
 from sagan_cli.datasets.params import GlyphsParams
+from sagan_cli.datasets.procedural import ProceduralSource
 from sagan_cli.datasets.shapes import (
     FOREGROUND_THRESHOLD,
     PALETTE,
@@ -48,14 +44,8 @@ from sagan_cli.datasets.shapes import (
     invalidity,
 )
 
-CHUNK = 64  # images per generator seed: image i is independent of the split's size
 CELLS = 16  # a cell is 1/16 of the image side
 REAL_SHARE = 0.5  # half of a glyph's cells are filled
-
-
-def _generator(seed: int, split: str, chunk: int) -> torch.Generator:
-    digest = hashlib.sha256(f"glyphs:{seed}:{split}:{chunk}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def glyph_window(resolution: int, glyph: int) -> tuple[slice, slice]:
@@ -148,33 +138,21 @@ def structural_score(images: torch.Tensor, glyph: int) -> dict[str, float]:
     }
 
 
-class GlyphsSource(DataSource):
+class GlyphsSource(ProceduralSource):
     params: GlyphsParams
+    family = "glyphs"
 
     @property
     def num_classes(self) -> int:
         return 0
 
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return SPLITS
-
-    def split_size(self, name: str) -> int:
-        return self.params.num_images if name == "train" else self.params.test_images
-
-    def split(self, name: str) -> ImageSet:
-        count = self.split_size(name)
-        chunks = [
-            render(
-                CHUNK,
-                self.resolution,
-                self.params.glyph,
-                self.params.distractors,
-                _generator(self.params.seed, name, chunk),
-            )
-            for chunk in range(math.ceil(count / CHUNK))
-        ]
-        return TensorImageSet(torch.cat(chunks)[:count], None)
+    def render_chunk(
+        self, count: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        images = render(
+            count, self.resolution, self.params.glyph, self.params.distractors, generator
+        )
+        return images, None
 
     def partners(self, size: int) -> torch.Tensor | None:
         return quadrant_partners(size)

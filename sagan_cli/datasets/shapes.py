@@ -26,15 +26,13 @@ Structural score (lower is better, exactly 0 for real images):
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 import torch.nn.functional as F
 
-from sagan_cli.api import DataSource, ImageSet, TensorImageSet
-from sagan_cli.datasets.base import SPLITS
 from sagan_cli.datasets.params import ShapesParams
+from sagan_cli.datasets.procedural import ProceduralSource
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 PALETTE = torch.tensor(
@@ -49,16 +47,10 @@ PALETTE = torch.tensor(
         [0.95, 0.95, 0.95],
     ]
 )
-CHUNK = 64  # images per generator seed: a fixed chunking keeps image i independent of N
 SUPERSAMPLE = 4  # at 32x32; 2 above
 MARGIN = 2.0  # pixels of pure background at the border, so its colour is recoverable
 FOREGROUND_THRESHOLD = 0.2
 CLEAN_COLOUR_TOLERANCE = 0.04  # a pixel this close to the background or a palette colour is clean
-
-
-def _generator(seed: int, split: str, chunk: int) -> torch.Generator:
-    digest = hashlib.sha256(f"shapes:{seed}:{split}:{chunk}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def _radius_range(resolution: int) -> tuple[float, float]:
@@ -158,31 +150,18 @@ def mirror_partners(size: int) -> torch.Tensor:
     return rows * size + cols
 
 
-class ShapesSource(DataSource):
+class ShapesSource(ProceduralSource):
     params: ShapesParams
+    family = "shapes"
 
     @property
     def num_classes(self) -> int:
         return len(SHAPES)
 
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return SPLITS
-
-    def split_size(self, name: str) -> int:
-        return self.params.num_images if name == "train" else self.params.test_images
-
-    def split(self, name: str) -> ImageSet:
-        count = self.split_size(name)
-        images, labels = [], []
-        for chunk in range(math.ceil(count / CHUNK)):
-            generator = _generator(self.params.seed, name, chunk)
-            chunk_images, chunk_labels = render(
-                CHUNK, self.resolution, self.params.max_pairs, generator
-            )
-            images.append(chunk_images)
-            labels.append(chunk_labels)
-        return TensorImageSet(torch.cat(images)[:count], torch.cat(labels)[:count])
+    def render_chunk(
+        self, count: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return render(count, self.resolution, self.params.max_pairs, generator)
 
     def partners(self, size: int) -> torch.Tensor | None:
         return mirror_partners(size)

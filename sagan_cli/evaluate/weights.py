@@ -184,6 +184,28 @@ def untrained_inception() -> torch.nn.Module:
         inception.load_state_dict_from_url = original
 
 
+def write_random_inception(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised torch-fidelity InceptionV3 state dict at ``path``: a weights file
+    for tests and rehearsals where the canonical one cannot be downloaded. Its numbers are
+    not comparable with anything published.
+
+    Kaiming-normal convs keep activations at unit scale through the ~50 layers (PyTorch's
+    default initialisation shrinks them to ~1e-8, which would make every FID about 0).
+    """
+    from torch import nn
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = untrained_inception()
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=module.in_features**-0.5)
+    torch.save(model.state_dict(), path)
+    return path
+
+
 @lru_cache(maxsize=1)
 def expected_inception_shapes() -> dict[str, tuple[int, ...]]:
     """Parameter and buffer shapes of torch-fidelity's InceptionV3, without any weights file."""
