@@ -83,9 +83,16 @@ def test_precision_recall_equal_torch_fidelitys_and_all_metrics_share_one_pass(
 
 @pytest.fixture(scope="module")
 def dinov2_weights(tmp_path_factory):
-    """DINOv2 ViT-S/14 with freshly initialised weights, saved as a weights file."""
+    """DINOv2 ViT-S/14 with freshly initialised weights, saved as a weights file.
+
+    Its layer scales start at 1e-5, which leaves every block about the identity and every
+    image about the same class token; at 1 the features depend on the image.
+    """
     torch.manual_seed(0)
     model = dinov2_model(EXTRACTORS["dinov2-vit-s-14"])
+    for name, parameter in model.named_parameters():
+        if name.endswith(".gamma"):
+            parameter.data.fill_(1.0)
     path = tmp_path_factory.mktemp("dinov2") / "random-dinov2-vits14.pth"
     torch.save(model.state_dict(), path)
     return path
@@ -259,3 +266,194 @@ def test_a_report_refuses_runs_of_different_protocols_and_picks_one(
     assert_clean_error(mixed, "evaluated with 2 protocols", protocol["label"], "--protocol")
     picked = cli("report", "tiny-lr_d", "--results", str(tmp_path), "--protocol", protocol["id"])
     assert picked.exit_code == 0, picked.output
+
+
+# ---- the protocol id: it changes whenever a number would -------------------------------------
+
+
+def _weights(extractor: str, sha: str):
+    from pathlib import Path
+
+    from sagan_cli.evaluate.weights import ExtractorWeights
+
+    return ExtractorWeights(Path(f"/weights/{sha}.pth"), sha * 8, "option", extractor)
+
+
+def _protocol_id(weights=None, reference=None, num_samples=100, options=None) -> str:
+    evaluation = Evaluation(
+        weights or [_weights("inception-v3-compat", "aaaa")],
+        reference if reference is not None else reference_from(shapes_source(), "train", 64),
+        CPU,
+        8,
+        options=options or fidelity.MetricOptions(3, 5),
+    )
+    return evaluation.protocol(num_samples)["id"]
+
+
+def test_the_protocol_id_changes_with_every_field_that_changes_a_number(tmp_path, monkeypatch):
+    from sagan_cli.datasets.files import ImageFolderSource
+    from sagan_cli.datasets.params import ImageFolderParams
+    from sagan_cli.evaluate import service
+
+    base = _protocol_id()
+    assert base == _protocol_id()  # a function of its fields alone
+    for folder in ("a", "b"):
+        save_pngs(tiny_generator_samples(4), tmp_path / folder)
+    by_path = [
+        _protocol_id(
+            reference=reference_from(
+                ImageFolderSource("image-folder", ImageFolderParams(path=str(tmp_path / f)), 32),
+                "train",
+                4,
+            )
+        )
+        for f in ("a", "b")
+    ]
+    changed = {
+        "canonical vs random weights": _protocol_id(
+            weights=[_weights("inception-v3-compat", "bbbb")]
+        ),
+        "sample count": _protocol_id(num_samples=200),
+        "reference size": _protocol_id(reference=reference_from(shapes_source(), "train", 32)),
+        "reference data": _protocol_id(
+            reference=reference_from(shapes_source(seed=1), "train", 64)
+        ),
+        "reference split": _protocol_id(reference=reference_from(shapes_source(), "test", 64)),
+        "precision/recall k": _protocol_id(options=fidelity.MetricOptions(4, 5)),
+        "density/coverage k": _protocol_id(options=fidelity.MetricOptions(3, 6)),
+        "another extractor": _protocol_id(weights=[_weights("dinov2-vit-s-14", "aaaa")]),
+        "folder path": by_path[0],
+    }
+    assert by_path[0] != by_path[1]  # two folders of the same images are two references
+    monkeypatch.setattr(service, "torch_fidelity_version", lambda: "0.0.1")
+    changed["torch-fidelity version"] = _protocol_id()
+    monkeypatch.undo()
+    assert base not in changed.values(), changed
+    assert len(set(changed.values())) == len(changed), changed
+
+
+def test_a_record_of_an_older_protocol_is_shown_as_such_and_never_merged(
+    cli, tiny_recipe, tmp_path, inception_weights
+):
+    evaluated = ["eval.num_samples=16", "eval.reference_samples=16", "eval.final=true"]
+    sets = [a for s in [*evaluated, 'eval.metrics=["fid"]'] for a in ("--set", s)]
+    ablated = cli(
+        "ablate", str(tiny_recipe), "--vary", "lr_d=2e-4,4e-4", "--results", str(tmp_path),
+        *sets, "--inception-weights", str(inception_weights),
+    )  # fmt: skip
+    assert ablated.exit_code == 0, ablated.output
+    first, _ = list_runs(tmp_path / "tiny-lr_d")
+    records = [json.loads(line) for line in first.metrics_path.read_text().splitlines()]
+    final = next(r for r in records if r.get("kind") == "eval" and r.get("final"))
+    legacy = {
+        "id": "0a3b0c3d",  # 0.3's id of the same evaluation: fewer fields, another hash
+        "label": final["protocol"]["label"],
+        "num_samples": final["protocol"]["num_samples"],
+    }
+    with first.metrics_path.open("a") as handle:  # 0.3 wrote ids without weights and k
+        handle.write(json.dumps({**final, "protocol": legacy}) + "\n")
+    mixed = cli("report", "tiny-lr_d", "--results", str(tmp_path))
+    assert_clean_error(mixed, "evaluated with 2 protocols", "(0.3, cannot be recomputed)")
+    picked = cli("report", "tiny-lr_d", "--results", str(tmp_path), "--protocol", legacy["id"])
+    assert picked.exit_code == 0, picked.output
+
+
+# ---- FD_DINOv2 as dgm-eval computes it ---------------------------------------------------------
+
+
+def _dgm_eval_transform():
+    """dgm-eval's DINOv2 transform, written out independently: torchvision on PIL images."""
+    import torchvision.transforms as T
+
+    return T.Compose(
+        [
+            T.Resize((224, 224), T.InterpolationMode.BICUBIC),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
+
+
+def _pil(image: torch.Tensor):
+    from PIL import Image
+
+    return Image.fromarray(image.permute(1, 2, 0).numpy(), "RGB")
+
+
+def test_dinov2_inputs_are_dgm_evals_pil_bicubic_224_with_imagenet_normalisation():
+    from sagan_cli.evaluate.extractors import dgm_eval_pixels
+
+    images = tiny_generator_samples(3)
+    expected = torch.stack([_dgm_eval_transform()(_pil(image)) for image in images])
+    ours = dgm_eval_pixels(images)
+    assert ours.shape == (3, 3, 224, 224) and ours.dtype == torch.float32
+    assert torch.allclose(ours, expected, atol=1e-6), float((ours - expected).abs().max())
+    # not torch-fidelity's TF1 bilinear resize, which 0.3 used (it differs by ~0.16 on average)
+    from torch_fidelity.interpolate_compat_tensorflow import (
+        interpolate_bilinear_2d_like_tensorflow1x,
+    )
+
+    bilinear = interpolate_bilinear_2d_like_tensorflow1x(
+        images.float(), size=(224, 224), align_corners=False
+    )
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    assert (((bilinear / 255 - mean) / std) - expected).abs().mean() > 1e-2
+
+
+@slow
+def test_fd_dinov2_equals_an_independent_dgm_eval_style_computation(dinov2_weights):
+    from scipy import linalg
+
+    from sagan_cli.evaluate.extractors import resolve_extractor_weights
+
+    generated = tiny_generator_samples(24)
+    reference = reference_from(shapes_source(num_images=200), "train", 24)
+    weights = resolve_extractor_weights("dinov2-vit-s-14", dinov2_weights)
+    ours = Evaluation([weights], reference, CPU, 8).score(generated, ["fid"])["fd_dinov2"]
+
+    model = dinov2_model(EXTRACTORS["dinov2-vit-s-14"])  # the same backbone weights
+    model.load_state_dict(torch.load(dinov2_weights, weights_only=True))
+    model.eval()
+    transform = _dgm_eval_transform()
+
+    def features(images: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            batch = torch.stack([transform(_pil(image)) for image in images])
+            return model(batch).double().numpy()
+
+    a, b = features(generated), features(reference.images.images())
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sigma_a, sigma_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(sigma_a @ sigma_b).real
+    independent = float(((mu_a - mu_b) ** 2).sum() + np.trace(sigma_a + sigma_b - 2 * root))
+    assert ours == pytest.approx(independent, rel=1e-5)
+
+
+def test_the_official_vit_g14_swiglu_keys_load_into_timms_packed_layers(tmp_path, monkeypatch):
+    """The official ViT-g/14 checkpoint names its SwiGLU layers mlp.w12 and mlp.w3; timm packs
+    the same weights as mlp.fc1 and mlp.fc2 (a 2-block, 96-wide g/14 stands in for 1.1B parameters)."""
+    timm = pytest.importorskip("timm")
+    from sagan_cli.evaluate import extractors
+
+    def small_giant(spec):
+        return timm.create_model(
+            spec.timm_model, pretrained=False, num_classes=0, img_size=224,
+            embed_dim=96, depth=2, num_heads=2,
+        )  # fmt: skip
+
+    monkeypatch.setattr(extractors, "dinov2_model", small_giant)
+    spec = EXTRACTORS["dinov2-vit-g-14"]
+    torch.manual_seed(0)
+    model = small_giant(spec)
+    official = {
+        k.replace(".mlp.fc1.", ".mlp.w12.").replace(".mlp.fc2.", ".mlp.w3."): v
+        for k, v in model.state_dict().items()
+    }
+    assert any(".mlp.w12." in k for k in official)
+    path = tmp_path / "dinov2_vitg14_pretrain.pth"
+    torch.save(official, path)
+    loaded = extractors.load_dinov2(spec, path)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), model.eval()(x))

@@ -382,7 +382,7 @@ def test_a_corrupt_reference_cache_entry_is_recomputed_with_a_notice(tmp_path):
 
     notices: list[str] = []
     cache = ReferenceCache(tmp_path, notify=notices.append)
-    key = ReferenceKey({"source": "x"}, "train", 8, "abc", "inception-v3-compat")
+    key = ReferenceKey({"source": "x"}, "train", 8, "abc", "inception-v3-compat", "torch-fidelity")
     with cache.filling(key) as folder:
         (folder / "reference-features.pt").write_bytes(b"\x80\x04garbage, not a pickle")
         cache.commit(key)
@@ -397,7 +397,7 @@ def test_a_reference_cache_entry_being_filled_is_not_wiped(tmp_path):
     from sagan_cli.evaluate.fidelity import ReferenceCache, ReferenceKey
 
     cache = ReferenceCache(tmp_path)
-    key = ReferenceKey({"source": "x"}, "train", 8, "abc", "inception-v3-compat")
+    key = ReferenceKey({"source": "x"}, "train", 8, "abc", "inception-v3-compat", "torch-fidelity")
     cache.folder(key).mkdir(parents=True, exist_ok=True)
     holder = subprocess.Popen(
         [

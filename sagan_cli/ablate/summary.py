@@ -55,19 +55,35 @@ def experiment_axes(folder: Path) -> list[str]:
     return json.loads(marker.read_text())["axes"] if marker.is_file() else []
 
 
+LEGACY = "cannot be recomputed"
+
+
 def protocol_of(record: dict[str, Any]) -> str:
-    """The evaluation protocol of a record: its recorded label, or one rebuilt from the
-    provenance records of 0.2 carried (sample count, reference, extractor)."""
+    """The evaluation protocol of a record, as reports show and compare it: ``id: label``.
+
+    Records of releases before the complete protocol id (no ``version``: 0.3's id left out
+    the weights, k values and torch-fidelity version; 0.2 recorded provenance only) are
+    marked as such, so they never merge with an evaluation of today's protocol.
+    """
     if not record:
         return ""
-    if record.get("protocol"):
-        return str(record["protocol"].get("label", ""))
+    protocol = record.get("protocol")
+    if isinstance(protocol, dict) and protocol.get("version"):
+        return f"{protocol.get('id')}: {protocol.get('label', '')}"
+    if isinstance(protocol, dict):
+        return f"{protocol.get('id')} (0.3, {LEGACY}): {protocol.get('label', '')}"
     ref = record.get("reference") or {}
     extractor = (record.get("feature_extractor") or {}).get("extractor", "?")
     return (
-        f"{record.get('num_samples')} samples vs {ref.get('source')} {ref.get('split')} "
-        f"({ref.get('size')}), {extractor}"
+        f"0.2 provenance ({LEGACY}): {record.get('num_samples')} samples vs {ref.get('source')} "
+        f"{ref.get('split')} ({ref.get('size')}), {extractor}"
     )
+
+
+def _matches(record: dict[str, Any], wanted: str) -> bool:
+    """``--protocol`` names a protocol by its id, its label or the whole ``id: label``."""
+    protocol = record.get("protocol") or {}
+    return wanted in (protocol_of(record), protocol.get("id"), protocol.get("label"))
 
 
 def _has_metric(record: dict[str, Any]) -> bool:
@@ -82,7 +98,7 @@ def _final_eval(
         for e in evals
         if e.get("step") == last_step
         and _has_metric(e)
-        and (protocol is None or protocol in (protocol_of(e), (e.get("protocol") or {}).get("id")))
+        and (protocol is None or _matches(e, protocol))
     ]
     finals = [e for e in at_end if e.get("final")]
     return (finals or at_end or [{}])[-1]
@@ -207,9 +223,11 @@ def check_one_protocol(runs: pd.DataFrame, name: str) -> None:
         raise SaganError(
             f"{name}: its runs were evaluated with {len(found)} protocols ("
             + "; ".join(found)
-            + "), and numbers of different protocols (sample count, reference, feature "
-            "extractor) are not comparable. Choose one with --protocol ID_OR_LABEL (each "
-            "eval record carries its id), or re-evaluate the runs alike."
+            + "), and numbers of different protocols (sample count, reference, extractor "
+            "weights or preprocessing, k values, torch-fidelity version) are not comparable. "
+            "Choose one with --protocol ID (each eval record carries its id), or re-evaluate "
+            f"the runs alike (`sagan eval RUN`); evaluations marked '{LEGACY}' come from an "
+            "older release whose protocol is incomplete."
         )
 
 

@@ -5,14 +5,21 @@ metric computed in another space than Inception's carries the space in its name:
 the Fréchet distance in DINOv2 space is ``fd_dinov2`` (Stein et al., NeurIPS 2023),
 never ``fid``.
 
-DINOv2 runs as torch-fidelity's extractor preprocesses (uint8 -> 224x224 by the TF1
-bilinear resize, ImageNet normalisation) on the official architecture, built by
-timm (extra ``dinov2``) and loaded with the official weights file, so no code is
-fetched at run time. Its positional embeddings (37x37 in the file) are resized to
-the 16x16 grid of a 224 input once, as the official model does at every call
-(bicubic, scale (16 + 0.1) / 37, no antialiasing). The features are the
-class token after the final norm. This path has not been compared here with
-torch.hub's official model (no network on the development machines).
+DINOv2 preprocesses as the reference implementation of FD_DINOv2 does (dgm-eval,
+Stein et al., NeurIPS 2023): each uint8 RGB image is resized to 224x224 by PIL's
+bicubic filter, scaled to [0, 1] and normalised with ImageNet's mean and std, so
+``fd_dinov2`` is comparable with published FD_DINOv2 numbers. The network is the
+official architecture, built by timm (extra ``dinov2``) and loaded with the
+official weights file, so no code is fetched at run time. Its positional
+embeddings (37x37 in the file) are resized to the 16x16 grid of a 224 input once,
+as the official model does at every call (bicubic, scale (16 + 0.1) / 37, no
+antialiasing); ViT-g/14's SwiGLU weights (``mlp.w12``, ``mlp.w3``) load into timm's
+packed layers (``mlp.fc1``, ``mlp.fc2``). The features are the class token after the
+final norm. This path has not been compared here with torch.hub's official model
+(no network on the development machines).
+
+Inception preprocesses as torch-fidelity does (uint8 at the samples' resolution,
+resized inside the network to 299x299 by TF1's bilinear resize).
 
 Weights resolve like Inception's: ``--dinov2-weights PATH``, else
 ``SAGAN_DINOV2_WEIGHTS``, else torch hub's checkpoint folder, else a download of the
@@ -42,6 +49,12 @@ from sagan_cli.evaluate.weights import (
 from sagan_cli.fileio import atomic_write
 
 DINOV2_ENV = "SAGAN_DINOV2_WEIGHTS"
+DINOV2_SIZE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DGM_EVAL_PREPROCESSING = "dgm-eval: PIL bicubic to 224x224, [0, 1], ImageNet mean/std"
+# The official ViT-g/14 checkpoint's SwiGLU layers, as timm's packed GLU names them.
+OFFICIAL_TO_TIMM = {".mlp.w12.": ".mlp.fc1.", ".mlp.w3.": ".mlp.fc2."}
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class Extractor:
     family: str  # "inception" or "dinov2": the suffix of its metrics' names
     dims: int  # feature dimension of FID/KID/PRC features
     layers: dict[str, str]  # metric -> torch-fidelity feature layer
+    preprocessing: str  # what happens to a uint8 image before the network (part of protocols)
     timm_model: str = ""
     official: str = ""  # the official checkpoint's stem (dinov2_vitl14)
 
@@ -70,6 +84,7 @@ EXTRACTORS = {
         "inception",
         2048,
         {"fid": "2048", "kid": "2048", "prc": "2048", "dc": "2048", "is": "logits_unbiased"},
+        "torch-fidelity: uint8 at the samples' resolution, TF1 bilinear to 299x299 inside",
     ),
     **{
         name: Extractor(
@@ -77,6 +92,7 @@ EXTRACTORS = {
             "dinov2",
             dims,
             {"fid": "dinov2", "kid": "dinov2", "prc": "dinov2", "dc": "dinov2"},
+            DGM_EVAL_PREPROCESSING,
             timm_model,
             official,
         )
@@ -141,7 +157,7 @@ def load_dinov2(spec: Extractor, path: Path) -> torch.nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
             raise ValueError(f"it holds a {type(state).__name__}, not a state dict")
-        state = {k: v for k, v in state.items() if k != "mask_token"}  # pretraining only
+        state = {_timm_key(k): v for k, v in state.items() if k != "mask_token"}  # pretraining only
         if "pos_embed" in state:
             state["pos_embed"] = _grid_positions(state["pos_embed"], 224 // 14)
         model.load_state_dict(state, strict=True)
@@ -152,6 +168,13 @@ def load_dinov2(spec: Extractor, path: Path) -> torch.nn.Module:
             f"({spec.url})."
         ) from None
     return model
+
+
+def _timm_key(key: str) -> str:
+    """An official checkpoint's key as timm names the same weight."""
+    for official, timm_name in OFFICIAL_TO_TIMM.items():
+        key = key.replace(official, timm_name)
+    return key
 
 
 def _dinov2_cache(spec: Extractor) -> Path:
@@ -205,26 +228,36 @@ def build_extractor(weights: ExtractorWeights, layers: list[str]) -> Any:
     return DinoV2Extractor(spec, load_dinov2(spec, weights.path), layers)
 
 
+def dgm_eval_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 (B, 3, 224, 224) as dgm-eval feeds DINOv2: each image
+    resized by PIL's bicubic filter as an RGB image, scaled to [0, 1], ImageNet-normalised."""
+    import numpy as np
+    from PIL import Image
+
+    resized = [
+        np.asarray(
+            Image.fromarray(image.permute(1, 2, 0).cpu().numpy(), "RGB").resize(
+                (DINOV2_SIZE, DINOV2_SIZE), Image.Resampling.BICUBIC
+            )
+        )
+        for image in images.to(torch.uint8)
+    ]
+    pixels = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).to(torch.float32) / 255
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
 class DinoV2Extractor(FeatureExtractorBase):
-    """torch-fidelity's DINOv2 preprocessing around a locally built model."""
+    """dgm-eval's DINOv2 preprocessing around a locally built model (a torch-fidelity extractor)."""
 
     def __init__(self, spec: Extractor, model: torch.nn.Module, layers: list[str]) -> None:
         super().__init__(spec.name, layers)
         self.model = model.eval().requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        import torchvision
-        from torch_fidelity.interpolate_compat_tensorflow import (
-            interpolate_bilinear_2d_like_tensorflow1x,
-        )
-
-        x = interpolate_bilinear_2d_like_tensorflow1x(
-            x.to(torch.float32), size=(224, 224), align_corners=False
-        )
-        x = torchvision.transforms.functional.normalize(
-            x, (255 * 0.485, 255 * 0.456, 255 * 0.406), (255 * 0.229, 255 * 0.224, 255 * 0.225)
-        )
-        return (self.model(x).to(torch.float32),)
+        device = next(self.model.parameters()).device
+        return (self.model(dgm_eval_pixels(x).to(device)).to(torch.float32),)
 
     @staticmethod
     def get_provided_features_list() -> tuple[str, ...]:

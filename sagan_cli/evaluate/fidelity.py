@@ -131,6 +131,7 @@ class ReferenceKey:
     count: int
     weights_sha256: str
     extractor: str
+    preprocessing: str
 
     def digest(self) -> str:
         payload = {
@@ -140,6 +141,7 @@ class ReferenceKey:
             "count": self.count,
             "extractor": self.extractor,
             "weights": self.weights_sha256,
+            "preprocessing": self.preprocessing,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 

@@ -160,10 +160,7 @@ def torch_fidelity_version() -> str:
         return "unknown"
 
 
-RESIZE_RULE = (
-    "uint8 at the generator's resolution; the extractor resizes (TF1 bilinear: 299 for "
-    "Inception, 224 for DINOv2)"
-)
+PROTOCOL_VERSION = 2  # records without a version (0.3 and older) cannot be recomputed
 
 
 class Evaluation:
@@ -224,24 +221,39 @@ class Evaluation:
                     )
 
     def protocol(self, num_samples: int) -> dict[str, Any]:
-        """How the numbers were made: results of different protocols are not comparable."""
-        reference = self.reference.description if self.reference is not None else None
-        extractors = [w.extractor for w in self.weights]
-        ident = {"num_samples": num_samples, "reference": reference, "extractors": extractors}
-        digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode())
+        """How the numbers were made, as data; its id is a hash of every field that changes a
+        number (sample count, the reference's identity and size, each extractor's weights and
+        preprocessing, the k of the neighbourhood metrics, torch-fidelity's version), so
+        numbers of different protocols are never merged."""
+        reference = self.reference
+        fields = {
+            "version": PROTOCOL_VERSION,
+            "num_samples": num_samples,
+            "reference": None
+            if reference is None
+            else {**reference.description, "identity": reference.key_identity},
+            "extractors": [w.extractor for w in self.weights],
+            "weights_sha256": [w.sha256 for w in self.weights],
+            "preprocessing": [extractor(w.extractor).preprocessing for w in self.weights],
+            "neighborhoods": {
+                "prc": self.options.prc_neighborhood,
+                "dc": self.options.dc_neighborhood,
+            },
+            "torch_fidelity": torch_fidelity_version(),
+        }
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
         if reference is None:
             against = "no reference"
-        elif reference.get("split") == "stats":
-            against = f"stats {str(reference.get('sha256'))[:12]}"
+        elif reference.description.get("split") == "stats":
+            against = f"stats {str(reference.description.get('sha256'))[:12]}"
         else:
-            against = (
-                f"{reference.get('source')} {reference.get('split')} ({reference.get('size')})"
-            )
+            description = reference.description
+            against = f"{description.get('source')} {description.get('split')} ({description.get('size')})"
+        weights = "+".join(f"{w.extractor} {w.sha256[:8]}" for w in self.weights)
         return {
             "id": digest.hexdigest()[:8],
-            "label": f"{num_samples} samples vs {against}, {'+'.join(extractors)}",
-            **ident,
-            "resize": RESIZE_RULE,
+            "label": f"{num_samples} samples vs {against}, {weights}",
+            **fields,
         }
 
     def score(
@@ -310,7 +322,12 @@ class Evaluation:
             return features, stats.stats()
         assert reference.images is not None
         key = ReferenceKey(
-            reference.key_identity, reference.split, reference.size, weights.sha256, space.name
+            reference.key_identity,
+            reference.split,
+            reference.size,
+            weights.sha256,
+            space.name,
+            space.preprocessing,
         )
         cached = "cached" if self.cache.is_complete(key) else "computed now, then cached"
         report(f"{space.name}: features of {reference.size} reference images ({cached})")
