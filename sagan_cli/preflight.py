@@ -20,6 +20,7 @@ from sagan_cli.components import build_data_source, check_data, placement_proble
 from sagan_cli.device import available_memory, select_device
 from sagan_cli.errors import SaganError
 from sagan_cli.evaluate.weights import ExtractorWeights, resolve_inception_weights
+from sagan_cli.extras import TENSORBOARD, require
 from sagan_cli.model import arch
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import Recipe
@@ -143,9 +144,7 @@ def check_before_work(
             checked.sources[key] = source
         check_memory(recipe, checked.device, world_size)
     if any(r.logging.tensorboard for r in recipes):
-        from sagan_cli.train.tensorboard import check_installed
-
-        check_installed()
+        require(*TENSORBOARD)
     if any(needs_evaluation(r) for r in recipes):
         checked.weights = resolve_inception_weights(inception_weights, training=training)
     return checked

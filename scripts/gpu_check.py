@@ -115,7 +115,7 @@ def session_for(recipe, device: torch.device, num_classes: int):
 
 def step_ceilings(args: argparse.Namespace, device: torch.device) -> None:
     """Versions, and the rates no training step can beat: matmul in bf16, fp32, tf32; copies."""
-    from sagan_cli.bench.flops import matmul_rate
+    from sagan_cli.flops import matmul_rate
 
     n = 256 if args.quick else 8192
     rows: list[dict[str, Any]] = [

@@ -122,3 +122,38 @@ def test_builtins_and_the_example_plugin_use_only_the_public_api():
             and node.module.startswith("sagan_cli")
         }
         assert sagan_imports <= {"sagan_cli.api"}, (path, sagan_imports)
+
+
+def unit(name: str) -> str:
+    """The package (or top-level module) a module belongs to: sagan_cli.train.loop -> train."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_no_import_loops_between_the_packages_of_a_layer():
+    """Within a layer, packages and modules depend on each other one way only: train may use
+    inspect, but then inspect never uses train (module cycles are caught above)."""
+    edges: dict[str, set[str]] = {}
+    for source, targets in GRAPH.items():
+        for target in targets:
+            if layer(source) == layer(target) and unit(source) != unit(target):
+                edges.setdefault(unit(source), set()).add(unit(target))
+    loops = sorted(
+        f"{a} <-> {b}"
+        for a, targets in edges.items()
+        for b in targets
+        if a < b and _reaches(edges, b, a)
+    )
+    assert not loops, loops
+
+
+def _reaches(edges: dict[str, set[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node == goal:
+            return True
+        if node not in seen:
+            seen.add(node)
+            todo.extend(edges.get(node, ()))
+    return False

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from sagan_cli.bench.flops import count_flops
 from sagan_cli.device import select_device
+from sagan_cli.flops import count_flops
 from sagan_cli.plugins import get_registry
 from sagan_cli.preflight import auto_jobs
 from sagan_cli.recipe import load_recipe

@@ -258,16 +258,9 @@ def test_d_needs_the_runs_data(cli, tiny_recipe, tmp_path):
 
 
 def test_tensorboard_not_installed(cli, tiny_recipe, tmp_path, monkeypatch):
-    import builtins
+    import sys
 
-    real_import = builtins.__import__
-
-    def no_tensorboard(name, *args, **kwargs):
-        if name == "tensorboard":
-            raise ImportError("No module named 'tensorboard'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed: imports fail
     result = cli("train", str(tiny_recipe), "--tensorboard", "--results", str(tmp_path / "r"))
     assert_clean_error(result, 'pip install "sagan-cli[tensorboard]"')
     assert not (tmp_path / "r").exists()

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from sagan_cli.bench.flops import count_flops, matmul_rate
 from sagan_cli.components import build_data_source, count_parameters
 from sagan_cli.datasets.synthetic import SyntheticSource
 from sagan_cli.device import synchronize
 from sagan_cli.errors import SaganError
+from sagan_cli.flops import count_flops, matmul_rate
 from sagan_cli.plugins import Registry, plugin_code
 from sagan_cli.recipe import Recipe
 from sagan_cli.train.loop import TrainingSession

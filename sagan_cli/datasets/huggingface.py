@@ -19,17 +19,12 @@ import torch
 from sagan_cli.api import DataSource, ImageSet
 from sagan_cli.datasets.params import HuggingFaceParams
 from sagan_cli.errors import DataError
+from sagan_cli.extras import optional
 from sagan_cli.imagefiles import fit
 
 
 def _datasets() -> Any:
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            "data.source = 'huggingface' needs the datasets library, which is not installed. "
-            'Install it with `pip install "sagan-cli[hf]"` (or `pip install datasets`).'
-        ) from None
+    datasets = optional("datasets", "datasets", "hf", "data.source = 'huggingface'")
     if not sys.stderr.isatty():  # no carriage-return bars in logs
         datasets.disable_progress_bars()
     return datasets

@@ -46,6 +46,7 @@ from sagan_cli.evaluate.weights import (
     file_sha256,
     resolve_inception_weights,
 )
+from sagan_cli.extras import optional
 from sagan_cli.fileio import atomic_write
 
 DINOV2_ENV = "SAGAN_DINOV2_WEIGHTS"
@@ -118,14 +119,7 @@ def extractor(name: str) -> Extractor:
 
 
 def _timm() -> Any:
-    try:
-        import timm
-    except ImportError:
-        raise SaganError(
-            "DINOv2 features need the timm library (the architecture), which is not installed. "
-            'Install it with `pip install "sagan-cli[dinov2]"` (or `pip install timm`).'
-        ) from None
-    return timm
+    return optional("timm", "timm", "dinov2", "DINOv2 features (the architecture)")
 
 
 def dinov2_model(spec: Extractor) -> torch.nn.Module:

@@ -40,11 +40,10 @@ from sagan_cli.inspect.maps import (
     statistics,
 )
 from sagan_cli.model.networks import Discriminator, Generator
-from sagan_cli.model.sampling import fixed_inputs, sample_images, to_uint8
+from sagan_cli.model.sampling import fixed_inputs, sample_images, to_uint8, to_unit_range
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import Recipe, split_list
 from sagan_cli.results import open_run_folder
-from sagan_cli.train.data import to_unit_range
 
 AUTO_QUERIES = 3
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sagan_cli.api import LaunchContext, Launcher
 from sagan_cli.errors import PluginError
-from sagan_cli.launchers import missing_extra
+from sagan_cli.extras import optional
 from sagan_cli.launchers.params import RayParams
 
 
@@ -29,11 +29,7 @@ def _ray(local: bool) -> Any:
     if not sys.stderr.isatty():  # logs and pipes: no colour codes or dedup notices around lines
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    try:
-        import ray
-    except ImportError:
-        raise missing_extra("ray", "ray", "ray") from None
-    return ray
+    return optional("ray", "ray", "ray", "--launcher ray", "use --launcher local")
 
 
 def _host_port(address: str) -> tuple[str, int] | None:

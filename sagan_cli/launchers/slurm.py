@@ -31,8 +31,8 @@ from typing import Any
 
 from sagan_cli.api import LaunchContext, Launcher, RunTask
 from sagan_cli.errors import PluginError
+from sagan_cli.extras import optional
 from sagan_cli.fileio import atomic_write_json
-from sagan_cli.launchers import missing_extra
 from sagan_cli.launchers.params import SlurmParams
 
 RECORD = "jobs.json"
@@ -55,11 +55,7 @@ COMMAND_TIMEOUT_S = 5.0  # a controller that does not answer in this time is dow
 
 
 def _submitit() -> Any:
-    try:
-        import submitit
-    except ImportError:
-        raise missing_extra("submitit", "slurm", "slurm") from None
-    return submitit
+    return optional("submitit", "submitit", "slurm", "--launcher slurm", "use --launcher local")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,11 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
 
 
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1] (float32; float64 inside an fp64 run): what D sees."""
+    return images.to(torch.get_default_dtype()).div_(127.5).sub_(1.0)
+
+
 def fixed_inputs(
     count: int,
     z_dim: int,

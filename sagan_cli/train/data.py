@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from sagan_cli.api import ImageSet
 from sagan_cli.datasets.base import decode_all, from_workers
+from sagan_cli.model.sampling import to_unit_range
 
 
 def _seeded(*parts: object) -> torch.Generator:
@@ -85,11 +86,6 @@ class _StreamSampler(Sampler[list[int]]):
         while True:
             yield self.order.indices(position, self.global_batch)[self.rows].tolist()
             position += self.global_batch
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1] (float32; float64 inside an fp64 run)."""
-    return images.to(torch.get_default_dtype()).div_(127.5).sub_(1.0)
 
 
 class BatchStream:

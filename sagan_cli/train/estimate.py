@@ -18,7 +18,7 @@ import copy
 import torch
 from torch import nn
 
-from sagan_cli.bench.flops import count_flops, matmul_rate
+from sagan_cli.flops import count_flops, matmul_rate
 
 EFFICIENCY = 0.5  # the share of the measured matmul rate a training iteration reaches
 MIN_STEPS = 100  # shorter runs finish before an estimate would help; they get none

@@ -7,21 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sagan_cli.errors import SaganError
+from sagan_cli.extras import TENSORBOARD, require
 from sagan_cli.train.observer import Observer
 
 SECTION = {"train": "train", "structure": "structure", "attention": "attention", "eval": "eval"}
 
 
 def check_installed() -> None:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        raise SaganError(
-            "logging.tensorboard = true (or --tensorboard) needs the tensorboard package, which "
-            'is not installed. Install it with `pip install "sagan-cli[tensorboard]"`, or drop '
-            "the option."
-        ) from None
+    require(*TENSORBOARD)
 
 
 class TensorBoardLog(Observer):
