@@ -1020,8 +1020,8 @@ def train_command(
     SIGUSR1/SIGUSR2: a scheduler's time-limit warning).
     """
     from sagan_cli.train.distributed import join_process_group, launched_by_torchrun
-    from sagan_cli.train.loop import hold_warning_signals
     from sagan_cli.train.service import PARENT_ENV, open_training, train_with_torchrun
+    from sagan_cli.train.signals import hold_warning_signals
 
     hold_warning_signals()
 
@@ -1474,7 +1474,7 @@ def ablate_command(
     from sagan_cli.ablate.service import plan_ablation, record_launcher, write_summary
     from sagan_cli.ablate.stats import StatsOptions
     from sagan_cli.results import run_dir_in
-    from sagan_cli.train.loop import hold_warning_signals
+    from sagan_cli.train.signals import hold_warning_signals
 
     hold_warning_signals()
     options = StatsOptions(alpha=alpha, ci=ci, paired=paired, baseline=baseline)

@@ -343,8 +343,8 @@ def step_bench(args: argparse.Namespace, device: torch.device) -> None:
     from sagan_cli.bench.attention import bench_attention
     from sagan_cli.bench.train import bench_train_step
     from sagan_cli.device import available_memory, cpu_has_native_bf16
+    from sagan_cli.execution import record_break_even
     from sagan_cli.plugins import get_registry
-    from sagan_cli.train.execution import record_break_even
 
     registry = get_registry()
     steps, warmup = (2, 1) if args.quick else (10, 3)

@@ -20,7 +20,7 @@ from sagan_cli.model.augment import (
 from sagan_cli.plugins import get_registry
 from sagan_cli.recipe import load_recipe
 from sagan_cli.results import list_runs, run_dir_for
-from sagan_cli.train.loop import train_run
+from sagan_cli.train.run import train_run
 
 
 def generator(seed: int = 0) -> torch.Generator:

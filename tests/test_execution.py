@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from sagan_cli.device import select_device
+from sagan_cli.execution import COMPILE_BREAK_EVEN_STEPS, plan_execution
 from sagan_cli.flops import count_flops
 from sagan_cli.plugins import get_registry
 from sagan_cli.preflight import auto_jobs
 from sagan_cli.recipe import load_recipe
 from sagan_cli.results import run_dir_for
-from sagan_cli.train.execution import COMPILE_BREAK_EVEN_STEPS, choose_execution
-from sagan_cli.train.loop import train_run
+from sagan_cli.train.run import train_run
 
 CPU = torch.device("cpu")
 
@@ -39,25 +39,23 @@ def recipe_with(*sets: str):
 def test_auto_compile_never_compiles_a_run_shorter_than_its_break_even():
     for device, break_even in COMPILE_BREAK_EVEN_STEPS.items():
         if break_even is None:  # measured not to pay at any length
-            chosen = choose_execution(recipe_with("train.steps=10000000"), torch.device(device))
+            chosen = plan_execution(recipe_with("train.steps=10000000"), torch.device(device))
             assert not chosen.compile and "does not pay" in chosen.reason
             continue
-        chosen = choose_execution(
-            recipe_with(f"train.steps={break_even - 1}"), torch.device(device)
-        )
+        chosen = plan_execution(recipe_with(f"train.steps={break_even - 1}"), torch.device(device))
         assert not chosen.compile and "fewer than" in chosen.reason
         long_run = recipe_with(f"train.steps={break_even}")
-        assert choose_execution(long_run, torch.device(device)).compile
+        assert plan_execution(long_run, torch.device(device)).compile
     deterministic = recipe_with("train.steps=10000000", "train.deterministic=true")
-    assert not choose_execution(deterministic, torch.device("cuda")).compile
-    assert choose_execution(recipe_with("train.compile=true", "train.steps=5"), CPU).compile
+    assert not plan_execution(deterministic, torch.device("cuda")).compile
+    assert plan_execution(recipe_with("train.compile=true", "train.steps=5"), CPU).compile
 
 
 def test_auto_layout_per_device_and_explicit_choices():
-    assert choose_execution(recipe_with(), torch.device("cuda")).memory_format == "channels_last"
-    assert choose_execution(recipe_with(), CPU).memory_format == "channels_last"
+    assert plan_execution(recipe_with(), torch.device("cuda")).memory_format == "channels_last"
+    assert plan_execution(recipe_with(), CPU).memory_format == "channels_last"
     explicit = recipe_with("train.memory_format=contiguous")
-    assert choose_execution(explicit, CPU).memory_format == "contiguous"
+    assert plan_execution(explicit, CPU).memory_format == "contiguous"
 
 
 def losses(tmp_path, tiny_recipe, *sets: str) -> torch.Tensor:

@@ -31,8 +31,8 @@ from sagan_cli.device import select_device
 from sagan_cli.plugins import get_registry
 from sagan_cli.recipe import load_recipe
 from sagan_cli.results import RunDir, list_runs, run_dir_for
-from sagan_cli.train.loop import train_run
 from sagan_cli.train.observer import Observer
+from sagan_cli.train.run import train_run
 
 LONG = ["train.steps=40", "train.checkpoint_every=5", "train.log_every=1", "train.sample_every=20"]
 

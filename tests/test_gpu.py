@@ -11,7 +11,7 @@ from sagan_cli.device import select_device
 from sagan_cli.plugins import get_registry
 from sagan_cli.recipe import load_recipe
 from sagan_cli.results import run_dir_for
-from sagan_cli.train.loop import train_run
+from sagan_cli.train.run import train_run
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda") if torch.cuda.is_available() else None

@@ -42,10 +42,10 @@ FOLDER = ["data.source=image-folder", "data.labels=true"]
 def test_a_run_on_prepared_data_is_bit_identical_to_the_run_on_the_folder(
     cli, tiny_recipe, tmp_path, folder, monkeypatch, resident
 ):
-    import sagan_cli.train.loop
+    import sagan_cli.train.session
 
     if not resident:  # the memory-mapped stream instead of one copy in memory
-        monkeypatch.setattr(sagan_cli.train.loop, "resident_limit", lambda device: 0)
+        monkeypatch.setattr(sagan_cli.train.session, "resident_limit", lambda device: 0)
     prepared = cli(
         "data", "prepare", str(folder), str(tmp_path / "prep"), "--resolution", "32", "--labels",
         "--shard-images", "16", "--workers", "2",

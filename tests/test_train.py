@@ -22,7 +22,7 @@ from sagan_cli.device import select_device
 from sagan_cli.plugins import get_registry
 from sagan_cli.recipe import load_recipe, recipe_toml
 from sagan_cli.results import RunDir, run_dir_for
-from sagan_cli.train.loop import train_run
+from sagan_cli.train.run import train_run
 
 
 def run_folder(root: Path, recipe_path: Path, *sets: str) -> RunDir:

@@ -34,8 +34,8 @@ from sagan_cli.results import (
     run_dir_in,
     trained_elsewhere,
 )
-from sagan_cli.train.loop import train_run
 from sagan_cli.train.observer import LogLines, Observer
+from sagan_cli.train.run import train_run
 
 
 @dataclass
@@ -148,7 +148,7 @@ def run_one(
     retry: bool,
 ) -> tuple[RunStatus, str]:
     """Train one point; any failure becomes its recorded status instead of stopping the grid."""
-    factory = evaluator_factory(weights, device) if weights else None
+    factory = evaluator_factory(weights) if weights else None
     try:
         result = train_run(
             recipe,

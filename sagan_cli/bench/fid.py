@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from sagan_cli.components import build_data_source, build_networks, num_classes_for
-from sagan_cli.device import effective_precision
 from sagan_cli.evaluate.service import Evaluation, RunEvaluator, reference_from
 from sagan_cli.evaluate.weights import ExtractorWeights
+from sagan_cli.execution import plan_execution
 from sagan_cli.model.sampling import sample_images
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import Recipe
@@ -33,7 +33,7 @@ def bench_fid(
     torch.manual_seed(0)
     generator, _ = build_networks(recipe, num_classes_for(recipe, source), registry, source)
     generator.to(device)
-    precision = effective_precision(device, recipe.train.precision, on_cpu=recipe.train.bf16_on_cpu)
+    precision = plan_execution(recipe, device).precision
     reference = reference_from(source, recipe.eval.reference, reference_samples)
     evaluation = Evaluation(weights, reference, device, batch_size, cache_root)
     start = time.perf_counter()

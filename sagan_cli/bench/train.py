@@ -14,10 +14,11 @@ from sagan_cli.components import build_data_source, count_parameters
 from sagan_cli.datasets.synthetic import SyntheticSource
 from sagan_cli.device import synchronize
 from sagan_cli.errors import SaganError
+from sagan_cli.execution import plan_execution
 from sagan_cli.flops import count_flops, matmul_rate
 from sagan_cli.plugins import Registry, plugin_code
 from sagan_cli.recipe import Recipe
-from sagan_cli.train.loop import TrainingSession
+from sagan_cli.train.session import TrainingSession
 
 MB = 2**20
 
@@ -68,7 +69,7 @@ def synthetic_session(
 ) -> TrainingSession:
     """A training session of ``recipe`` on random images of its shape, ready to ``advance``."""
     source = SyntheticSource(recipe.data.resolution, num_classes, recipe.train.batch_size * 4)
-    session = TrainingSession(recipe, device, registry, source=source)
+    session = TrainingSession(recipe, plan_execution(recipe, device), registry, source=source)
     session.open_data(resident=2**62)
     return session
 

@@ -31,7 +31,6 @@ from sagan_cli.components import build_networks, num_classes_for
 from sagan_cli.datasets.base import SPLITS, decode_all
 from sagan_cli.datasets.files import ImageFolderSource, NpzSource
 from sagan_cli.datasets.params import ImageFolderParams, NpzParams
-from sagan_cli.device import effective_precision
 from sagan_cli.errors import CheckpointError, DataError, SaganError
 from sagan_cli.evaluate.extractors import Extractor, extractor, resolve_extractor_weights
 from sagan_cli.evaluate.fidelity import (
@@ -49,13 +48,14 @@ from sagan_cli.evaluate.fidelity import (
     write_stats_file,
 )
 from sagan_cli.evaluate.weights import EXTRACTOR, ExtractorWeights, resolve_inception_weights
+from sagan_cli.execution import ExecutionPlan, plan_execution
 from sagan_cli.imagefiles import IMAGE_SUFFIXES, find_images, load_image, lossy_warning
 from sagan_cli.metrics import COMPUTATION_NAMES, NEEDS_REFERENCE
 from sagan_cli.model.networks import Generator
 from sagan_cli.model.sampling import sample_images
 from sagan_cli.plugins import Registry
 from sagan_cli.preflight import check_before_work
-from sagan_cli.recipe import EvalConfig, load_recipe, split_list
+from sagan_cli.recipe import EvalConfig, Recipe, load_recipe, split_list
 from sagan_cli.results import RunDir, open_run_folder
 
 EVAL_SEED_OFFSET = 2_000_003  # evaluation latents: fixed per run seed, distinct from sample grids
@@ -403,11 +403,12 @@ class RunEvaluator:
 
 
 def evaluator_factory(
-    weights: ExtractorWeights, device: torch.device
-) -> Callable[[Any, DataSource], RunEvaluator]:
-    """Builds a run's evaluator once its data source exists (training calls it)."""
+    weights: ExtractorWeights,
+) -> Callable[[Recipe, DataSource, ExecutionPlan], RunEvaluator]:
+    """Builds a run's evaluator once its data source and execution plan exist (training calls
+    it); the evaluation samples in the plan's precision on its device."""
 
-    def build(recipe: Any, source: DataSource) -> RunEvaluator:
+    def build(recipe: Recipe, source: DataSource, plan: ExecutionPlan) -> RunEvaluator:
         reference = reference_from(source, recipe.eval.reference, recipe.eval.reference_samples)
         spaces = [
             weights if name == weights.extractor else resolve_extractor_weights(name)
@@ -416,15 +417,11 @@ def evaluator_factory(
         evaluation = Evaluation(
             spaces,
             reference,
-            device,
+            plan.device,
             recipe.eval.batch_size,
             options=MetricOptions(recipe.eval.prc_neighborhood, recipe.eval.dc_neighborhood),
         )
-        return RunEvaluator(
-            evaluation,
-            recipe.seed,
-            effective_precision(device, recipe.train.precision, on_cpu=recipe.train.bf16_on_cpu),
-        )
+        return RunEvaluator(evaluation, recipe.seed, plan.precision)
 
     return build
 
@@ -558,9 +555,7 @@ def open_run_evaluation(
     evaluator = RunEvaluator(
         evaluation,
         recipe.seed,
-        effective_precision(
-            checked.device, recipe.train.precision, on_cpu=recipe.train.bf16_on_cpu
-        ),
+        plan_execution(recipe, checked.device).precision,
     )
     return RunEvaluationJob(
         run,

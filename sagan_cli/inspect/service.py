@@ -25,9 +25,10 @@ from sagan_cli.components import (
     partners_by_size,
 )
 from sagan_cli.datasets.base import decode_all
-from sagan_cli.device import available_memory, effective_precision, select_device
+from sagan_cli.device import available_memory, select_device
 from sagan_cli.errors import CheckpointError, DataError, ResultsError, SaganError
 from sagan_cli.evaluate.service import checkpoint_for
+from sagan_cli.execution import plan_execution
 from sagan_cli.fileio import atomic_write, atomic_write_bytes
 from sagan_cli.inspect.figure import LayerMaps, render, save_figure
 from sagan_cli.inspect.maps import (
@@ -309,9 +310,7 @@ def export_samples(
             f"--class {label}: the run's generator "
             + (f"has classes 0 to {classes - 1}." if classes else "is unconditional; drop --class.")
         )
-    precision = effective_precision(
-        loaded.device, loaded.recipe.train.precision, on_cpu=loaded.recipe.train.bf16_on_cpu
-    )
+    precision = plan_execution(loaded.recipe, loaded.device).precision
     images = sample_images(
         loaded.generator,
         num,

@@ -14,11 +14,15 @@ and says so; the progress lines' ETA then follows the measured pace.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from sagan_cli.flops import count_flops, matmul_rate
+
+if TYPE_CHECKING:
+    from sagan_cli.train.session import TrainingSession
 
 EFFICIENCY = 0.5  # the share of the measured matmul rate a training iteration reaches
 MIN_STEPS = 100  # shorter runs finish before an estimate would help; they get none
@@ -74,3 +78,15 @@ def describe_estimate(flops_per_iteration: int, steps: int, rate: float, device:
             "pipeline in minutes) or lower train.steps and the model widths"
         )
     return text
+
+
+def describe_session(session: TrainingSession) -> str:
+    """The estimate line of a session about to train its remaining steps."""
+    recipe = session.recipe
+    per_image = image_flops(
+        session.generator, session.discriminator, recipe.model.z_dim, session.num_classes > 0
+    )
+    flops = iteration_flops(per_image, recipe.train.batch_size, recipe.train.d_steps)
+    rate = device_rate(session.device, session.precision) * session.world.size
+    steps = recipe.train.steps - session.step
+    return describe_estimate(flops, steps, rate, session.device.type.upper())

@@ -31,8 +31,9 @@ from sagan_cli.results import (
     trained_elsewhere,
 )
 from sagan_cli.train.distributed import SINGLE, World, collective_timeout_s, rank_device
-from sagan_cli.train.loop import TrainResult, train_run
 from sagan_cli.train.observer import Observer
+from sagan_cli.train.result import TrainResult
+from sagan_cli.train.run import train_run
 
 
 @dataclass
@@ -47,7 +48,7 @@ class TrainingJob:
     world: World = SINGLE
 
     def start(self, observer: Observer) -> TrainResult:
-        factory = evaluator_factory(self.weights, self.device) if self.weights else None
+        factory = evaluator_factory(self.weights) if self.weights else None
         return train_run(
             self.recipe,
             self.run,

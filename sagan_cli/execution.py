@@ -1,4 +1,6 @@
-"""How a run executes on its device: torch.compile or eager, and the tensor layout.
+"""How a run executes, decided once: the device, the precision that runs there, torch.compile
+or eager, and the tensor layout (``plan_execution``; the session, its evaluation and its
+status all read the same plan).
 
 ``train.compile = "auto"`` compiles only runs long enough to repay the compile
 time: the break-even step counts below were measured with ``sagan bench train``
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from sagan_cli.device import default_memory_format
+from sagan_cli.device import default_memory_format, effective_precision
 from sagan_cli.fileio import atomic_write_json, cache_dir
 from sagan_cli.recipe import Recipe
 
@@ -33,39 +35,45 @@ COMPILE_BREAK_EVEN_STEPS: dict[str, int | None] = {"cpu": None, "cuda": 2_000}
 
 
 @dataclass(frozen=True)
-class Execution:
+class ExecutionPlan:
+    device: torch.device
+    precision: str  # what runs: "fp32", "bf16" (autocast) or "fp64"
     compile: bool
     memory_format: str  # "contiguous" or "channels_last"
-    reason: str
+    reason: str  # why compiled or not
 
     def describe(self) -> dict[str, object]:
+        """status.json's ``execution`` (the precision and device are recorded beside it)."""
         return {"compile": self.compile, "memory_format": self.memory_format, "reason": self.reason}
 
 
-def choose_execution(recipe: Recipe, device: torch.device) -> Execution:
+def plan_execution(recipe: Recipe, device: torch.device) -> ExecutionPlan:
+    """The recipe's execution on ``device``: its precision where the device has it (bf16 on
+    CPU only with train.bf16_on_cpu), its layout, and compile (auto: only runs long enough to
+    repay compiling here, never deterministic ones)."""
     cfg = recipe.train
+    precision = effective_precision(device, cfg.precision, on_cpu=cfg.bf16_on_cpu)
     memory_format = (
         default_memory_format(device) if cfg.memory_format == "auto" else cfg.memory_format
     )
+
+    def plan(compiled: bool, reason: str) -> ExecutionPlan:
+        return ExecutionPlan(device, precision, compiled, memory_format, reason)
+
     if cfg.compile != "auto":
-        return Execution(bool(cfg.compile), memory_format, "train.compile as set")
+        return plan(bool(cfg.compile), "train.compile as set")
     if cfg.deterministic:
-        return Execution(False, memory_format, "auto: deterministic runs stay eager")
+        return plan(False, "auto: deterministic runs stay eager")
     break_even = measured_break_even(device)
     if break_even is None:
-        return Execution(
-            False, memory_format, f"auto: compiling does not pay on {device.type} (measured)"
-        )
+        return plan(False, f"auto: compiling does not pay on {device.type} (measured)")
     if cfg.steps < break_even:
-        return Execution(
+        return plan(
             False,
-            memory_format,
             f"auto: {cfg.steps} steps are fewer than the {break_even} that repay compiling on "
             f"{device.type}",
         )
-    return Execution(
-        True, memory_format, f"auto: {cfg.steps} steps repay compiling on {device.type}"
-    )
+    return plan(True, f"auto: {cfg.steps} steps repay compiling on {device.type}")
 
 
 def _device_key(device: torch.device) -> str:

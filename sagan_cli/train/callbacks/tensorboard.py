@@ -8,23 +8,21 @@ from pathlib import Path
 from typing import Any
 
 from sagan_cli.extras import TENSORBOARD, require
-from sagan_cli.train.observer import Observer
+from sagan_cli.train.callbacks import Callback
 
 SECTION = {"train": "train", "structure": "structure", "attention": "attention", "eval": "eval"}
 
 
-def check_installed() -> None:
-    require(*TENSORBOARD)
+class TensorBoard(Callback):
+    main_only = True
 
-
-class TensorBoardLog(Observer):
     def __init__(self, folder: Path) -> None:
-        check_installed()
+        require(*TENSORBOARD)
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(folder))
 
-    def logged(self, record: dict[str, Any]) -> None:
+    def on_record(self, record: dict[str, Any]) -> None:
         section = SECTION.get(record.get("kind", ""))
         if section is None:
             return
@@ -35,7 +33,7 @@ class TensorBoardLog(Observer):
                 self.writer.add_scalar(f"{section}/{key}", value, record["step"])
         self.writer.flush()
 
-    def image(self, tag: str, step: int, image: Any) -> None:
+    def on_image(self, tag: str, step: int, image: Any) -> None:
         self.writer.add_image(tag, image, step)
         self.writer.flush()
 

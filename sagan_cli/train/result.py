@@ -1,0 +1,30 @@
+"""What a run ended with: its status, step, what to say about it, and the exit code."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+
+from sagan_cli.outcomes import ExitCode, RunStatus, signal_exit
+from sagan_cli.results import RunDir
+
+
+@dataclass
+class TrainResult:
+    run: RunDir
+    status: RunStatus
+    step: int
+    detail: str = ""  # what the command says about the outcome
+    signal: int | None = None
+    error: str | None = None  # what status.json records as the reason (default: the detail)
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == RunStatus.INTERRUPTED:
+            return signal_exit(self.signal or signal.SIGINT)
+        return {RunStatus.DONE: ExitCode.DONE, RunStatus.DIVERGED: ExitCode.DIVERGED}.get(
+            self.status, ExitCode.CRASH
+        )
+
+    def describe(self) -> str:
+        return f"{self.status} at step {self.step}" + (f": {self.detail}" if self.detail else "")
