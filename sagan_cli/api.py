@@ -326,13 +326,12 @@ class RunTask:
     inception_weights: str | None = None
     retry_failed: bool = False
     quiet: bool = False  # no progress lines from the run
+    tensorboard: bool = False  # also write TensorBoard events (logging.tensorboard)
 
     @property
-    def argv(self) -> tuple[str, ...]:
-        import sys
-
-        command = [sys.executable, "-m", "sagan_cli", "train", "--resume", self.run_dir]
-        command += ["--device", self.device]
+    def arguments(self) -> tuple[str, ...]:
+        """The ``sagan`` command line that trains this task: ``train --resume RUN_DIR ...``."""
+        command = ["train", "--resume", self.run_dir, "--device", self.device]
         if self.quiet:
             command += ["--quiet"]
         if self.nproc > 1:
@@ -343,7 +342,16 @@ class RunTask:
             command += ["--inception-weights", self.inception_weights]
         if self.retry_failed:
             command += ["--retry-failed"]
+        if self.tensorboard:
+            command += ["--tensorboard"]
         return tuple(command)
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """``arguments`` as a process to start with this Python."""
+        import sys
+
+        return (sys.executable, "-m", "sagan_cli", *self.arguments)
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,8 @@ EXIT_CODES: tuple[tuple[str, str, str], ...] = (
         f"`{ExitCode.BAD_INPUT}`",
         "bad input or environment: one paragraph naming the file, key and fix (plugins: the "
         "plugin, its package, the recipe key and the place)",
-        "the same, before any run starts",
+        "the same, before any run starts; or a run failed on its configuration (a plugin "
+        "refused or broke: the other runs still finish, the paragraph names the plugin)",
     ),
     (
         f"`{ExitCode.DIVERGED}`",

@@ -388,3 +388,20 @@ def test_report_formats_table_and_markdown(cli, tiny_recipe, tmp_path):
     assert markdown.exit_code == 0
     assert markdown.stdout == (tmp_path / "f" / "summary.md").read_text()
     assert markdown.stdout.startswith("# f") and "| attention_layer |" in markdown.stdout
+
+
+def test_the_detach_hint_is_built_from_the_options_the_user_gave(tmp_path):
+    from sagan_cli.ablate.service import AblationOutcome, AblationRequest, plan_ablation
+    from sagan_cli.plugins import get_registry
+
+    request = AblationRequest(
+        recipe="smoke", varies=("attention_layer",), results_root=tmp_path / "my results",
+        dry_run=True,
+    )  # fmt: skip
+    plan = plan_ablation(request, get_registry())
+    (hint,) = AblationOutcome(plan, []).notes()  # detached: no report yet
+    assert f"`sagan status smoke-attention_layer --results '{tmp_path}/my results'`" in hint
+    default = plan_ablation(
+        AblationRequest(recipe="smoke", varies=("lr_d=1e-4",), dry_run=True), get_registry()
+    )
+    assert default.status_command() == f"sagan status {default.name}"

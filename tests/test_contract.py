@@ -149,10 +149,14 @@ def test_a_layout_breaking_block_fails_the_check_and_is_refused_before_training(
         "ablate", str(tiny_recipe), "--vary", "attention=none,layout_breaker", "--name", "lb",
         "--results", str(tmp_path), "--set", "train.steps=2",
     )  # fmt: skip
-    assert ablated.exit_code == 1, ablated.output
+    # the other run finished; the command exits 2 naming the plugin: the cause is configuration
+    assert ablated.exit_code == 2, ablated.output
+    assert "failed on their configuration" in ablated.stderr
+    assert "attention plugin 'layout_breaker'" in ablated.stderr
     statuses = {r.read_status()["status"]: r.read_status() for r in list_runs(tmp_path / "lb")}
     assert set(statuses) == {"done", "failed"}  # never left queued with "see the lines above"
     assert "layout_breaker" in statuses["failed"]["error"]
+    assert statuses["failed"]["exit_code"] == 2
 
 
 def test_a_declined_placement_is_not_supported_refused_and_skipped(
@@ -384,7 +388,7 @@ def test_a_run_being_trained_is_refused_at_once_before_any_set_up(
 
 
 def test_terminal_tables_fold_long_labels_instead_of_cutting_them():
-    from sagan_cli.cli import _summary_table
+    from sagan_cli.commands.common import summary_table as _summary_table
 
     label = "variant=timm_nonlocal_with_a_long_name"
     table = _summary_table(["block", "fid"], [[label, "12.3 ± 0.4 (3)"]], "t")

@@ -17,7 +17,8 @@ from helpers import assert_clean_error
 from PIL import Image
 
 from sagan_cli.components import build_data_source, build_networks
-from sagan_cli.evaluate.service import Evaluation, reference_from
+from sagan_cli.evaluate.reference import reference_from
+from sagan_cli.evaluate.scoring import Evaluation
 from sagan_cli.evaluate.weights import cached_weights_path, file_sha256, resolve_inception_weights
 from sagan_cli.model.sampling import sample_images
 from sagan_cli.recipe import resolve_recipe

@@ -15,7 +15,8 @@ from test_eval import CPU, save_pngs, shapes_source, tiny_generator_samples
 from sagan_cli.evaluate import fidelity
 from sagan_cli.evaluate.extractors import EXTRACTORS, dinov2_model
 from sagan_cli.evaluate.fidelity import density_coverage
-from sagan_cli.evaluate.service import Evaluation, reference_from
+from sagan_cli.evaluate.reference import reference_from
+from sagan_cli.evaluate.scoring import Evaluation
 from sagan_cli.evaluate.weights import resolve_inception_weights
 from sagan_cli.results import list_runs
 
@@ -46,7 +47,7 @@ def test_precision_recall_equal_torch_fidelitys_and_all_metrics_share_one_pass(
     passes = []
     real_features_of = fidelity.features_of
     monkeypatch.setattr(
-        "sagan_cli.evaluate.service.features_of",
+        "sagan_cli.evaluate.scoring.features_of",
         lambda images, *args: passes.append(len(images)) or real_features_of(images, *args),
     )
     monkeypatch.setattr(
@@ -293,7 +294,7 @@ def _protocol_id(weights=None, reference=None, num_samples=100, options=None) ->
 def test_the_protocol_id_changes_with_every_field_that_changes_a_number(tmp_path, monkeypatch):
     from sagan_cli.datasets.files import ImageFolderSource
     from sagan_cli.datasets.params import ImageFolderParams
-    from sagan_cli.evaluate import service
+    from sagan_cli.evaluate import scoring
 
     base = _protocol_id()
     assert base == _protocol_id()  # a function of its fields alone
@@ -325,7 +326,7 @@ def test_the_protocol_id_changes_with_every_field_that_changes_a_number(tmp_path
         "folder path": by_path[0],
     }
     assert by_path[0] != by_path[1]  # two folders of the same images are two references
-    monkeypatch.setattr(service, "torch_fidelity_version", lambda: "0.0.1")
+    monkeypatch.setattr(scoring, "torch_fidelity_version", lambda: "0.0.1")
     changed["torch-fidelity version"] = _protocol_id()
     monkeypatch.undo()
     assert base not in changed.values(), changed
@@ -457,3 +458,69 @@ def test_the_official_vit_g14_swiglu_keys_load_into_timms_packed_layers(tmp_path
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(x), model.eval()(x))
+
+
+# ---- one request, resolved one way for runs, folders and exports ------------------------------
+
+
+def test_reference_samples_mean_the_same_for_runs_folders_and_exports(tmp_path):
+    """0 is every image everywhere (it was the recipe's 10,000 for runs and --images); unset is
+    the recipe's count for its splits and every image of a folder or file."""
+    from sagan_cli.evaluate.service import EvalRequest
+    from sagan_cli.recipe import resolve_recipe
+
+    recipe = resolve_recipe({"name": "t", "eval": {"reference_samples": 300}}, origin="t")
+    every = EvalRequest(reference_samples=0)
+    assert every.reference_count("train", recipe) == 0
+    assert every.reference_count(str(tmp_path), recipe) == 0
+    unset = EvalRequest()
+    assert unset.reference_count("test", recipe) == 300
+    assert unset.reference_count(str(tmp_path / "real"), recipe) == 0  # a folder: all of it
+    assert unset.reference_count(str(tmp_path / "real"), None) == 0
+    assert EvalRequest(reference_samples=7).reference_count("train", recipe) == 7
+    whole = reference_from(
+        shapes_source(num_images=90), "train", every.reference_count("train", recipe)
+    )
+    assert whole.size == 90
+
+
+def test_export_stats_of_a_folder_needs_no_recipe_and_takes_the_whole_folder(
+    cli, tmp_path, inception_weights
+):
+    save_pngs(tiny_generator_samples(5), tmp_path / "real")
+    exported = cli(
+        "eval", "--reference", str(tmp_path / "real"), "--export-stats",
+        str(tmp_path / "ref.npz"), "--inception-weights", str(inception_weights),
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    with np.load(tmp_path / "ref.npz") as stats:
+        assert stats["features"].shape == (5, 2048)
+    split = cli("eval", "--reference", "train", "--export-stats", str(tmp_path / "s.npz"))
+    assert_clean_error(split, "--reference train names a split of a recipe's data", "--recipe")
+    nothing = cli("eval", "--export-stats", str(tmp_path / "n.npz"))
+    assert_clean_error(nothing, "give --reference")
+
+
+@pytest.mark.parametrize(
+    "arrays, fragments",
+    [
+        ({"mean": np.zeros(4), "cov": np.eye(4)}, ["neither statistics nor images", "mean"]),
+        ({}, ["neither statistics nor images", "its arrays: none"]),
+        (None, ["is not a readable .npz file"]),
+    ],
+)
+def test_a_statistics_file_that_is_not_one_says_what_one_holds(
+    cli, tmp_path, inception_weights, arrays, fragments
+):
+    save_pngs(tiny_generator_samples(3), tmp_path / "samples")
+    path = tmp_path / "reference.npz"
+    if arrays is None:
+        path.write_bytes(b"not a zip archive at all")
+    else:
+        np.savez(path, **arrays)
+    result = cli(
+        "eval", "--images", str(tmp_path / "samples"), "--reference", str(path),
+        "--inception-weights", str(inception_weights), "--metrics", "fid",
+    )  # fmt: skip
+    message = assert_clean_error(result, *fragments, "'mu' (D,) and 'sigma' (D, D)")
+    assert "images_key" not in message  # it was read as an image file

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -359,3 +360,27 @@ def test_slurm_array_element_with_two_ranks_equals_train_nproc_2(tiny_recipe, tm
     assert direct.returncode == 0, direct.stderr
     two = run_dir_for(tmp_path / "two", "tiny", load_recipe(tiny_recipe, [*EXACT, point]))
     assert_same_weights(weights(run, 6), weights(two, 6), 0.0)
+
+
+def test_the_ranks_are_told_what_the_job_holds_never_what_argv_held(
+    tiny_recipe, tmp_path, monkeypatch
+):
+    """--nproc's ranks get the job's options (--tensorboard was lost when argv was filtered)."""
+    from sagan_cli.plugins import get_registry
+    from sagan_cli.train.service import TrainingRequest, open_training, torchrun_command
+
+    monkeypatch.setattr(sys, "argv", ["sagan", "train", "--bogus", "--threads=3"])
+    request = TrainingRequest(
+        recipe=str(tiny_recipe), results_root=tmp_path, nproc=2, threads=1, tensorboard=True,
+        quiet=True, retry=True, device="cpu",
+    )  # fmt: skip
+    job = open_training(request, get_registry())
+    assert job.starts_ranks
+    arguments = job.rank_task().arguments
+    assert arguments[:3] == ("train", "--resume", str(job.run.path))
+    for option in ("--tensorboard", "--quiet", "--retry-failed"):
+        assert option in arguments
+    assert arguments[arguments.index("--threads") + 1] == "1"
+    assert arguments[arguments.index("--device") + 1] == "cpu"
+    assert "--bogus" not in arguments and "--nproc" not in arguments  # each rank is one process
+    assert torchrun_command(2, list(arguments))[-len(arguments) :] == list(arguments)

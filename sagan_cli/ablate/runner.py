@@ -8,10 +8,10 @@ that fails is recorded and the others go on.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -19,7 +19,7 @@ from sagan_cli.ablate.axes import Axis, format_value
 from sagan_cli.ablate.grid import GridPoint
 from sagan_cli.api import LaunchContext, Launcher, RunTask
 from sagan_cli.errors import ResultsError, SaganError
-from sagan_cli.evaluate.service import evaluator_factory
+from sagan_cli.evaluate.scoring import evaluator_factory
 from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.fileio import atomic_write_json
 from sagan_cli.outcomes import RunStatus
@@ -45,6 +45,59 @@ class Outcome:
     status: RunStatus
     message: str
     existing: bool = False  # read from the folder: this command did not (re)run it
+    exit_code: int | None = None  # a failed run's: 2 when the cause is its configuration
+
+    @classmethod
+    def read(
+        cls, point: GridPoint, run: RunDir, status: dict[str, Any], existing: bool = False
+    ) -> Outcome:
+        """The outcome a run's status.json records."""
+        code = status.get("exit_code")
+        return cls(
+            point,
+            run,
+            RunStatus.read(status),
+            status.get("error") or "",
+            existing,
+            code if isinstance(code, int) else None,
+        )
+
+
+class GridObserver(Protocol):
+    """What a grid reports while it runs (the terminal's bars, plain lines, or nothing)."""
+
+    def run_observer(self, point: GridPoint) -> Observer:
+        """The observer of one run trained in this process."""
+
+    def outcome(self, outcome: Outcome) -> None:
+        """A run's outcome, as soon as it is known."""
+
+    def poll(self, running: list[RunDir]) -> None:
+        """Called while the launcher waits: refresh what is shown of ``running`` runs."""
+
+    def message(self, text: str) -> None:
+        """A line from the launcher for the user."""
+
+
+class PlainGrid:
+    """A grid's progress as plain lines on stderr (benchmarks, logs): each run's lines and
+    each outcome."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def run_observer(self, point: GridPoint) -> Observer:
+        return Observer() if self.quiet else LogLines(f"#{point.index + 1} seed {point.seed}")
+
+    def outcome(self, outcome: Outcome) -> None:
+        if not self.quiet or outcome.status != RunStatus.DONE:
+            self.message(f"#{outcome.point.index + 1} seed {outcome.point.seed}: {outcome.status}")
+
+    def poll(self, running: list[RunDir]) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
 
 
 def prepare_experiment(folder: Path, base: Recipe, axes: list[Axis], write: bool = True) -> None:
@@ -266,10 +319,7 @@ def run_grid(
     weights: ExtractorWeights | None,
     launcher: Launcher,
     options: GridOptions,
-    run_here: Callable[[RunTask, GridPoint], str],
-    on_outcome: Callable[[Outcome], None],
-    poll: Callable[[list[RunDir]], None] = lambda runs: None,
-    report: Callable[[str], None] = lambda text: None,
+    observer: GridObserver,
     experiment: str = "",
 ) -> list[Outcome]:
     """Hand every run that needs training to ``launcher``; one outcome per point, read back
@@ -284,15 +334,8 @@ def run_grid(
             pending.append(position)
             before[position] = status
         else:
-            outcome = Outcome(
-                point,
-                run,
-                RunStatus.read(status),
-                status.get("error") or "",
-                existing=True,
-            )
-            outcomes[position] = outcome
-            on_outcome(outcome)
+            outcomes[position] = Outcome.read(point, run, status, existing=True)
+            observer.outcome(outcomes[position])
     device_name = str(device) if device.type != "cuda" or device.index is not None else "cuda"
     tasks = {
         task.run_dir: (p, task)
@@ -313,23 +356,26 @@ def run_grid(
             return
         if final and state.open:
             if trained_elsewhere(run):
-                state = RunStatus.RUNNING  # a concurrent command holds it: its outcome, not ours
+                status = {**status, "status": RunStatus.RUNNING}  # a concurrent command's
             elif state == RunStatus.RUNNING:
                 mark_lost(run, "its process ended without recording an outcome (killed?)")
                 status = run.read_status()
-                state = RunStatus.read(status)
         reported.add(position)
-        outcomes[position] = Outcome(points[position], run, state, status.get("error") or "")
-        on_outcome(outcomes[position])
+        outcomes[position] = Outcome.read(points[position], run, status)
+        observer.outcome(outcomes[position])
 
     def poll_pending() -> None:
-        poll([runs[p] for p, _ in tasks.values() if p not in reported])
+        observer.poll([runs[p] for p, _ in tasks.values() if p not in reported])
         for p, _ in tasks.values():
             finish(p, final=False)
 
     def here(task: RunTask) -> str:
         position, _ = tasks[task.run_dir]
-        status = run_here(task, points[position])
+        run_observer = observer.run_observer(points[position])
+        try:
+            status = execute_task(task, run_observer)
+        finally:
+            run_observer.finished()
         finish(position, final=True)
         return status
 
@@ -346,7 +392,7 @@ def run_grid(
             execute=execute_task,
             run_here=here,
             poll=poll_pending,
-            report=report,
+            report=observer.message,
             lost=lost,
             detach=options.detach,
             experiment=experiment or runs[0].path.parent.parent.name,

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from sagan_cli.ablate.axes import Axis, build_axes
+from sagan_cli.ablate.axes import Axis, build_axes, format_value
 from sagan_cli.ablate.grid import GridPoint, expand, parse_seeds
 from sagan_cli.ablate.plots import plot_curves, plot_layer_curves, plot_samples
-from sagan_cli.ablate.runner import GridOptions, prepare_experiment
+from sagan_cli.ablate.runner import (
+    GridObserver,
+    GridOptions,
+    Outcome,
+    create_runs,
+    prepare_experiment,
+    run_grid,
+)
 from sagan_cli.ablate.stats import StatsOptions
 from sagan_cli.ablate.summary import (
     check_one_protocol,
@@ -31,7 +39,7 @@ from sagan_cli.device import select_device
 from sagan_cli.errors import PlacementUnsupported, ResultsError, SaganError, did_you_mean
 from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.fileio import atomic_write_json, atomic_write_text
-from sagan_cli.outcomes import RunStatus
+from sagan_cli.outcomes import INTERRUPTED_BY_CTRL_C, ExitCode, RunStatus
 from sagan_cli.plugins import Registry, attributed, plugin_code
 from sagan_cli.preflight import auto_jobs, check_batch_divides, check_before_work, check_nproc
 from sagan_cli.recipe import (
@@ -42,13 +50,39 @@ from sagan_cli.recipe import (
     read_toml,
     resolve_recipe,
 )
-from sagan_cli.results import list_runs, now
+from sagan_cli.results import list_runs, now, run_dir_in
+
+DEFAULT_RESULTS = Path("results")
+
+
+@dataclass(frozen=True)
+class AblationRequest:
+    """What ``sagan ablate`` was asked, as given (``plan_ablation`` resolves and checks it)."""
+
+    recipe: str = "sagan_full"
+    overrides: tuple[str, ...] = ()
+    varies: tuple[str, ...] = ()
+    seeds: str | None = None
+    name: str | None = None
+    results_root: Path = DEFAULT_RESULTS
+    device: str = "auto"
+    jobs: str = "1"
+    inception_weights: Path | None = None
+    dry_run: bool = False
+    launcher: str | None = None
+    nproc: int = 1
+    threads: int | None = None
+    retry_failed: bool = False
+    quiet: bool = False
+    detach: bool = False
+    stats: StatsOptions = StatsOptions()
 
 
 @dataclass
 class AblationPlan:
     name: str
     folder: Path
+    results_root: Path
     base: Recipe
     axes: list[Axis]
     points: list[GridPoint]
@@ -58,6 +92,33 @@ class AblationPlan:
     launcher_name: str
     options: GridOptions
     unsupported: dict[int, str]  # grid index -> why its attention plugin declines the placement
+    stats: StatsOptions
+
+    def status_command(self) -> str:
+        """The command that shows where this experiment's runs stand, with the user's options."""
+        command = f"sagan status {shlex.quote(self.name)}"
+        if self.results_root != DEFAULT_RESULTS:
+            command += f" --results {shlex.quote(str(self.results_root))}"
+        return command
+
+    def dry_run_rows(self) -> list[list[str]]:
+        """The numbered grid: the point's axis values, seed, run id and what its folder says."""
+        rows = []
+        for number, point in enumerate(self.points, 1):
+            run = run_dir_in(self.folder / "runs", point.recipe)
+            existing = run.read_status().get("status", "new")
+            if point.index in self.unsupported:
+                existing = "skipped (placement not supported)"
+            rows.append(
+                [
+                    str(number),
+                    *(format_value(point.settings[a.label]) for a in self.axes),
+                    str(point.seed),
+                    run.id,
+                    str(existing),
+                ]
+            )
+        return rows
 
 
 def _launcher(
@@ -86,47 +147,32 @@ def _launcher(
     return launcher, entry.name
 
 
-def plan_ablation(
-    *,
-    recipe_ref: str,
-    overrides: list[str],
-    varies: list[str],
-    seeds: str | None,
-    name: str | None,
-    results_root: Path,
-    device: str,
-    jobs: int | str,
-    inception_weights: Path | None,
-    registry: Registry,
-    dry_run: bool = False,
-    launcher: str | None = None,
-    nproc: int = 1,
-    threads: int | None = None,
-    retry_failed: bool = False,
-    quiet: bool = False,
-    detach: bool = False,
-) -> AblationPlan:
+def plan_ablation(request: AblationRequest, registry: Registry) -> AblationPlan:
     """The whole grid, resolved and validated; nothing is written."""
-    path = find_recipe(recipe_ref)
+    request.stats.check()
+    path = find_recipe(request.recipe)
     raw = read_toml(path)
-    if launcher is not None:
-        overrides = [*overrides, f"launch.launcher={launcher}"]
+    overrides = list(request.overrides)
+    if request.launcher is not None:
+        overrides.append(f"launch.launcher={request.launcher}")
     parsed = [parse_override(o) for o in overrides]
     base = resolve_recipe(raw, parsed, origin=str(path), registry=registry)
-    axes = build_axes(varies, base, registry)
-    points = expand(raw, parsed, axes, parse_seeds(seeds, base.seed), str(path), registry)
+    axes = build_axes(list(request.varies), base, registry)
+    points = expand(raw, parsed, axes, parse_seeds(request.seeds, base.seed), str(path), registry)
+    _check_baseline(request.stats.baseline, axes)
     name = check_experiment_name(
-        name or f"{base.name}-" + "-".join(axis.label.replace(".", "_") for axis in axes)
+        request.name or f"{base.name}-" + "-".join(axis.label.replace(".", "_") for axis in axes)
     )
-    folder = results_root / name
+    folder = request.results_root / name
     prepare_experiment(folder, base, axes, write=False)
+    device, nproc, threads = request.device, request.nproc, request.threads
     chosen = select_device(device)
-    if jobs == "auto":
+    if request.jobs == "auto":
         jobs, auto_threads = auto_jobs([p.recipe for p in points], chosen, len(points))
         threads = threads or auto_threads
     else:
         try:
-            jobs = int(jobs)
+            jobs = int(request.jobs)
         except ValueError:
             jobs = 0
         if jobs < 1:
@@ -152,16 +198,16 @@ def plan_ablation(
             elif problem is not None:  # the plugin refused the recipe itself: bad input
                 raise problem
     checked = check_before_work(
-        [] if dry_run else [p.recipe for p in points if p.index not in unsupported],
+        [] if request.dry_run else [p.recipe for p in points if p.index not in unsupported],
         registry,
         device=device,
-        inception_weights=inception_weights,
+        inception_weights=request.inception_weights,
         world_size=nproc,
     )
     if threads is None and chosen.type == "cpu" and jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads never exceeds the cores
-    built, launcher_name = _launcher(base, registry, nproc, dry_run)
-    if detach and built is not None and not built.supports_detach:
+    built, launcher_name = _launcher(base, registry, nproc, request.dry_run)
+    if request.detach and built is not None and not built.supports_detach:
         raise SaganError(
             f"--detach: the {launcher_name} launcher's runs end with this command, so there is "
             f"nothing to leave running. Use --launcher slurm (whose jobs outlive it), or drop "
@@ -171,13 +217,14 @@ def plan_ablation(
         jobs=jobs,
         nproc=nproc,
         threads=threads,
-        retry_failed=retry_failed,
-        quiet=quiet,
-        detach=detach,
+        retry_failed=request.retry_failed,
+        quiet=request.quiet,
+        detach=request.detach,
     )
     return AblationPlan(
         name,
         folder,
+        request.results_root,
         base,
         axes,
         points,
@@ -187,7 +234,133 @@ def plan_ablation(
         launcher_name,
         options,
         unsupported,
+        request.stats,
     )
+
+
+def _check_baseline(baseline: str | None, axes: list[Axis]) -> None:
+    """``--baseline AXIS=VALUE`` names a row of this grid (checked before anything runs)."""
+    if baseline is None:
+        return
+    axis, _, value = baseline.partition("=")
+    labels = {a.label: [format_value(v).replace(" ", "") for v in a.values] for a in axes}
+    if axis.strip() not in labels or value.strip().replace(" ", "") not in labels[axis.strip()]:
+        raise SaganError(
+            f"--baseline {baseline}: the grid has "
+            + "; ".join(f"{k} = {', '.join(v)}" for k, v in labels.items())
+            + ". Name one of those values."
+        )
+
+
+@dataclass
+class AblationOutcome:
+    """What an ablation ended with: every run's outcome, the summary, and the exit code."""
+
+    plan: AblationPlan
+    outcomes: list[Outcome]
+    report: Report | None = None  # None: detached (the runs are still queued or running)
+    written: list[Path] = field(default_factory=list)
+
+    def _count(self, *states: RunStatus) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status in states]
+
+    @property
+    def stopped_by_ctrl_c(self) -> bool:
+        ran = [o for o in self.outcomes if not o.existing]
+        return any(o.status == RunStatus.INTERRUPTED and "SIGINT" in o.message for o in ran)
+
+    @property
+    def configuration_failures(self) -> list[Outcome]:
+        """Runs that failed on their configuration: a plugin refused or broke (exit code 2)."""
+        return [o for o in self._count(RunStatus.FAILED) if o.exit_code == ExitCode.BAD_INPUT]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every run is done (or skipped); Ctrl-C's code when Ctrl-C stopped the grid;
+        2 when a run failed on its configuration (the other runs still finished); else the
+        number of runs that did not finish, at most ``ExitCode.MAX_UNFINISHED``."""
+        if self.report is None:
+            return ExitCode.DONE
+        if self.stopped_by_ctrl_c:
+            return INTERRUPTED_BY_CTRL_C
+        if self.configuration_failures:
+            return ExitCode.BAD_INPUT
+        unfinished = self._count(
+            RunStatus.FAILED, RunStatus.DIVERGED, RunStatus.INTERRUPTED, RunStatus.QUEUED
+        )
+        return min(len(unfinished), ExitCode.MAX_UNFINISHED)
+
+    def notes(self) -> list[str]:
+        """The lines under the table: what did not finish, why, and what to do."""
+        if self.report is None:
+            return [
+                f"submitted; `{self.plan.status_command()}` shows where each run stands, and "
+                f"re-running this command waits for them and writes the summary."
+            ]
+        lines = []
+        if self.stopped_by_ctrl_c:
+            lines.append("interrupted (Ctrl-C): re-run the same command to resume.")
+        busy = self._count(RunStatus.RUNNING)
+        if busy:
+            lines.append(
+                f"{len(busy)} run(s) are being trained by another process right now; they were "
+                f"left to it. Re-run this command when it has finished to complete the summary."
+            )
+        skipped = self._count(RunStatus.SKIPPED)
+        if skipped:
+            lines.append(
+                f"{len(skipped)} run(s) skipped: their attention plugin does not support the "
+                f"placement ({skipped[0].message})"
+            )
+        interrupted = self._count(RunStatus.INTERRUPTED)
+        if interrupted:
+            lines.append(
+                f"{len(interrupted)} run(s) were interrupted (a signal, a time limit, or a worker "
+                f"or job that died: see the table); re-run the same command to resume them."
+            )
+        never_started = self._count(RunStatus.QUEUED)
+        if never_started:
+            lines.append(
+                f"{len(never_started)} run(s) were never started: the launcher's task for them "
+                f"failed before training (see the lines above and the launcher's logs). Re-run "
+                f"the same command to start them."
+            )
+        configuration = self.configuration_failures
+        if configuration:
+            lines.append(
+                f"{len(configuration)} run(s) failed on their configuration, so the command exits "
+                f"{ExitCode.BAD_INPUT} (the other runs finished): {configuration[0].message} "
+                f"After fixing it, --retry-failed re-runs them."
+            )
+        failed = len(self._count(RunStatus.FAILED, RunStatus.DIVERGED)) - len(configuration)
+        if failed:
+            lines.append(
+                f"{failed} run(s) failed or diverged (see the table); --retry-failed re-runs them."
+            )
+        return lines
+
+
+def run_ablation(plan: AblationPlan, observer: GridObserver) -> AblationOutcome:
+    """Create the grid's run folders, hand the runs to the plan's launcher, and (unless
+    detached) summarise the experiment from its run folders."""
+    assert plan.launcher is not None, "a dry-run plan runs nothing"
+    prepare_experiment(plan.folder, plan.base, plan.axes)
+    runs = create_runs(plan.folder, plan.points, plan.unsupported)
+    record_launcher(plan)
+    outcomes = run_grid(
+        plan.points,
+        runs,
+        plan.device,
+        plan.weights,
+        plan.launcher,
+        plan.options,
+        observer,
+        experiment=plan.name,
+    )
+    if plan.options.detach:
+        return AblationOutcome(plan, outcomes)
+    report, written = write_summary(plan.folder, plan.stats)
+    return AblationOutcome(plan, outcomes, report, written)
 
 
 LAUNCH_RECORD = "launch.json"

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from sagan_cli.components import build_data_source, build_networks, num_classes_for
-from sagan_cli.evaluate.service import Evaluation, RunEvaluator, reference_from
+from sagan_cli.evaluate.reference import reference_from
+from sagan_cli.evaluate.scoring import Evaluation, RunEvaluator
 from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.execution import plan_execution
 from sagan_cli.model.sampling import sample_images

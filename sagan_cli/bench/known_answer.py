@@ -1,7 +1,7 @@
 """The known-answer benchmark: can the ablation machinery see a real effect, and does it stay
 quiet where there is none?
 
-Two ablations, each through ``sagan ablate`` as a user runs it (a child process):
+Two ablations, each through the same service ``sagan ablate`` runs (in this process):
 
 1. the grid of ``recipes/attention_known_answer.toml`` (no attention, a residual block,
    SAGAN, and the ``oracle`` of sagan-extra-attention, the positive control) over
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +25,19 @@ from pathlib import Path
 import pandas as pd
 
 from sagan_cli.ablate.null_control import NullControl, null_control
-from sagan_cli.ablate.service import Report, build_report
+from sagan_cli.ablate.runner import PlainGrid
+from sagan_cli.ablate.service import (
+    AblationRequest,
+    Report,
+    build_report,
+    plan_ablation,
+    run_ablation,
+)
 from sagan_cli.ablate.stats import StatsOptions
 from sagan_cli.ablate.summary import collect_runs
 from sagan_cli.errors import SaganError
-from sagan_cli.outcomes import RunStatus
+from sagan_cli.outcomes import INTERRUPTED_BY_CTRL_C, ExitCode, RunStatus
+from sagan_cli.plugins import get_registry
 
 RECIPE = "attention_known_answer"
 METRIC = "structure"
@@ -91,36 +97,35 @@ def machine() -> str:
 
 
 def _ablate(
-    recipe: str, name: str, seeds: int, results: Path, jobs: str, overrides: list[str], *extra: str
+    recipe: str,
+    name: str,
+    seeds: int,
+    results: Path,
+    jobs: str,
+    overrides: list[str],
+    varies: tuple[str, ...] = (),
 ) -> Phase:
-    """``sagan ablate`` in a child process with this process's output streams."""
-    argv = [
-        sys.executable,
-        "-m",
-        "sagan_cli",
-        "ablate",
-        recipe,
-        "--name",
-        name,
-        "--seeds",
-        str(seeds),
-        "--jobs",
-        jobs,
-        "--results",
-        str(results),
-        *(item for override in overrides for item in ("--set", override)),
-        *extra,
-    ]
+    """One ablation, as ``sagan ablate`` runs it, with plain progress lines."""
+    request = AblationRequest(
+        recipe=recipe,
+        overrides=tuple(overrides),
+        varies=varies,
+        seeds=str(seeds),
+        name=name,
+        results_root=results,
+        jobs=jobs,
+    )
     started = time.perf_counter()
-    code = subprocess.run(argv, check=False).returncode
+    outcome = run_ablation(plan_ablation(request, get_registry()), PlainGrid())
     seconds = time.perf_counter() - started
-    if code == 130:
+    if outcome.exit_code == INTERRUPTED_BY_CTRL_C:
         raise KeyboardInterrupt
-    if code != 0:
+    if outcome.exit_code != ExitCode.DONE:
         raise SaganError(
-            f"The ablation {name} ended with exit code {code} (its output is above): not every "
-            f"run finished, so the benchmark has no table to read. Re-run the same command: "
-            f"finished runs are kept and the rest resume."
+            f"The ablation {name} ended with exit code {outcome.exit_code} ("
+            + " ".join(outcome.notes())
+            + "): not every run finished, so the benchmark has no table to read. Re-run the "
+            "same command: finished runs are kept and the rest resume."
         )
     return Phase(name, results / name, seconds)
 
@@ -145,7 +150,7 @@ def run_known_answer(
     stem = Path(recipe).stem + ("-quick" if quick else "")
     grid = _ablate(recipe, stem, seeds, results, jobs, overrides)
     null = _ablate(
-        recipe, f"{stem}-null", null_seeds, results, jobs, overrides, "--vary", "attention_layer=[]"
+        recipe, f"{stem}-null", null_seeds, results, jobs, overrides, ("attention_layer=[]",)
     )
     options = StatsOptions(alpha=alpha)
     report = build_report(grid.folder, None, options)

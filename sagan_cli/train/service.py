@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
+from sagan_cli.api import RunTask
 from sagan_cli.device import select_device
 from sagan_cli.errors import ResultsError, SaganError
-from sagan_cli.evaluate.service import evaluator_factory
+from sagan_cli.evaluate.scoring import evaluator_factory
 from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.outcomes import RunStatus
 from sagan_cli.plugins import Registry
@@ -36,18 +37,56 @@ from sagan_cli.train.result import TrainResult
 from sagan_cli.train.run import train_run
 
 
+@dataclass(frozen=True)
+class TrainingRequest:
+    """What ``sagan train`` was asked, as given (``open_training`` resolves and checks it)."""
+
+    recipe: str | None = None
+    overrides: tuple[str, ...] = ()
+    resume: Path | None = None
+    checkpoint: str | None = None
+    results_root: Path = Path("results")
+    experiment: str | None = None
+    device: str = "auto"
+    inception_weights: Path | None = None
+    retry: bool = False
+    nproc: int = 1  # processes for this one run (torchrun is started for > 1)
+    threads: int | None = None
+    tensorboard: bool = False
+    quiet: bool = False
+
+
 @dataclass
 class TrainingJob:
+    request: TrainingRequest
     recipe: Recipe
     run: RunDir
     device: torch.device
     registry: Registry
     weights: ExtractorWeights | None
-    checkpoint: str | None
-    retry: bool = False
     world: World = SINGLE
 
+    @property
+    def starts_ranks(self) -> bool:
+        """This process starts ``--nproc`` ranks with torchrun (it is not a rank itself)."""
+        return self.request.nproc > 1 and not self.world.distributed
+
+    def rank_task(self) -> RunTask:
+        """What every rank of a ``--nproc`` run is told: built from this job, never from argv."""
+        request = self.request
+        return RunTask(
+            run_dir=str(self.run.path),
+            label="train",
+            device=request.device,
+            threads=request.threads,
+            inception_weights=str(self.weights.path) if self.weights else None,
+            retry_failed=request.retry,
+            quiet=request.quiet,
+            tensorboard=request.tensorboard,
+        )
+
     def start(self, observer: Observer) -> TrainResult:
+        """Train in this process (a single process, or one rank of a data-parallel run)."""
         factory = evaluator_factory(self.weights) if self.weights else None
         return train_run(
             self.recipe,
@@ -56,36 +95,24 @@ class TrainingJob:
             self.registry,
             observer,
             factory,
-            self.checkpoint,
-            retry_diverged=self.retry,
+            self.request.checkpoint,
+            retry_diverged=self.request.retry,
             world=self.world,
         )
 
 
 def open_training(
-    *,
-    recipe_ref: str | None,
-    overrides: list[str],
-    resume: Path | None,
-    checkpoint: str | None,
-    results_root: Path,
-    experiment: str | None,
-    device: str,
-    inception_weights: Path | None,
-    registry: Registry,
-    retry: bool = False,
-    world: World | None = None,
-    nproc: int = 1,
-    tensorboard: bool = False,
+    request: TrainingRequest, registry: Registry, world: World | None = None
 ) -> TrainingJob:
     """Everything a training command needs, validated: recipe, run folder, device, weights.
 
-    ``world``: this process is a rank of a data-parallel run (under torchrun);
-    ``nproc``: the run will be started on that many processes (nothing is started here).
+    ``world``: this process is a rank of a data-parallel run (under torchrun); with
+    ``request.nproc`` > 1 otherwise, the job starts that many ranks (nothing is started here).
     """
     world = world or SINGLE
+    resume, overrides = request.resume, list(request.overrides)
     if resume is not None:
-        if recipe_ref is not None or overrides or experiment:
+        if request.recipe is not None or overrides or request.experiment:
             raise SaganError(
                 "--resume continues a run exactly as it was defined: give either RECIPE (with "
                 "--set/--name) or --resume RUN_DIR, not both."
@@ -98,35 +125,36 @@ def open_training(
             )
         recipe = load_recipe(run.recipe_path, registry=registry)
     else:
-        if recipe_ref is None:
+        if request.recipe is None:
             raise SaganError(
                 "Give a recipe (a .toml file or a shipped name such as smoke), or --resume RUN_DIR."
             )
-        if checkpoint is not None:
+        if request.checkpoint is not None:
             raise SaganError(
                 "--checkpoint chooses where a resumed run continues; use it with --resume RUN_DIR."
             )
-        recipe = load_recipe(recipe_ref, overrides, registry=registry)
-        if experiment is not None:
-            check_experiment_name(experiment)
-        run = run_dir_for(results_root, experiment or recipe.name, recipe)
-    if tensorboard:  # logging is no part of a run's identity: also fine for --resume
+        recipe = load_recipe(request.recipe, overrides, registry=registry)
+        if request.experiment is not None:
+            check_experiment_name(request.experiment)
+        run = run_dir_for(request.results_root, request.experiment or recipe.name, recipe)
+    if request.tensorboard:  # logging is no part of a run's identity: also fine for --resume
         recipe = recipe.model_copy(
             update={"logging": recipe.logging.model_copy(update={"tensorboard": True})}
         )
     if world.is_main and trained_elsewhere(run):  # say so at once, before any set-up
         raise RunBusy(busy_message(run))
+    nproc = request.nproc
     size = world.size if world.distributed else nproc
     if size > 1:
         collective_timeout_s()
     check_batch_divides(recipe, size)
     if nproc > 1 and not world.distributed:
-        check_nproc(nproc, select_device(device))
+        check_nproc(nproc, select_device(request.device))
     checked = check_before_work(
         [recipe],
         registry,
-        device=device,
-        inception_weights=inception_weights,
+        device=request.device,
+        inception_weights=request.inception_weights,
         world_size=size,
     )
     if world.is_main:
@@ -137,14 +165,7 @@ def open_training(
                 f"Cannot create the results folder {run.path.parent}: {exc.strerror}."
             ) from None
     return TrainingJob(
-        recipe,
-        run,
-        rank_device(checked.device, world),
-        registry,
-        checked.weights,
-        checkpoint,
-        retry,
-        world,
+        request, recipe, run, rank_device(checked.device, world), registry, checked.weights, world
     )
 
 
@@ -165,19 +186,16 @@ def torchrun_command(nproc: int, arguments: list[str]) -> list[str]:
     ]
 
 
-def train_with_torchrun(
-    job: TrainingJob, nproc: int, arguments: list[str], quiet: bool
-) -> TrainResult:
-    """Start the run on ``nproc`` processes and wait; the outcome comes from the run folder.
+def train_with_torchrun(job: TrainingJob) -> TrainResult:
+    """Start the run on ``--nproc`` processes and wait; the outcome comes from the run folder.
 
     Ctrl-C reaches every rank through the terminal; they agree on the iteration to
     stop at, rank 0 saves it, and this process reports it. When a rank dies,
     torchrun stops the others; the run is then ``failed`` and resumable.
     """
     prepare_run(job.recipe, job.run)
-    ranks_run = ["train", "--resume", str(job.run.path), *_passed_on(arguments)]
-    if quiet and "--quiet" not in ranks_run and "-q" not in ranks_run:
-        ranks_run.append("--quiet")
+    nproc = job.request.nproc
+    ranks_run = list(job.rank_task().arguments)
     threads = str(max(1, (os.cpu_count() or 1) // nproc))
     env = {
         **os.environ,
@@ -270,22 +288,3 @@ def _run_filtered(command: list[str], env: dict[str, str], run_path: Path) -> tu
             else:
                 log.write(line)
         return process.wait(), said_why
-
-
-def _passed_on(arguments: list[str]) -> list[str]:
-    """The options every rank needs (device, weights, threads, retry, quiet) from ARGUMENTS."""
-    valued = {"--device", "--inception-weights", "--threads"}
-    flags = {"--retry-failed", "--quiet", "-q"}
-    kept, index = [], 0
-    while index < len(arguments):
-        argument = arguments[index]
-        if argument.split("=", 1)[0] in valued:
-            if "=" in argument:
-                kept.append(argument)
-            elif index + 1 < len(arguments):
-                kept += [argument, arguments[index + 1]]
-                index += 1
-        elif argument in flags:
-            kept.append(argument)
-        index += 1
-    return kept

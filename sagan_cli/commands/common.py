@@ -1,0 +1,88 @@
+"""What the commands share: the plugin registry with its warnings shown, tables, phase lines."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from sagan_cli.console import console, err_console
+from sagan_cli.errors import SaganError
+from sagan_cli.recipe import split_list
+
+if TYPE_CHECKING:
+    from sagan_cli.plugins import Registry
+
+
+def registry() -> Registry:
+    """The plugin registry; what failed to load is reported as a warning, the rest still work."""
+    from sagan_cli.plugins import get_registry
+
+    found = get_registry()
+    for failure in found.failures:
+        err_console.print(f"[yellow]Warning:[/] {escape(failure.describe())}")
+    for warning in found.warnings:
+        err_console.print(f"[yellow]Warning:[/] {escape(warning)}")
+    return found
+
+
+def fail_on_plugin_failures(found: Registry) -> None:
+    if found.failures:
+        names = ", ".join(f.source for f in found.failures)
+        raise SaganError(
+            f"{len(found.failures)} plugin module(s) failed to load: {names} (details above). "
+            f"Fix or uninstall them, or block them with SAGAN_DISABLED_PLUGINS={names}."
+        )
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(part) for part in split_list(text)]
+    except ValueError:
+        raise SaganError(
+            f"{option} '{text}' must be comma-separated integers, e.g. 8,16,32."
+        ) from None
+    if not values or min(values) < 1:
+        raise SaganError(f"{option} '{text}' must list positive integers, e.g. 8,16,32.")
+    return values
+
+
+def summary_table(header: list[str], rows: list[list[str]], title: str) -> Table:
+    """A results table whose cells fold onto more lines instead of being cut (``timm_n…``)."""
+    table = Table(title=title)
+    for name in header:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(c) for c in row))
+    return table
+
+
+def print_report(report: Any, title: str | None = None) -> None:
+    """An ablation's table (``sagan_cli.ablate.service.Report``) and its hints."""
+    from sagan_cli.ablate.summary import display_rows
+
+    header, rows = display_rows(report.table, report.keys)
+    console.print(summary_table(header, rows, title=title or report.name))
+    for hint in report.hints():
+        console.print(escape(hint))
+
+
+@contextlib.contextmanager
+def phases(start: str) -> Iterator[Callable[[str], None]]:
+    """Say each phase of a long piece of work as it begins: the spinner's text on a terminal,
+    a plain stderr line off one (CI, cluster logs)."""
+    if not err_console.is_terminal:
+        yield lambda text: err_console.print(escape(text))
+        return
+    with err_console.status(start, spinner="dots") as spinner:
+        yield lambda text: spinner.update(escape(text))

@@ -1,0 +1,116 @@
+"""``sagan train``: one run, in this process or on ``--nproc`` processes."""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from sagan_cli.commands.common import registry, set_threads
+from sagan_cli.commands.options import (
+    DEFAULT_RESULTS,
+    DeviceOption,
+    InceptionOption,
+    NprocOption,
+    QuietOption,
+    ResultsOption,
+    SetOption,
+    TensorBoardOption,
+    ThreadsOption,
+)
+from sagan_cli.console import TrainProgress, console, err_console, progress_bar
+from sagan_cli.outcomes import RunStatus
+
+
+def train_command(
+    recipe: Annotated[
+        str | None, typer.Argument(help="Recipe file or shipped recipe name (omit with --resume).")
+    ] = None,
+    set_: SetOption = None,
+    device: DeviceOption = "auto",
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the run in this folder from its newest checkpoint."),
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="With --resume: continue from this checkpoint file instead.")
+    ] = None,
+    results: ResultsOption = DEFAULT_RESULTS,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Experiment folder (default: the recipe's name).", rich_help_panel="Output"
+        ),
+    ] = None,
+    inception_weights: InceptionOption = None,
+    nproc: NprocOption = 1,
+    threads: ThreadsOption = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed", help="Also continue a run that diverged (from its last checkpoint)."
+        ),
+    ] = False,
+    tensorboard: TensorBoardOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a SAGAN from a recipe into results/<experiment>/runs/<run_id>/ (resumes if it exists).
+
+    Exit codes: the README's table (sagan_cli.outcomes): 0 done, 1 a crash (error.log in the
+    run folder), 2 bad input, 3 diverged, 128+N stopped by signal N after saving a
+    checkpoint (130 Ctrl-C, 143 SIGTERM, 138/140 SIGUSR1/SIGUSR2).
+    """
+    from sagan_cli.train.distributed import join_process_group, launched_by_torchrun
+    from sagan_cli.train.service import (
+        PARENT_ENV,
+        TrainingRequest,
+        open_training,
+        train_with_torchrun,
+    )
+    from sagan_cli.train.signals import hold_warning_signals
+
+    hold_warning_signals()
+    set_threads(threads)
+    request = TrainingRequest(
+        recipe=recipe,
+        overrides=tuple(set_ or ()),
+        resume=resume,
+        checkpoint=checkpoint,
+        results_root=results,
+        experiment=name,
+        device=device,
+        inception_weights=inception_weights,
+        retry=retry_failed,
+        nproc=nproc,
+        threads=threads,
+        tensorboard=tensorboard,
+        quiet=quiet,
+    )
+    found = registry()
+    world = join_process_group(device) if launched_by_torchrun() else None
+    job = open_training(request, found, world)
+    if job.starts_ranks:
+        result = train_with_torchrun(job)
+        (console if result.status == RunStatus.DONE else err_console).print(
+            escape(f"{result.describe()}\nrun folder: {result.run.path}")
+        )
+        raise typer.Exit(result.exit_code)
+    quiet = quiet or not job.world.is_main
+    observer = TrainProgress(quiet=quiet)
+    try:
+        with progress_bar() if not quiet else nullcontext() as progress:
+            observer.progress = progress
+            result = job.start(observer)
+    finally:
+        if job.world.distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if job.world.is_main and not os.environ.get(PARENT_ENV):
+        summary = f"{result.describe()}\nrun folder: {result.run.path}"
+        (console if result.status == RunStatus.DONE else err_console).print(escape(summary))
+    raise typer.Exit(result.exit_code)
