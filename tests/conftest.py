@@ -74,6 +74,13 @@ def cli():
 
 
 @pytest.fixture
+def contract_plugins(monkeypatch):
+    """The fixture plugins that break (or keep) the contract in particular ways."""
+    monkeypatch.setenv("SAGAN_PLUGINS", "contract_plugins")
+    get_registry.cache_clear()
+
+
+@pytest.fixture
 def tiny_recipe(tmp_path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_RECIPE)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from testbed import load_factor
 
 from sagan_cli.train.observer import Observer
 
@@ -63,6 +64,12 @@ def sagan_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "sagan_cli", *args]
 
 
+def train_with_sets(cli, recipe: Path, root: Path, *sets: str):
+    """``sagan train RECIPE --results ROOT --set ...`` through the in-process ``cli`` fixture."""
+    args = [a for s in sets for a in ("--set", s)]
+    return cli("train", str(recipe), "--results", str(root), *args)
+
+
 def assert_clean_error(result, *fragments: str) -> str:
     """A user error: exit code 2, no traceback, every fragment in the stderr paragraph."""
     assert result.exit_code == 2, result.output
@@ -82,26 +89,55 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
+def within(limit_s: float, started: float) -> bool:
+    """Whether less than ``limit_s`` (scaled by the load measured now) has passed."""
+    return time.monotonic() - started < limit_s * load_factor()
+
+
 def wait_for(
     condition: Callable[[], bool],
     what: str,
     process: subprocess.Popen | None = None,
     timeout: float = 300.0,
 ) -> None:
-    """Poll until ``condition()`` holds; fail clearly if ``process`` ends first or time runs out.
-
-    The bound is generous: a loaded CI machine is slow, and waiting costs nothing when
-    the state arrives early.
-    """
-    deadline = time.monotonic() + timeout
+    """Poll until ``condition()`` holds: the event a test waits on. ``timeout`` is only a safety
+    limit, scaled by the machine's load while waiting; a ``process`` that ends first fails the
+    test at once."""
+    started = time.monotonic()
     while not condition():
         if process is not None and process.poll() is not None:
             pytest.fail(f"the process exited ({process.returncode}) before {what}")
-        if time.monotonic() > deadline:
+        if not within(timeout, started):
             if process is not None:
                 process.kill()
-            pytest.fail(f"{what} did not happen within {timeout:.0f} s")
+            pytest.fail(
+                f"{what} did not happen within {timeout:.0f} s (x load {load_factor():.1f})"
+            )
         time.sleep(0.02)
+
+
+def finish(process: subprocess.Popen, limit_s: float = 600.0) -> tuple[str, str]:
+    """``process.communicate()`` (draining its pipes), with a safety limit scaled by load."""
+    started = time.monotonic()
+    while True:
+        try:
+            return process.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
+            if not within(limit_s, started):
+                process.kill()
+                out, err = process.communicate()
+                pytest.fail(f"{process.args} still ran after {limit_s:.0f} s (x load):\n{err}")
+
+
+def run_command(
+    command: list[str], limit_s: float = 600.0, **kwargs
+) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True)`` with a load-scaled limit."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
+    out, err = finish(process, limit_s)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 def kill_when(path: Path, process: subprocess.Popen, timeout: float = 300.0) -> None:

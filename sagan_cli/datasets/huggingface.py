@@ -10,9 +10,13 @@ image folders; labels from the optional ``label_column`` (integers or a
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -50,6 +54,33 @@ class HuggingFaceImageSet(ImageSet):
                 f"Row {index} of the Hugging Face data set has an unreadable image in column "
                 f"'{self.image_column}' ({exc})."
             ) from None
+
+
+HUB_PROBE_S = 3.0  # an unreachable hub is known within this long, not after ~80 s of retries
+
+
+def offline_reason() -> str | None:
+    """Why the hub is not to be asked (the offline variables, or no answer from its endpoint
+    within ``HUB_PROBE_S``); None when it answers."""
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{variable} is set"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    answer: list[str | None] = []
+
+    def probe() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection((host, port), timeout=HUB_PROBE_S).close()
+            answer.append(None)
+        except OSError as exc:
+            answer.append(f"{host}:{port} does not answer: {exc.strerror or exc}")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(HUB_PROBE_S + 0.5)
+    return answer[0] if answer else f"{host}:{port} did not answer within {HUB_PROBE_S:g} s"
 
 
 class HuggingFaceSource(DataSource):
@@ -103,18 +134,21 @@ class HuggingFaceSource(DataSource):
     def _from_hub(self, split: str) -> Any:
         datasets = _datasets()
         params = self.params
-        try:
-            return datasets.load_dataset(params.path, params.name, split=split)
-        except (ConnectionError, OSError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        datasets.config.HF_DATASETS_OFFLINE = True  # no network: the local cache, if it has it
+        why_offline = offline_reason()
+        if why_offline is None:
+            try:
+                return datasets.load_dataset(params.path, params.name, split=split)
+            except (ConnectionError, OSError) as exc:
+                why_offline = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # no network: the local cache, if it has the data set (never minutes of retries)
+        datasets.config.HF_DATASETS_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
         try:
             table = datasets.load_dataset(params.path, params.name, split=split)
         except Exception:
             raise DataError(
-                f"data.path = '{params.path}' could not be downloaded ({first}) and is not in the "
-                f"local Hugging Face cache. Download it once where there is a network (it is "
-                f"kept in ~/.cache/huggingface, or HF_HOME), or save it with save_to_disk and "
+                f"data.path = '{params.path}' could not be downloaded ({why_offline}) and is not "
+                f"in the local Hugging Face cache. Download it once where there is a network (it "
+                f"is kept in ~/.cache/huggingface, or HF_HOME), or save it with save_to_disk and "
                 f"point data.path at that folder."
             ) from None
         sys.stderr.write(

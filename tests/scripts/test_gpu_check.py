@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, run_command
 
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 FILES = {
@@ -29,9 +29,7 @@ FILES = {
 def check(*args: str, **env: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("SAGAN_", "OUT"))}
     environment.update({"PYTHON": sys.executable, **env})
-    return subprocess.run(
-        ["bash", str(SCRIPT), *args], capture_output=True, text=True, env=environment, timeout=900
-    )
+    return run_command(["bash", str(SCRIPT), *args], 900, env=environment)
 
 
 def rows(path: Path) -> list[dict[str, str]]:

@@ -12,7 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import assert_clean_error, sagan_command, sagan_subprocess_env, snapshot
+from helpers import (
+    assert_clean_error,
+    finish,
+    run_command,
+    sagan_command,
+    sagan_subprocess_env,
+    snapshot,
+    within,
+)
 
 from sagan_cli.recipe import load_recipe
 from sagan_cli.results import RunDir, list_runs, run_dir_for
@@ -166,8 +174,8 @@ def test_a_dying_rank_stops_the_run_without_a_hang_and_it_resumes(tiny_recipe, t
     killed_at = time.monotonic()
     for pid in ranks:
         subprocess.run(["kill", "-9", str(pid)], check=False)
-    _, stderr = process.communicate(timeout=120)  # drains the pipe: a full one would block
-    assert time.monotonic() - killed_at < 120
+    _, stderr = finish(process, 120)  # drains the pipe: a full one would block
+    assert within(120, killed_at)  # the others stop without hanging (limit scaled by load)
     assert process.returncode not in (0, None)
     status = run.read_status()
     assert status["status"] == "failed"
@@ -311,9 +319,7 @@ def test_ray_launcher_matches_local_and_skips_on_a_rerun(cli, tiny_recipe, tmp_p
             "--name", "g", "--results", str(root), "--device", "cpu", "--threads", "1",
             "--launcher", "ray", "--set", "launch.num_cpus=2",
         )  # fmt: skip
-        done = subprocess.run(
-            command, env=sagan_subprocess_env(), capture_output=True, text=True, timeout=900
-        )
+        done = run_command(command, 900, env=sagan_subprocess_env())
         assert done.returncode == 0, done.stdout + done.stderr
         runs = {r.id: r.read_status()["status"] for r in list_runs(root / "g")}
         return done.stdout + done.stderr, runs, pd.read_csv(root / "g" / "summary.csv")

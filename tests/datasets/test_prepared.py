@@ -4,12 +4,13 @@ command, and Hugging Face data sets (built here, offline)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import assert_bit_exact, assert_clean_error, image_folder
+from helpers import assert_bit_exact, assert_clean_error, image_folder, within
 from PIL import Image
 
 from sagan_cli import imagefiles
@@ -233,6 +234,24 @@ def test_hugging_face_columns_are_checked(cli, tiny_recipe, tmp_path):
         "data.image_column=caption",
     )
     assert_clean_error(text, "holds Value('string')", "not images")
+
+
+def test_an_unreachable_hub_is_known_in_seconds_not_after_minutes_of_retries(
+    cli, tiny_recipe, tmp_path, monkeypatch
+):
+    pytest.importorskip("datasets")
+    from testbed import free_port
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    started = time.monotonic()
+    result = train(
+        cli, tiny_recipe, tmp_path / "r", "data.source=huggingface", "data.path=nobody/no-such-set"
+    )
+    assert_clean_error(result, "nobody/no-such-set", "does not answer", "local Hugging Face cache")
+    assert within(30, started)  # ~80 s of retries before (the limit scales with the load)
 
 
 def test_hugging_face_offline_without_a_cache_says_so(cli, tiny_recipe, tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ from helpers import (
     InterruptAt,
     assert_bit_exact,
     assert_clean_error,
+    finish,
     sagan_command,
     sagan_subprocess_env,
     wait_for,
@@ -90,7 +91,8 @@ def test_a_signal_at_random_iterations_then_resume_is_bit_exact(clean_run, tmp_p
             process,
         )
         process.send_signal(signum)
-        assert process.wait(timeout=120) == exit_code
+        finish(process, 120)
+        assert process.returncode == exit_code
         status = run.read_status()
         if signum == signal.SIGKILL:
             assert status["status"] == "running"  # no chance to say more
@@ -658,7 +660,7 @@ def test_two_concurrent_ablations_of_one_experiment_never_mark_each_others_runs(
         first,
     )
     second = subprocess.run(command, env=sagan_subprocess_env(), capture_output=True, text=True)
-    _, first_stderr = first.communicate(timeout=300)
+    _, first_stderr = finish(first, 300)
     assert first.returncode == 0, first_stderr
     assert second.returncode == 0, second.stderr
     statuses = [r.read_status() for r in list_runs(tmp_path / "c")]
