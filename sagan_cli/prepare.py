@@ -33,7 +33,14 @@ import numpy as np
 from sagan_cli import __version__
 from sagan_cli.api import DataSource, ImageSet, TensorImageSet
 from sagan_cli.components import build_data_source, check_data
-from sagan_cli.datasets.prepared import FORMAT, MANIFEST, read_manifest, sha256_of
+from sagan_cli.datasets.prepared import (
+    FORMAT,
+    MANIFEST,
+    read_manifest,
+    remember_verified,
+    sha256_of,
+    verify_file,
+)
 from sagan_cli.errors import DataError
 from sagan_cli.fileio import atomic_write, atomic_write_json, remove_stale_temp_files
 from sagan_cli.imagefiles import CROP_RULE
@@ -48,7 +55,8 @@ CHUNK = 64  # images per worker task: small enough to balance, large enough to a
 class PrepareResult:
     folder: Path
     manifest: dict[str, Any]
-    already: bool  # the folder held this data set prepared before
+    already: bool  # the folder held this data set prepared before (and every file verified)
+    repaired: tuple[str, ...] = ()  # damaged or missing files this run prepared again
 
 
 def source_recipe(
@@ -145,15 +153,19 @@ def prepare_dataset(
     """Decode every split of ``source`` into ``out`` (resuming an unfinished preparation)."""
     resolution = source.resolution
     identity = _identity(source)
+    damaged: list[str] = []
     if (out / MANIFEST).is_file():
         manifest = read_manifest(out, "OUT")
-        if manifest["source"] == identity and manifest["resolution"] == resolution:
+        if manifest["source"] != identity or manifest["resolution"] != resolution:
+            raise DataError(
+                f"{out} already holds a prepared data set of another source or resolution "
+                f"({manifest['source'].get('source')} at {manifest['resolution']}px); nothing "
+                f"was written. Prepare into another folder, or delete {out} first."
+            )
+        damaged = _damaged_files(out, manifest)
+        if not damaged:
             return PrepareResult(out, manifest, already=True)
-        raise DataError(
-            f"{out} already holds a prepared data set of another source or resolution "
-            f"({manifest['source'].get('source')} at {manifest['resolution']}px); nothing was "
-            f"written. Prepare into another folder, or delete {out} first."
-        )
+        shard_images = _resume_from_manifest(out, manifest, damaged)
     progress = _check_folder(out, identity, resolution, shard_images) or {
         "format": FORMAT,
         "source": identity,
@@ -184,7 +196,53 @@ def prepare_dataset(
     }
     atomic_write_json(out / MANIFEST, manifest)
     (out / PROGRESS).unlink(missing_ok=True)
-    return PrepareResult(out, manifest, already=False)
+    return PrepareResult(out, manifest, already=False, repaired=tuple(damaged))
+
+
+def _damaged_files(out: Path, manifest: dict[str, Any]) -> list[str]:
+    """The shard and label files that are missing or no longer what the manifest records
+    (sizes always; hashes of files changed since they were last verified on this machine)."""
+    damaged = []
+    for split in manifest["splits"].values():
+        records = [*split["shards"], *([split["labels"]] if split.get("labels") else [])]
+        for record in records:
+            try:
+                verify_file(out / record["file"], record["bytes"], record["sha256"], "")
+            except DataError:
+                damaged.append(record["file"])
+    return damaged
+
+
+def _resume_from_manifest(out: Path, manifest: dict[str, Any], damaged: list[str]) -> int:
+    """Turn a complete preparation with damaged files back into an unfinished one: the intact
+    shards stay done (their labels kept beside them), the damaged ones are prepared again (all
+    of a split whose labels file is damaged). Returns the shard size it was prepared with."""
+    shard_images = max(s["count"] for split in manifest["splits"].values() for s in split["shards"])
+    progress: dict[str, Any] = {
+        "format": FORMAT,
+        "source": manifest["source"],
+        "resolution": manifest["resolution"],
+        "shard_images": shard_images,
+        "done": {},
+    }
+    for split in manifest["splits"].values():
+        record = split.get("labels")
+        if record and record["file"] in damaged:
+            kept = None  # the labels of its intact shards are lost with it: all again
+        else:
+            kept = np.load(out / record["file"]) if record else np.full(split["count"], -1)
+        start = 0
+        for shard in split["shards"]:
+            stop = start + shard["count"]
+            if kept is not None and shard["file"] not in damaged:
+                _save(out / f".{shard['file']}.labels.npy", kept[start:stop])
+                progress["done"][shard["file"]] = shard
+            else:
+                (out / shard["file"]).unlink(missing_ok=True)
+            start = stop
+    atomic_write_json(out / PROGRESS, progress)
+    (out / MANIFEST).unlink()
+    return shard_images
 
 
 def _prepare_split(
@@ -280,13 +338,10 @@ def _commit(
     tmp: Path, final: Path, count: int, progress: dict[str, Any], out: Path
 ) -> dict[str, Any]:
     """Hash a finished shard, rename it into place and record it (a kill after this keeps it)."""
-    record = {
-        "file": final.name,
-        "count": count,
-        "bytes": tmp.stat().st_size,
-        "sha256": sha256_of(tmp),
-    }
+    digest = sha256_of(tmp)
+    record = {"file": final.name, "count": count, "bytes": tmp.stat().st_size, "sha256": digest}
     os.replace(tmp, final)
+    remember_verified(final, digest)  # a re-run verifies it without hashing it again
     progress["done"][final.name] = record
     atomic_write_json(out / PROGRESS, progress)
     return record

@@ -61,7 +61,12 @@ def data_prepare_command(
         )
     manifest = result.manifest
     counts = ", ".join(f"{name} {split['count']:,}" for name, split in manifest["splits"].items())
-    verb = "was already prepared" if result.already else "prepared"
+    if result.repaired:
+        err_console.print(
+            f"re-prepared {len(result.repaired)} damaged or missing file(s): "
+            + escape(", ".join(result.repaired))
+        )
+    verb = "was already prepared (every file verified)" if result.already else "prepared"
     console.print(
         f"{escape(str(result.folder))} {verb}: {counts} images at {manifest['resolution']}px, "
         f"{manifest['num_classes'] or 'no'} classes. Train on it with --set data.source=prepared "

@@ -72,6 +72,18 @@ def _stamp(path: Path) -> str:
     return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_ino}"
 
 
+def remember_verified(path: Path, sha256: str) -> None:
+    """``path`` (as it is now) has this SHA-256: ``verify_file`` need not hash it again."""
+    record = _verified_record()
+    try:
+        known = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    known[_stamp(path)] = sha256
+    with contextlib.suppress(OSError):  # a read-only cache only costs a second hash next time
+        atomic_write_json(record, known)
+
+
 def verify_file(path: Path, expected_bytes: int, expected_sha256: str, fix: str) -> None:
     """A shard or label file is the one the manifest describes: its size always, its SHA-256
     once per version of the file (remembered in the cache folder)."""
@@ -97,9 +109,7 @@ def verify_file(path: Path, expected_bytes: int, expected_sha256: str, fix: str)
             f"{path} does not match its manifest (SHA-256 {actual[:12]}..., expected "
             f"{expected_sha256[:12]}...): the file changed after it was prepared. {fix}"
         )
-    known[stamp] = actual
-    with contextlib.suppress(OSError):  # a read-only cache only costs a second hash next time
-        atomic_write_json(record, known)
+    remember_verified(path, actual)
 
 
 class PreparedImageSet(ImageSet):

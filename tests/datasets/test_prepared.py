@@ -96,6 +96,32 @@ def test_prepare_resumes_after_a_kill_keeping_finished_shards(tiny_recipe, tmp_p
     assert again.already
 
 
+def test_a_rerun_verifies_the_shards_and_prepares_a_damaged_one_again(cli, tmp_path, folder):
+    out = tmp_path / "prep"
+    command = ("data", "prepare", str(folder), str(out), "--resolution", "32", "--labels")
+    first = cli(*command, "--shard-images", "16", "--workers", "1")
+    assert first.exit_code == 0, first.output
+    manifest = json.loads((out / "prepared.json").read_text())
+    intact, damaged = out / "train-00000.npy", out / "train-00001.npy"
+    kept = intact.stat().st_mtime_ns
+    expected = damaged.read_bytes()
+    corrupted = bytearray(expected)
+    corrupted[-100] ^= 0xFF  # one flipped byte, same size
+    damaged.write_bytes(bytes(corrupted))
+    rerun = cli(*command)  # the default --shard-images: the folder's own size is kept
+    assert rerun.exit_code == 0, rerun.output
+    assert "re-prepared 1 damaged or missing file(s): train-00001.npy" in rerun.stderr
+    assert "was already prepared" not in rerun.stdout
+    assert damaged.read_bytes() == expected and intact.stat().st_mtime_ns == kept
+    assert json.loads((out / "prepared.json").read_text())["splits"] == manifest["splits"]
+    again = cli(*command)
+    assert again.exit_code == 0 and "already prepared (every file verified)" in again.stdout
+    (out / "train-labels.npy").unlink()  # the labels lost: the split is prepared again
+    relabelled = cli(*command)
+    assert relabelled.exit_code == 0, relabelled.output
+    assert json.loads((out / "prepared.json").read_text())["splits"] == manifest["splits"]
+
+
 def test_prepare_refuses_a_folder_with_another_data_set_or_other_files(cli, tmp_path, folder):
     out = tmp_path / "prep"
     assert cli("data", "prepare", str(folder), str(out), "--resolution", "32").exit_code == 0
