@@ -60,15 +60,18 @@ def write_checkpoint(state: dict[str, Any], path: Path) -> None:
     try:
         atomic_write(path, lambda handle: torch.save({"format": FORMAT, **state}, handle))
     except OSError as exc:
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise ResultsError(
-            f"Cannot write the checkpoint {path}: {exc.strerror or exc}. "
-            + (
-                "The disk is full: free space (older runs' checkpoints, results/bench) and re-run "
-                "the same command to resume from the last good checkpoint, which was kept."
-                if full
-                else "Check that the run folder is writable, then re-run the same command to resume."
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = (
+                "The disk is full: free space (older runs' checkpoints, results/bench), or train "
+                "under another --results"
             )
+        elif exc.errno == errno.EFBIG:
+            fix = "A file-size limit was reached: raise it (ulimit -f) or ask for one"
+        else:
+            fix = "Check that the run folder is writable"
+        raise ResultsError(
+            f"Cannot write the checkpoint {path}: {exc.strerror or exc}. {fix}, then re-run the "
+            f"same command to resume from the last good checkpoint, which was kept."
         ) from None
 
 

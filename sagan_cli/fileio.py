@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from functools import cache
@@ -32,8 +34,17 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except OSError:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    except BaseException as exc:
+        # a writer that reports a failed write its own way (torch.save: "enforce fail ...
+        # unexpected pos") failed for lack of room when the file hit the size limit or the disk
+        # is full: an OSError like any other write then, which every caller explains
+        no_room = _no_room(Path(tmp), path) if isinstance(exc, Exception) else None
+        Path(tmp).unlink(missing_ok=True)
+        if no_room is not None:
+            raise no_room from exc
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -43,6 +54,40 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+MIN_FREE = 2**20  # a disk with less free space than this counts as full
+
+
+def _no_room(tmp: Path, path: Path) -> OSError | None:
+    """Why a write to ``tmp`` (for ``path``) failed for lack of room, if it did: the file reached
+    the process's file-size limit, or the disk is full."""
+    try:
+        size = tmp.stat().st_size
+    except OSError:
+        size = 0
+    limit = _file_size_limit()
+    if limit is not None and size >= limit:
+        return OSError(
+            errno.EFBIG, f"File too large (the file-size limit, {limit:,} bytes)", str(path)
+        )
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+    if free < MIN_FREE:
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    return None
+
+
+def _file_size_limit() -> int | None:
+    """This process's file-size limit in bytes (``ulimit -f``), None when unlimited."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 @cache

@@ -225,8 +225,11 @@ def validate_toml_values(model: type[ModelT], values: Mapping[str, Any]) -> Mode
 
 
 def _names_in(variable: str) -> list[str]:
-    """The comma-separated names in environment variable ``variable`` (SAGAN_PLUGINS, ...)."""
-    return [part.strip() for part in os.environ.get(variable, "").split(",") if part.strip()]
+    """The names in environment variable ``variable`` (SAGAN_PLUGINS, ...), separated by commas
+    (or semicolons); empty entries are ignored."""
+    return [
+        part.strip() for part in re.split(r"[,;]", os.environ.get(variable, "")) if part.strip()
+    ]
 
 
 def _disabled_names() -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -215,6 +216,11 @@ def attention_maps(
     resolution = loaded.recipe.data.resolution
     explicit = None if queries == "auto" else parse_queries(queries, resolution)
     out = out or loaded.run_path / "attention" / f"{net}-{loaded.checkpoint.stem}.{output_format}"
+    if out.is_dir():
+        raise ResultsError(
+            f"--out {out} is a folder; `sagan attention` writes one file: give a path ending in "
+            f".{output_format} (--force replaces a file, never a folder)."
+        )
     refuse_existing(out, force)
     network_name = "generator" if net == "g" else "discriminator"
     available = [
@@ -295,8 +301,11 @@ def export_samples(
             f"--num {num}: give 1 to {MAX_SAMPLES:,} samples (export more with several "
             f"commands and different --seed values)."
         )
-    if truncation is not None and truncation <= 0:
-        raise SaganError(f"--truncation {truncation}: give a positive threshold, e.g. 1.0.")
+    if truncation is not None and not (math.isfinite(truncation) and truncation > 0):
+        raise SaganError(
+            f"--truncation {truncation}: give a positive, finite threshold on |z|, e.g. 1.0 (the "
+            f"truncation trick draws every latent entry within it)."
+        )
     refuse_existing(out, force)
     if out.exists() and out.suffix != ".npz" and not out.is_dir():
         raise SaganError(

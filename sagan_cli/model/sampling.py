@@ -29,14 +29,17 @@ def fixed_inputs(
     label: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Latents from a CPU generator (the same on every device) and labels: class-balanced, or
-    all ``label``. ``truncation``: the truncation trick (BigGAN), entries with |z| > T redrawn."""
+    all ``label``. ``truncation``: the truncation trick (BigGAN): every entry from the standard
+    normal truncated to [-T, T], drawn in closed form (the inverse CDF of a uniform draw over
+    [Phi(-T), Phi(T)]), so any T > 0 takes one draw, however small."""
     generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(count, z_dim, generator=generator)
-    if truncation is not None:
-        outside = z.abs() > truncation
-        while outside.any():
-            z[outside] = torch.randn(int(outside.sum()), generator=generator)
-            outside = z.abs() > truncation
+    if truncation is None:
+        z = torch.randn(count, z_dim, generator=generator)
+    else:
+        low = torch.special.ndtr(torch.tensor(-truncation, dtype=torch.float64))
+        uniform = torch.rand(count, z_dim, generator=generator, dtype=torch.float64)
+        z = torch.special.ndtri(low + uniform * (1 - 2 * low)).clamp(-truncation, truncation)
+        z = z.to(torch.float32)
     labels = None
     if num_classes:
         labels = (

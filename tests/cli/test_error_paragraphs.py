@@ -70,6 +70,32 @@ def test_a_file_size_limit_during_training_is_a_paragraph(tiny_recipe, tmp_path)
     assert next(iter(list_runs(tmp_path / "tiny"))).read_status()["status"] == "failed"
 
 
+def test_a_file_size_limit_while_a_checkpoint_is_written_is_the_disks_paragraph(
+    tiny_recipe, tmp_path
+):
+    """torch.save reports the failed write as "enforce fail ... unexpected pos" (exit 1 before):
+    the sample grids fit under the limit, a 16 MB checkpoint does not."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+
+    command = sagan_command(
+        "train", str(tiny_recipe), "--results", str(tmp_path), "-q",
+        "--set", "model.g_channels=24", "--set", "model.d_channels=24",
+    )  # fmt: skip
+    result = subprocess.run(
+        command, env=sagan_subprocess_env(), capture_output=True, text=True, preexec_fn=limit
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "enforce fail" not in result.stderr
+    assert "Cannot write the checkpoint" in result.stderr and "ulimit -f" in result.stderr
+    (run,) = list_runs(tmp_path / "tiny")
+    assert run.read_status()["status"] == "failed" and run.read_status()["exit_code"] == 2
+    assert not list(run.checkpoints.glob(".*"))  # no partial file left
+    resumed = run_command(command, 600, env=sagan_subprocess_env())
+    assert resumed.returncode == 0, resumed.stderr
+
+
 def test_an_unexpected_error_is_a_paragraph_with_a_crash_log(
     cli, tiny_recipe, tmp_path, monkeypatch
 ):

@@ -174,6 +174,38 @@ def test_truncated_latents_stay_inside_the_threshold():
     assert z.abs().max() <= 0.5 and plain.abs().max() > 2
 
 
+def test_truncated_latents_follow_the_truncated_normal_for_any_threshold():
+    """Drawn in closed form: a threshold of 1e-9 (rejection sampling never finished) is one draw."""
+    from scipy import stats
+
+    z, _ = fixed_inputs(4096, 64, 0, seed=2, truncation=1.0)
+    expected = stats.truncnorm(-1.0, 1.0)
+    assert abs(float(z.std()) - expected.std()) < 0.01 and abs(float(z.mean())) < 0.01
+    assert stats.kstest(z.flatten()[:5000].double().numpy(), expected.cdf).pvalue > 1e-3
+    tiny, _ = fixed_inputs(16, 8, 0, seed=3, truncation=1e-9)
+    assert tiny.abs().max() <= 1e-9
+    again, _ = fixed_inputs(16, 8, 0, seed=3, truncation=1e-9)
+    assert torch.equal(tiny, again)
+
+
+def test_truncation_and_attention_outputs_are_checked(cli, tiny_recipe, tmp_path):
+    run = one_run(cli, tiny_recipe, tmp_path, "train.steps=2")
+    out = str(tmp_path / "s")
+    for bad in ("nan", "inf", "-1", "0"):
+        result = cli("sample", str(run.path), "--num", "2", "--out", out, "--truncation", bad)
+        assert_clean_error(result, f"--truncation {float(bad)}", "positive, finite")
+    assert (
+        cli("sample", str(run.path), "--num", "2", "--out", out, "--truncation", "1e-9").exit_code
+        == 0
+    )
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    result = cli("attention", str(run.path), "--out", str(folder), "--force")
+    message = assert_clean_error(result, "is a folder", "never a folder")
+    assert message.strip().count("\n") == 0 and (folder / "keep.txt").read_text() == "mine"
+
+
 def test_conditional_samples_are_class_balanced_or_one_class(cli, tiny_recipe, tmp_path):
     run = one_run(
         cli, tiny_recipe, tmp_path, "model.conditional=true",

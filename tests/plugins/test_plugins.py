@@ -183,3 +183,13 @@ def test_plugin_parameters_are_validated_by_the_plugins_model(monkeypatch):
     get_registry.cache_clear()
     with pytest.raises(RecipeError, match="loss.nan_from_call"):
         load_recipe("smoke", ["loss.name=nan_hinge", "loss.nan_from_call=0"])
+
+
+def test_empty_entries_of_the_plugin_variables_are_ignored(cli, monkeypatch):
+    monkeypatch.setenv("SAGAN_PLUGINS", ";;")
+    monkeypatch.setenv("SAGAN_DISABLED_PLUGINS", ",, ;")
+    listed = cli("plugins", "--kind", "loss")
+    assert listed.exit_code == 0 and "hinge" in listed.stdout, listed.output
+    assert "Warning" not in listed.stderr, listed.stderr
+    monkeypatch.setenv("SAGAN_PLUGINS", "mirror_attention; ;")
+    assert "mirror_attention" in cli("plugins", "--kind", "attention").stdout
