@@ -32,7 +32,15 @@ from sagan_cli.device import autocast
 from sagan_cli.errors import DataError, PlacementUnsupported, SaganError
 from sagan_cli.model import arch
 from sagan_cli.model.networks import Discriminator, Generator
-from sagan_cli.plugins import Entry, Registry, attributed, get_registry, plugin_code, unsupported
+from sagan_cli.plugins import (
+    CHECKED,
+    Entry,
+    Registry,
+    attributed,
+    get_registry,
+    plugin_code,
+    unsupported,
+)
 from sagan_cli.recipe import PLUGIN_SLOTS, Recipe, table_at
 
 ORIGIN = "_sagan_origin"
@@ -430,9 +438,10 @@ def _tensor(value: Any) -> torch.Tensor | None:
 
 
 @contextlib.contextmanager
-def attribute_errors(*networks: nn.Module) -> Iterator[None]:
+def attribute_errors(*networks: nn.Module, mode: tuple[str, str] = CHECKED) -> Iterator[None]:
     """Inside: a plugin-built module that raises, or returns a tensor of another shape or a
-    non-finite one, is a ``PluginError`` naming the plugin, its key and its place."""
+    non-finite one, is a ``PluginError`` naming the plugin, its key and its place (and the
+    check that reproduces it in ``mode``: device type, precision)."""
     running: list[Origin] = []
     handles = []
 
@@ -449,14 +458,16 @@ def attribute_errors(*networks: nn.Module) -> Iterator[None]:
                     origin.entry,
                     origin.key,
                     doing,
-                    f"its forward returned {type(output).__name__}, not a tensor",
+                    mode=mode,
+                    detail=f"its forward returned {type(output).__name__}, not a tensor",
                 )
             if x is not None and out.shape != x.shape:
                 raise attributed(
                     origin.entry,
                     origin.key,
                     doing,
-                    f"it maps a {tuple(x.shape)} feature map to {tuple(out.shape)}; the output "
+                    mode=mode,
+                    detail=f"it maps a {tuple(x.shape)} feature map to {tuple(out.shape)}; the output "
                     f"must keep the input's shape (batch, channels, height, width)",
                 )
             if out.is_floating_point() and not out.is_meta and not bool(torch.isfinite(out).all()):
@@ -464,7 +475,8 @@ def attribute_errors(*networks: nn.Module) -> Iterator[None]:
                     origin.entry,
                     origin.key,
                     doing,
-                    "its output holds NaN or infinite values on a finite input",
+                    mode=mode,
+                    detail="its output holds NaN or infinite values on a finite input",
                 )
 
         return check
@@ -488,6 +500,7 @@ def attribute_errors(*networks: nn.Module) -> Iterator[None]:
             origin.key,
             f"running {origin.where()}",
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+            mode=mode,
         ) from exc
     finally:
         for handle in handles:
@@ -515,14 +528,20 @@ def verify_networks(
     discriminator.eval()
     devices = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices), attribute_errors(generator, discriminator):
+        mode = (device.type, precision)
+        with (
+            torch.random.fork_rng(devices=devices),
+            attribute_errors(generator, discriminator, mode=mode),
+        ):
             z = torch.randn(2, z_dim, device=device)
             labels = torch.arange(2, device=device) % num_classes if num_classes else None
             with autocast(device, precision):
                 logits = discriminator(generator(z, labels), labels).float()
             if loss is not None:
                 objective, entry = loss
-                with plugin_code(entry, "loss.name", "computing its losses on a first batch"):
+                with plugin_code(
+                    entry, "loss.name", "computing its losses on a first batch", mode=mode
+                ):
                     values = [objective.d_loss(logits, logits), objective.g_loss(logits)]
                 for value in values:
                     if not isinstance(value, torch.Tensor) or value.numel() != 1:
@@ -536,8 +555,8 @@ def verify_networks(
                 logits = values[0] + values[1]
             logits.float().sum().backward()
     finally:
-        for network, mode in zip((generator, discriminator), modes, strict=True):
-            network.train(mode)
+        for network, training in zip((generator, discriminator), modes, strict=True):
+            network.train(training)
             network.zero_grad(set_to_none=True)
 
 

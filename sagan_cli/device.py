@@ -64,13 +64,37 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
-    if precision == "bf16":
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+    """Autocast for ``bf16`` and ``fp16`` (mixed precision); fp32 and fp64 run as they are."""
+    if precision in AUTOCAST:
+        with torch.autocast(device_type=device.type, dtype=AUTOCAST[precision]):
             yield
     else:
         yield
+
+
+def check_precision(device: torch.device, precision: str, on_cpu: bool = True) -> str:
+    """The precision that runs on ``device`` when ``precision`` is asked for (``on_cpu``: bf16
+    on a CPU with native bf16, as train.bf16_on_cpu allows); fp16 only where it is native (CUDA),
+    refused elsewhere with the reason."""
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise SaganError(
+                f"--precision fp16 needs CUDA (no {device.type} kernel has native fp16 "
+                f"autocast here); use --device cuda, or fp32/bf16."
+            )
+        return "fp16"
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        raise SaganError(
+            "--precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so training "
+            "runs fp32 here (train.bf16_on_cpu needs one); check bf16 on such a CPU or with "
+            "--device cuda."
+        )
+    return effective_precision(device, precision, on_cpu=on_cpu)
 
 
 @contextlib.contextmanager

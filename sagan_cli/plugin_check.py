@@ -61,6 +61,7 @@ from sagan_cli.components import augment_problem
 from sagan_cli.datasets.shapes import mirror_partners
 from sagan_cli.device import (
     autocast,
+    check_precision,
     convert_memory_format,
     default_memory_format,
     effective_precision,
@@ -117,13 +118,29 @@ class Placement:
 
 @dataclass
 class CheckRow:
+    """One place a plugin was checked at, and what came of it."""
+
     kind: str
     name: str
     provider: str
-    place: str
+    place: str  # "G 16x16, 256 ch (32px)", "D layers", "logits", ...
     outcome: str  # one of OUTCOMES
     detail: str
     seconds: float
+    refused: bool = False  # failed because the plugin itself refused the parameters it was given
+
+
+class Refused(PluginError):
+    """The plugin's factory raised ``PluginError`` itself: it refuses the parameters (or the
+    place) it was given, which is the caller's to change, not a broken contract."""
+
+
+def _build(entry: Entry, *arguments: Any) -> Any:
+    """The plugin's factory, with its own ``PluginError`` marked as a refusal."""
+    try:
+        return entry.plugin.factory(*arguments)
+    except PluginError as exc:
+        raise Refused(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -135,11 +152,16 @@ class TrainingLayout:
     precision: str
 
     @classmethod
-    def on(cls, device: torch.device) -> TrainingLayout:
-        """What a recipe with the defaults (memory_format auto, precision bf16) runs as there."""
-        return cls(
-            device, default_memory_format(device), effective_precision(device, "bf16", on_cpu=False)
+    def on(cls, device: torch.device, precision: str | None = None) -> TrainingLayout:
+        """What training runs there: the default tensor layout, and ``precision`` as training
+        would run it (bf16 on a CPU with native bf16, as train.bf16_on_cpu allows); without
+        one, what a recipe with the defaults runs (bf16 on CUDA, fp32 elsewhere)."""
+        effective = (
+            effective_precision(device, "bf16", on_cpu=False)
+            if precision is None
+            else check_precision(device, precision)
         )
+        return cls(device, default_memory_format(device), effective)
 
     def describe(self) -> str:
         return f"{self.memory_format}, {self.precision}: how training runs it on {self.device.type}"
@@ -300,8 +322,8 @@ def _check_maps(module: nn.Module, x: torch.Tensor, place: Placement) -> None:
 
 
 def _build_attention(entry: Entry, params: Any, place: Placement, registry: Registry) -> nn.Module:
-    module = entry.plugin.factory(
-        params, place.context(_spectral(registry, place.network, place.resolution))
+    module = _build(
+        entry, params, place.context(_spectral(registry, place.network, place.resolution))
     )
     if not isinstance(module, nn.Module):
         raise PluginError(f"its factory returned {type(module).__name__}, not an nn.Module")
@@ -355,7 +377,7 @@ def _check_attention(
 
 
 def _check_weight_norm(entry: Entry, params: Any, network: str, resolution: int) -> None:
-    wrap = entry.plugin.factory(params, NetworkContext(network, resolution, 0))  # type: ignore[arg-type]
+    wrap = _build(entry, params, NetworkContext(network, resolution, 0))  # type: ignore[arg-type]
     if not callable(wrap):
         raise PluginError(
             f"its factory returned {type(wrap).__name__}, not a function layer -> layer"
@@ -383,7 +405,7 @@ def _check_weight_norm(entry: Entry, params: Any, network: str, resolution: int)
 def _check_feature_norm(
     entry: Entry, params: Any, place: Placement, classes: int, layout: TrainingLayout
 ) -> None:
-    module = entry.plugin.factory(params, place.context(lambda m: m, classes))
+    module = _build(entry, params, place.context(lambda m: m, classes))
     if not isinstance(module, nn.Module):
         raise PluginError(f"its factory returned {type(module).__name__}, not an nn.Module")
     module = module.to(layout.device)
@@ -412,7 +434,7 @@ def _check_feature_norm(
 
 def _check_augment(entry: Entry, params: Any, layout: TrainingLayout) -> None:
     for resolution in arch.RESOLUTIONS:
-        module = entry.plugin.factory(params, NetworkContext("d", resolution, 0))
+        module = _build(entry, params, NetworkContext("d", resolution, 0))
         if not isinstance(module, nn.Module):
             raise PluginError(f"its factory returned {type(module).__name__}, not an nn.Module")
         problem = augment_problem(module.to(layout.device), resolution, layout.device)
@@ -421,7 +443,7 @@ def _check_augment(entry: Entry, params: Any, layout: TrainingLayout) -> None:
 
 
 def _check_loss(entry: Entry, params: Any) -> None:
-    loss = entry.plugin.factory(params)
+    loss = _build(entry, params)
     real = torch.randn(8, requires_grad=True)
     fake = torch.randn(8, requires_grad=True)
     _scalar(loss.d_loss(real, fake), "d_loss").backward()
@@ -438,7 +460,7 @@ def _check_loss(entry: Entry, params: Any) -> None:
 
 
 def _check_data(entry: Entry, params: Any, resolution: int) -> str:
-    source = entry.plugin.factory(params, DataContext(entry.name, resolution))
+    source = _build(entry, params, DataContext(entry.name, resolution))
     if not isinstance(source, DataSource):
         raise PluginError(f"its factory returned {type(source).__name__}, not a DataSource")
     try:
@@ -462,8 +484,10 @@ def _check_data(entry: Entry, params: Any, resolution: int) -> str:
 
 def _check_launcher(entry: Entry, params: Any) -> str:
     try:
-        launcher = entry.plugin.factory(params)
-    except PluginError as exc:  # a missing optional extra: nothing to exercise here
+        launcher = _build(entry, params)
+    except Refused:
+        raise
+    except SaganError as exc:  # a missing optional extra: nothing to exercise here
         return f"not checked: {exc}"
     if not isinstance(launcher, Launcher):
         raise PluginError(f"its factory returned {type(launcher).__name__}, not a Launcher")
@@ -552,25 +576,29 @@ def check_plugin(
     params: dict[str, Any] | None = None,
     device: torch.device | None = None,
     on_row: Callable[[CheckRow], None] = lambda row: None,
+    precision: str | None = None,
 ) -> list[CheckRow]:
     """Build and exercise ``entry`` at every place it can be used; one row per place.
 
     ``params`` are validated first (a ``PluginError`` for missing or bad values);
-    ``device`` (default CPU) decides the layout and precision training would use.
+    ``device`` (default CPU) decides the layout training would use, ``precision``
+    (fp32, bf16, fp16) the mixed precision (default: training's on that device).
     """
     validated = validated_params(entry, registry, params or {})
-    layout = TrainingLayout.on(device or torch.device("cpu"))
+    layout = TrainingLayout.on(device or torch.device("cpu"), precision)
     rows: list[CheckRow] = []
 
     def run(place: str, check: Callable[[], str | None]) -> None:
         started = time.perf_counter()
-        outcome, detail = "ok", ""
+        outcome, detail, refused = "ok", "", False
         try:
             note = check()
             if note:
                 outcome, detail = "not checked", note.removeprefix("not checked: ")
         except PlacementUnsupported as exc:
             outcome, detail = "not supported", str(exc)
+        except Refused as exc:
+            outcome, detail, refused = "failed", f"it refused its parameters: {exc}", True
         except SaganError as exc:
             outcome, detail = "failed", str(exc)
         except Exception as exc:
@@ -583,6 +611,7 @@ def check_plugin(
             outcome,
             detail,
             time.perf_counter() - started,
+            refused,
         )
         rows.append(row)
         on_row(row)
@@ -599,3 +628,24 @@ def explain_outcomes(rows: list[CheckRow]) -> list[str]:
         for outcome, text in EXPLAINED.items()
         if any(r.outcome == outcome for r in rows)
     ]
+
+
+def failure_summary(rows: list[CheckRow]) -> str | None:
+    """One paragraph for the failed rows, naming whose fix it is (None: nothing failed)."""
+    failed = [r for r in rows if r.outcome == "failed"]
+    if not failed:
+        return None
+    first = failed[0]
+    head = (
+        f"{len(failed)} of {len(rows)} checks failed; first, {first.kind} plugin "
+        f"'{first.name}' ({first.provider}) at {first.place}: {first.detail.rstrip('.')}."
+    )
+    if all(r.refused for r in failed):
+        return (
+            f"{head} The plugin refused the parameters it was given (its own message above): "
+            f"that is the parameters' problem, not the plugin's. Change them (--param, or the "
+            f"recipe's table of the plugin) and check again."
+        )
+    return (
+        f"{head} This is a problem in the plugin: fix it and check again (per-place details above)."
+    )

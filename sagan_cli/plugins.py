@@ -52,6 +52,9 @@ GUIDE = (
 )
 
 
+CHECKED = ("cpu", "fp32")  # what `sagan plugins check` runs by default: a CPU, fp32
+
+
 @dataclass(frozen=True)
 class Entry:
     """A registered plugin and the distribution that provided it."""
@@ -143,24 +146,34 @@ class Registry:
         """
         model = self.get(kind, name, key=key).plugin.params
         unknown = sorted(set(values) - set(model.model_fields))
-        problems = []
+        problems: list[tuple[str, str]] = []  # (the full key, what is wrong with it)
         for param in unknown:
             allowed = ", ".join(model.model_fields) or "none"
             suggestions = [*model.model_fields, *table_keys]
             problems.append(
-                f"{key}.{param}: '{name}' has no parameter '{param}'."
-                f"{did_you_mean(param, suggestions)} Its parameters: {allowed}."
+                (
+                    f"{key}.{param}",
+                    f"{key}.{param}: '{name}' has no parameter '{param}'."
+                    f"{did_you_mean(param, suggestions)} Its parameters: {allowed}.",
+                )
             )
         if not problems:
             try:
                 return validate_toml_values(model, values)
             except ValidationError as exc:
                 for err in exc.errors():
-                    where = ".".join(str(part) for part in (key, *err["loc"]))
+                    where = ".".join(str(part) for part in (key, *err["loc"][:1]))
+                    full = ".".join(str(part) for part in (key, *err["loc"]))
                     problems.append(
-                        f"{where} = {err.get('input')!r} is not valid for {kind} '{name}': {err['msg']}."
+                        (
+                            where,
+                            f"{full} = {err.get('input')!r} is not valid for {kind} '{name}': "
+                            f"{err['msg']}.",
+                        )
                     )
-        raise PluginError(" ".join(problems))
+        error = PluginError(" ".join(text for _, text in problems))
+        error.keys = [where for where, _ in problems]  # type: ignore[attr-defined]
+        raise error
 
     @cached_property
     def packages_without_entry_point(self) -> list[str]:
@@ -275,6 +288,8 @@ def load_registry() -> Registry:
         known_names.update((name, provider[0]))
         if name in disabled or provider[0] in disabled:
             return
+        if manager.is_registered(module):  # one module named twice (an entry point and
+            return  # SAGAN_PLUGINS, say) registers once
         for function in unmarked_hooks(module):
             registry.warnings.append(
                 f"{module.__name__}.{function} looks like a hook but has no @hookimpl decorator, "
@@ -422,46 +437,74 @@ def get_registry() -> Registry:
 
 
 @contextlib.contextmanager
-def plugin_code(entry: Entry, key: str, where: str) -> Iterator[None]:
+def plugin_code(
+    entry: Entry, key: str, where: str, *, fix: str | None = None, mode: tuple[str, str] = CHECKED
+) -> Iterator[None]:
     """Run code of ``entry``'s plugin; whatever it raises becomes one clear ``PluginError``.
 
     ``key`` is the recipe key that chose the plugin, ``where`` what it was doing
     (``building it for the generator at 16x16 ...``). A ``PluginError`` the plugin
-    raised on purpose keeps its text as the reason; ``PlacementUnsupported`` passes
-    through for the caller to name the place.
+    raised on purpose keeps its text as the reason; ``fix`` replaces the default
+    advice after it (its own message may already say what to do). ``mode`` is the
+    (device type, precision) the code ran in, for the command that reproduces a
+    failure. ``PlacementUnsupported`` passes through for the caller to name the place.
     """
     try:
         yield
     except PluginError as exc:
         if getattr(exc, "attributed", False):
             raise
-        raise attributed(entry, key, where, str(exc), deliberate=True) from exc
+        raise attributed(entry, key, where, str(exc), deliberate=True, fix=fix) from exc
     except (SaganError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        raise attributed(entry, key, where, describe_exception(exc)) from exc
+        raise attributed(entry, key, where, describe_exception(exc), mode=mode) from exc
+
+
+def check_command(name: str, mode: tuple[str, str] = CHECKED) -> str | None:
+    """The ``sagan plugins check`` command that runs plugin ``name`` as it ran: on that device
+    type and in that precision (None: no check runs that mode, e.g. fp64)."""
+    device, precision = mode
+    if precision == "fp64":
+        return None
+    options = "" if device == "cpu" else f" --device {device}"
+    default = "bf16" if device == "cuda" else "fp32"  # what the check runs there by default
+    if precision != default:
+        options += f" --precision {precision}"
+    return f"sagan plugins check {name}{options}"
 
 
 def attributed(
-    entry: Entry, key: str, where: str, detail: str, *, deliberate: bool = False
+    entry: Entry,
+    key: str,
+    where: str,
+    detail: str,
+    *,
+    deliberate: bool = False,
+    fix: str | None = None,
+    mode: tuple[str, str] = CHECKED,
 ) -> PluginError:
     """A ``PluginError`` that says which plugin failed, chosen by which key, doing what.
 
-    ``deliberate``: the plugin raised ``PluginError`` itself, so its text is the reason
-    and the fix; otherwise the plugin's code broke, and the paragraph says how to
-    reproduce it.
+    ``deliberate``: the plugin raised ``PluginError`` itself, so its text is the reason,
+    followed by ``fix`` (default: change its parameters or choose another plugin);
+    otherwise the plugin's code broke, and the paragraph names the command that
+    reproduces it in the ``mode`` (device type, precision) it failed in.
     """
     if deliberate:
-        text = (
-            f"The {entry.describe()}, chosen by {key}, refused {where}: {detail.rstrip('.')}. "
-            f"Change its parameters or choose another {key}."
-        )
+        advice = fix or f"Change its parameters or choose another {key}."
+        text = f"The {entry.describe()}, chosen by {key}, refused {where}: {detail.rstrip('.')}. {advice}"
     else:
+        command = check_command(entry.name, mode)
+        reproduce = (
+            f"`{command}` reproduces it"
+            if command is not None
+            else f"`sagan plugins check {entry.name}` checks it in fp32 and bf16 (this ran in {mode[1]})"
+        )
         text = (
             f"The {entry.describe()}, chosen by {key}, failed {where}: {detail.rstrip('.')}. This "
-            f"is a problem in the plugin, not in your recipe: `sagan plugins check {entry.name}` "
-            f"reproduces it; fix the plugin or choose another {key} (SAGAN_DEBUG=1 shows the "
-            f"traceback)."
+            f"is a problem in the plugin, not in your recipe: {reproduce}; fix the plugin or "
+            f"choose another {key} (SAGAN_DEBUG=1 shows the traceback)."
         )
     error = PluginError(text)
     error.attributed = True  # type: ignore[attr-defined]
@@ -478,6 +521,15 @@ def unsupported(entry: Entry, key: str, where: str, reason: str) -> PlacementUns
     )
 
 
+def _shown(value: Any) -> Any:
+    """A descriptor field as JSON shows it: a function by its name (``identity_at_init`` may be
+    one), never ``<function <lambda> at 0x...>``."""
+    if callable(value) and not isinstance(value, type):
+        name = getattr(value, "__qualname__", type(value).__name__)
+        return f"function {getattr(value, '__module__', '?')}.{name} (of the parameters)"
+    return value
+
+
 def describe(entry: Entry) -> dict[str, Any]:
     """A JSON-friendly description of a registered plugin."""
     params = {
@@ -489,7 +541,7 @@ def describe(entry: Entry) -> dict[str, Any]:
         for name, f in entry.plugin.params.model_fields.items()
     }
     extra = {
-        f.name: getattr(entry.plugin, f.name)
+        f.name: _shown(getattr(entry.plugin, f.name))
         for f in dataclasses.fields(entry.plugin)
         if f.name not in {"name", "summary", "factory", "params"}
     }

@@ -518,7 +518,9 @@ def resolve_recipe(
                 slot.kind, name, params, key=slot.path, table_keys=slot.host_keys
             )
         except SaganError as exc:
-            problems.append(f"{exc}{_blame(slot.path, parsed)}")
+            keys = getattr(exc, "keys", None) or [slot.path]  # a parameter's, or the table's
+            blamed = dict.fromkeys(b for key in keys if (b := _blame(key, parsed)))
+            problems.append(f"{exc}{''.join(blamed)}")
             continue
         host = {k: v for k, v in table.items() if k in slot.host_keys}
         _set(data, slot.path, {**host, **validated.model_dump(mode="json")})
@@ -676,13 +678,16 @@ def _name_key(loc: tuple[str, ...]) -> str | None:
 
 
 def _blame(key: str, overrides: Sequence[Override]) -> str:
-    for override in overrides:
-        if (
-            key == override.key
-            or key.startswith(override.key + ".")
-            or override.key.startswith(key + ".")
-        ):
-            return f" (set by --set {override.text})"
+    """`` (set by --set ...)`` for the override that gave ``key`` its value: the one setting
+    that very key, else one setting a table above it, else one inside it."""
+    ranked = (
+        [o for o in overrides if o.key == key],
+        [o for o in overrides if key.startswith(o.key + ".")],
+        [o for o in overrides if o.key.startswith(key + ".")],
+    )
+    for found in ranked:
+        if found:
+            return f" (set by --set {found[-1].text})"  # the last of several wins
     return ""
 
 

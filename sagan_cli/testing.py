@@ -7,17 +7,25 @@
         check_plugin("my_attention", placements=["g16", "d32@64"])   # just these
 
 ``check_plugin`` runs the same checks as ``sagan plugins check`` (sizes, tensor
-layout and precision exactly as training uses them) and raises
-``ContractViolation`` (an ``AssertionError``, so pytest shows it as a failure)
-listing every place that failed. ``modules=["my_package.plugin"]`` checks a
-plugin module that is not installed (as ``SAGAN_PLUGINS`` does). Installed with
-pytest, this module is also a pytest plugin: the ``sagan_check`` fixture is
-``check_plugin``.
+layout and precision exactly as training uses them; ``precision="bf16"`` or
+``"fp16"`` exercises mixed precision) and returns one ``CheckRow`` per place
+(``row.place`` reads "G 16x16, 256 ch (32px)": network, feature size, channels,
+image size), or raises ``ContractViolation`` (an ``AssertionError``, so pytest
+shows it as a failure) listing every place that failed. Places are chosen with
+specs: ``"g16"`` (the generator at 16x16 of every image size) or ``"d8@64"`` (the
+discriminator at 8x8 of 64px images). ``modules=["my_package.plugin"]`` checks a
+plugin module that is not installed (as ``SAGAN_PLUGINS`` does; a module already
+loaded is used once). ``PlacementUnsupported`` (a place the plugin declines) is
+not a ``PluginError``: such rows say "not supported" and are no failure; a
+``PluginError`` the plugin raises itself is a refusal of its parameters
+(``row.refused``). Installed with pytest, this module is also a pytest plugin:
+the ``sagan_check`` fixture is ``check_plugin``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -25,7 +33,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sagan_cli.plugin_check import CheckRow, Placement
 
-__all__ = ["ContractViolation", "check_plugin"]
+__all__ = ["CheckRow", "ContractViolation", "Placement", "check_plugin"]
+
+
+def __getattr__(name: str) -> Any:
+    """``CheckRow`` and ``Placement`` on first use: importing this module (a pytest plugin,
+    loaded by every pytest run) must not import torch."""
+    if name in ("CheckRow", "Placement"):
+        from sagan_cli import plugin_check
+
+        return getattr(plugin_check, name)
+    raise AttributeError(f"module 'sagan_cli.testing' has no attribute '{name}'")
 
 
 class ContractViolation(AssertionError):
@@ -37,8 +55,9 @@ def _plugin_modules(modules: Iterable[str]) -> Iterator[None]:
     """``SAGAN_PLUGINS`` extended by ``modules`` for the duration (a fresh registry inside)."""
     from sagan_cli.plugins import get_registry
 
-    added = [m for m in modules if m]
     previous = os.environ.get("SAGAN_PLUGINS")
+    listed = set(re.split(r"[,;]", previous or ""))
+    added = [m for m in dict.fromkeys(modules) if m and m not in listed]
     if added:
         os.environ["SAGAN_PLUGINS"] = ",".join([*added, *([previous] if previous else [])])
     get_registry.cache_clear()
@@ -61,6 +80,7 @@ def check_plugin(
     kind: str | None = None,
     modules: Iterable[str] = (),
     device: str = "cpu",
+    precision: str | None = None,
 ) -> list[CheckRow]:
     """Check the plugin ``name`` against the contract; return its rows, or raise
     ``ContractViolation`` naming every failed place.
@@ -68,7 +88,8 @@ def check_plugin(
     ``placements``: specs such as ``"g16"`` or ``"d8@64"`` (or ``Placement`` objects);
     default every place the shipped recipes use. ``kind`` picks one when several
     kinds share the name. Places the plugin declines (``PlacementUnsupported``) are
-    rows with outcome "not supported", not failures.
+    rows with outcome "not supported", not failures. ``precision``: fp32, bf16 or
+    fp16 (default: what training runs on ``device``).
     """
     from sagan_cli.device import select_device
     from sagan_cli.errors import PluginError
@@ -100,12 +121,17 @@ def check_plugin(
         rows = [
             row
             for entry in entries
-            for row in run_check(entry, registry, chosen, params, select_device(device))
+            for row in run_check(
+                entry, registry, chosen, params, select_device(device), precision=precision
+            )
         ]
     failed = [row for row in rows if row.outcome == "failed"]
     if failed:
+        refused = all(row.refused for row in failed)
         raise ContractViolation(
-            f"{len(failed)} of {len(rows)} contract checks of '{name}' failed:\n"
+            f"{len(failed)} of {len(rows)} contract checks of '{name}' failed"
+            + (" (the plugin refused the parameters it was given)" if refused else "")
+            + ":\n"
             + "\n".join(f"  {row.kind} at {row.place}: {row.detail}" for row in failed)
         )
     return rows

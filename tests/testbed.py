@@ -78,9 +78,10 @@ class SlurmCluster:
     partition = "debug"
     account = "sagan"
 
-    def __init__(self, folder: Path, cpus: int = 2) -> None:
+    def __init__(self, folder: Path, cpus: int = 2, token: str | None = None) -> None:
         self.folder = folder
         self.cpus = cpus
+        self.token = token  # token authentication with this token (RAY_AUTH_MODE=token)
         self.pids: dict[str, Path] = {}
         self.ports = {name: free_port() for name in ("ctld", "slurmd", "dbd", "mysql")}
         self.munge_socket = folder / "munge" / "munge.socket"
@@ -276,17 +277,21 @@ class RayHead:
     ``launch.address`` takes.
     """
 
-    def __init__(self, folder: Path, cpus: int = 2) -> None:
+    def __init__(self, folder: Path, cpus: int = 2, token: str | None = None) -> None:
         self.folder = folder
         self.cpus = cpus
+        self.token = token  # token authentication with this token (RAY_AUTH_MODE=token)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.netns = f"sagan-ray-{os.getpid()}"
+        self.netns = f"sagan-ray-{os.getpid()}-{self.port}"
         self.prefix: list[str] = ["ip", "netns", "exec", self.netns]
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        if self.token is not None:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
+        return env
 
     def start(self) -> RayHead:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -142,7 +142,12 @@ def _launcher(
             f"--nproc {nproc}: the {entry.name} launcher runs each run as one process and cannot "
             f"give a run several; use --launcher local or slurm, or drop --nproc."
         )
-    with plugin_code(entry, "launch.launcher", "checking its backend"):
+    with plugin_code(
+        entry,
+        "launch.launcher",
+        "checking its backend",
+        fix="Do as it says, or choose another launch.launcher (--launcher local runs here).",
+    ):
         launcher.check()
     return launcher, entry.name
 

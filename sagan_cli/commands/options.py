@@ -65,6 +65,12 @@ class TrainPrecision(Choice):
     both = "both"
 
 
+class CheckPrecision(Choice):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 class AttentionPrecision(Choice):
     bf16 = "bf16"
     fp32 = "fp32"

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sagan_cli.commands.common import fail_on_plugin_failures, registry
-from sagan_cli.commands.options import DeviceOption, PluginKind
+from sagan_cli.commands.options import CheckPrecision, DeviceOption, PluginKind
 from sagan_cli.console import console, err_console, progress_bar
 from sagan_cli.errors import SaganError
 from sagan_cli.recipe import split_list
@@ -67,6 +67,14 @@ def plugins_check(
         ),
     ] = None,
     device: DeviceOption = "cpu",
+    precision: Annotated[
+        CheckPrecision | None,
+        typer.Option(
+            help="Mixed precision to exercise: fp32, bf16 (on a CPU with native bf16, as "
+            "train.bf16_on_cpu runs it), fp16 (CUDA). Default: what training runs on --device "
+            "(bf16 on CUDA, fp32 on CPU)."
+        ),
+    ] = None,
 ) -> None:
     """Build each plugin at every place the shipped recipes use, in G and D, and exercise it
     as training would (same sizes, tensor layout and precision on --device).
@@ -81,6 +89,7 @@ def plugins_check(
     from sagan_cli.plugin_check import (
         check_plugin,
         explain_outcomes,
+        failure_summary,
         select_placements,
         shipped_placements,
     )
@@ -117,7 +126,17 @@ def plugins_check(
                             escape(f"{row.kind} {row.name} at {row.place}: {row.outcome}")
                         )
 
-                rows.extend(check_plugin(entry, found, placements, params, chosen, report))
+                rows.extend(
+                    check_plugin(
+                        entry,
+                        found,
+                        placements,
+                        params,
+                        chosen,
+                        report,
+                        None if precision is None else str(precision),
+                    )
+                )
                 progress.remove_task(task)
     table = Table("kind", "plugin", "place", "result", "seconds")
     for row in rows:
@@ -133,14 +152,9 @@ def plugins_check(
             )
     for line in explain_outcomes(rows):
         err_console.print(escape(line))
-    failed = [r for r in rows if r.outcome == "failed"]
-    if failed:
-        first = failed[0]
-        raise SaganError(
-            f"{len(failed)} of {len(rows)} checks failed; first, {first.kind} plugin "
-            f"'{first.name}' ({first.provider}) at {first.place}: {first.detail.rstrip('.')}. "
-            f"This is a problem in the plugin: fix it and check again (per-place details above)."
-        )
+    summary = failure_summary(rows)
+    if summary is not None:
+        raise SaganError(summary)
     counts = ", ".join(
         f"{sum(r.outcome == outcome for r in rows)} {outcome}"
         for outcome in ("ok", "not supported", "not checked")

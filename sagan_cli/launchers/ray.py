@@ -40,14 +40,56 @@ def _host_port(address: str) -> tuple[str, int] | None:
     return host or "127.0.0.1", int(port)
 
 
+def auth_token() -> tuple[str | None, str]:
+    """This machine's Ray token and where it was found, in Ray's own order: RAY_AUTH_TOKEN, the
+    file RAY_AUTH_TOKEN_PATH names, ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return os.environ["RAY_AUTH_TOKEN"].strip(), "RAY_AUTH_TOKEN"
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(named).expanduser() if named else Path.home() / ".ray" / "auth_token"
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        token = ""
+    return token or None, str(path)
+
+
+GET_CLUSTER_ID = "/ray.rpc.NodeInfoGcsService/GetClusterId"  # answered to anyone authorised
+
+
+def _gcs_accepts(target: tuple[str, int], token: str | None) -> bool | None:
+    """Whether the cluster's GCS answers a request with ``token`` (None: without one); None
+    when it cannot be asked (no gRPC here, or another failure: ray.init says). A raw call
+    (an empty request) through grpc alone: importing ray first would fix its authentication
+    mode before it is known."""
+    try:
+        import grpc
+    except ImportError:
+        return None
+    metadata = [("authorization", f"Bearer {token}")] if token else []
+    with grpc.insecure_channel(f"{target[0]}:{target[1]}") as channel:
+        call = channel.unary_unary(
+            GET_CLUSTER_ID, request_serializer=bytes, response_deserializer=bytes
+        )
+        try:
+            call(b"", timeout=5, metadata=metadata)
+        except grpc.RpcError as exc:
+            return False if exc.code() == grpc.StatusCode.UNAUTHENTICATED else None
+    return True
+
+
 class RayLauncher(Launcher):
     def __init__(self, params: RayParams) -> None:
         self.params = params
-        if params.address is not None and (Path.home() / ".ray" / "auth_token").is_file():
-            # `ray start --head` turns token authentication on when this machine has a token;
-            # a driver sends it only when told to (before ray is imported)
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
-        self.ray = _ray(local=params.address is None)
+        self._ray: Any = None
+        self.connected_here = False  # check() joined the cluster; launch() leaves it after
+
+    @property
+    def ray(self) -> Any:
+        """Ray, imported once the authentication mode is known (it is read at import)."""
+        if self._ray is None:
+            self._ray = _ray(local=self.params.address is None)
+        return self._ray
 
     def check(self) -> None:
         address = self.params.address
@@ -81,26 +123,63 @@ class RayLauncher(Launcher):
                 f"it (`ray start --head`), fix the address, or leave launch.address unset for a "
                 f"local instance."
             ) from None
+        if not address.startswith("ray://"):
+            self._authenticate(address, target)
+        self._connect()
+
+    def _authenticate(self, address: str, target: tuple[str, int]) -> None:
+        """A cluster with token authentication is joined with this machine's token: said at
+        once when there is none or it is another cluster's (not after ~20 s of retries)."""
+        if _gcs_accepts(target, None) is not False:
+            return  # no authentication, or nothing to learn here
+        token, where = auth_token()
+        if token is None:
+            raise PluginError(
+                f"The Ray cluster at launch.address = '{address}' uses token authentication and "
+                f"this machine has no token: Ray reads RAY_AUTH_TOKEN, else the file "
+                f"RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token ({where}: none there). Put "
+                f"the cluster's token there (`ray get-auth-token` on its head node prints it); "
+                f"nothing was run."
+            )
+        if _gcs_accepts(target, token) is False:
+            raise PluginError(
+                f"The Ray cluster at launch.address = '{address}' rejects this machine's token "
+                f"(from {where}): it is not the cluster's. Replace it with the cluster's token "
+                f"(`ray get-auth-token` on its head node prints it); nothing was run."
+            )
+        os.environ["RAY_AUTH_MODE"] = "token"  # the driver sends its token only when told to
+
+    def _connect(self) -> None:
+        """Join the cluster now, before any run folder exists: a refusal leaves nothing."""
+        if self.ray.is_initialized():
+            return
+        try:
+            self.ray.init(address=self.params.address, include_dashboard=False, log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise PluginError(
+                f"Ray could not connect to launch.address = {self.params.address!r}: "
+                f"{str(exc).splitlines()[0]}. Check that the cluster runs there (`ray status` "
+                f"on its head node) and that this machine's Ray version matches it; nothing "
+                f"was run."
+            ) from None
+        self.connected_here = True
 
     def launch(self, context: LaunchContext) -> None:
         ray = self.ray
-        started_here = not ray.is_initialized()
-        if started_here:
-            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-            if self.params.address is None:  # a new instance, never a cluster found running
-                options["address"] = "local"
-                options["num_cpus"] = self.params.num_cpus
-                options["num_gpus"] = None if context.gpus_per_run else 0
-            else:
-                options["address"] = self.params.address
+        started_here = self.connected_here or not ray.is_initialized()
+        if not ray.is_initialized():  # a new local instance, never a cluster found running
             try:
-                ray.init(**options)
+                ray.init(
+                    address="local",
+                    num_cpus=self.params.num_cpus,
+                    num_gpus=None if context.gpus_per_run else 0,
+                    include_dashboard=False,
+                    log_to_driver=True,
+                )
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise PluginError(
-                    f"Ray could not start or connect (launch.address = "
-                    f"{self.params.address!r}): {str(exc).splitlines()[0]}. Start the cluster "
-                    f"(`ray start --head`), fix launch.address, or leave it unset for a local "
-                    f"instance; nothing was run."
+                    f"Ray could not start a local instance: {str(exc).splitlines()[0]}. "
+                    f"Check `ray start --head` works here; nothing was run."
                 ) from None
         try:
             cpus = self.params.cpus_per_run or context.cpus_per_run

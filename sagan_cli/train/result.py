@@ -17,11 +17,14 @@ class TrainResult:
     detail: str = ""  # what the command says about the outcome
     signal: int | None = None
     error: str | None = None  # what status.json records as the reason (default: the detail)
+    failed_with: int | None = None  # a failed run's recorded code: 2 for input, 1 for a crash
 
     @property
     def exit_code(self) -> int:
         if self.status == RunStatus.INTERRUPTED:
             return signal_exit(self.signal or signal.SIGINT)
+        if self.status == RunStatus.FAILED:
+            return self.failed_with or ExitCode.CRASH
         return {RunStatus.DONE: ExitCode.DONE, RunStatus.DIVERGED: ExitCode.DIVERGED}.get(
             self.status, ExitCode.CRASH
         )

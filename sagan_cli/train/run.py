@@ -34,7 +34,7 @@ from sagan_cli.errors import (
 from sagan_cli.execution import ExecutionPlan, plan_execution
 from sagan_cli.fileio import atomic_write_text
 from sagan_cli.outcomes import RunStatus
-from sagan_cli.plugins import Registry, attributed
+from sagan_cli.plugins import CHECKED, Registry, attributed
 from sagan_cli.recipe import Recipe
 from sagan_cli.results import RunDir, now, prepare_run, run_lock
 from sagan_cli.train import estimate
@@ -209,9 +209,11 @@ def train_run(
                 error = (
                     exc
                     if isinstance(exc, SaganError)
-                    else _logged_crash(exc, run, world, None, "setting up the run")
+                    else _logged_crash(exc, run, world, None, "setting up the run", plan)
                 )
-                if world.is_main and record_preflight_errors:
+                # an ablation's run, and a rank of a data-parallel run (its folder exists: the
+                # launching process made it), keep why; a plain `sagan train` leaves no trace
+                if world.is_main and (record_preflight_errors or world.distributed):
                     _record_failure(run, world, error)
                 if error is exc:
                     raise
@@ -228,7 +230,7 @@ def train_run(
                 _record_failure(run, world, exc)
                 raise
             except Exception as exc:
-                error = _logged_crash(exc, run, world, session.step, "training")
+                error = _logged_crash(exc, run, world, session.step, "training", plan)
                 _record_failure(run, world, error)
                 raise error from exc
         finally:
@@ -267,7 +269,12 @@ def write_failure(run: RunDir, exc: OSError) -> ResultsError:
 
 
 def crash_error(
-    exc: Exception, run: RunDir, step: int | None, doing: str, world: World = SINGLE
+    exc: Exception,
+    run: RunDir,
+    step: int | None,
+    doing: str,
+    world: World = SINGLE,
+    plan: ExecutionPlan | None = None,
 ) -> SaganError:
     """One paragraph for an exception that is not the user's input.
 
@@ -292,6 +299,7 @@ def crash_error(
             origin.key,
             f"running {origin.where()} while {doing}{at}",
             describe_exception(exc),
+            mode=(plan.device.type, plan.precision) if plan else CHECKED,
         )
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return SaganError(
@@ -318,10 +326,15 @@ def _lost_a_rank(exc: BaseException) -> bool:
 
 
 def _logged_crash(
-    exc: Exception, run: RunDir, world: World, step: int | None, doing: str
+    exc: Exception,
+    run: RunDir,
+    world: World,
+    step: int | None,
+    doing: str,
+    plan: ExecutionPlan | None = None,
 ) -> SaganError:
     """``crash_error`` with the traceback kept in the run's error.log (when this rank writes)."""
     if world.is_main:
         with contextlib.suppress(OSError):
             atomic_write_text(run.path / "error.log", traceback.format_exc())
-    return crash_error(exc, run, step, doing, world)
+    return crash_error(exc, run, step, doing, world, plan)

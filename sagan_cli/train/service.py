@@ -224,12 +224,14 @@ def train_with_torchrun(job: TrainingJob) -> TrainResult:
         detail = "a rank said why above"  # its paragraph, once
     elif state == RunStatus.FAILED and "re-run the same command" not in detail:
         detail = f"{detail}; re-run the same command to resume from the last checkpoint"
+    code = status.get("exit_code")
     return TrainResult(
         job.run,
         state,
         int(status.get("step", 0)),
         "" if state == RunStatus.DONE else detail,
         stop_signal(detail) if state == RunStatus.INTERRUPTED else None,
+        failed_with=code if isinstance(code, int) else None,
     )
 
 

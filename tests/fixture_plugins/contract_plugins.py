@@ -141,3 +141,25 @@ def sagan_register_attention(register):
             factory=lambda p, c: FailsInTraining(),
         )
     )
+    register(
+        AttentionPlugin(
+            api_version=1,
+            name="bf16_breaker",
+            summary="t",
+            factory=lambda p, c: BreaksInBf16(c.channels),
+        )
+    )
+
+
+class BreaksInBf16(nn.Module):
+    """Fine in fp32, broken under bf16 autocast (a plugin author's bug the fp32 check missed)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        h = self.conv(x)
+        if h.dtype == torch.bfloat16:
+            raise RuntimeError("this block assumes float32 features")
+        return x + 0 * h

@@ -346,7 +346,8 @@ def test_a_controller_that_does_not_answer_is_one_paragraph(slurm_cluster, tiny_
     started = time.monotonic()
     result = ablate(tiny_recipe, tmp_path, "--vary", "lr_d=2e-4", *SLURM, env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "controller does not answer" in result.stderr
+    assert "controller does not answer" in result.stderr and "slurmctld" in result.stderr
+    assert "Change its parameters" not in result.stderr  # the fix is the controller's
     assert within(60, started)
     assert not (tmp_path / "tiny-lr_d").exists()  # refused before any run folder
 
@@ -442,3 +443,46 @@ def test_an_unreachable_ray_address_is_refused_fast_without_blaming_the_plugin(
     assert result.returncode == 2 and "does not answer" in result.stderr, result.stderr
     assert "problem in the plugin" not in result.stderr and "plugins check" not in result.stderr
     assert within(30, started)  # python start-up included; the refusal is instant
+
+
+@pytest.mark.cluster
+def test_a_missing_or_wrong_ray_token_is_named_at_once_and_leaves_no_run_folder(
+    tmp_path_factory, tiny_recipe, tmp_path
+):
+    """A token-authenticated head: ~20 s of InvalidAuthToken retries ended in "start the
+    cluster" and left the runs queued; now the token is named before any run folder exists."""
+    from testbed import RayHead, ray_missing
+
+    _testbed(ray_missing(), "a Ray head")
+    head = RayHead(tmp_path_factory.mktemp("ray-token"), cpus=1, token="a" * 32).start()
+    try:
+        on_head = (
+            "--vary",
+            "lr_d=2e-4",
+            "--launcher",
+            "ray",
+            "--set",
+            f"launch.address={head.address}",
+        )
+        home = tmp_path / "home"  # no ~/.ray/auth_token there
+        for token, fragments in (
+            (None, ["uses token authentication", "~/.ray/auth_token", "ray get-auth-token"]),
+            ("b" * 32, ["rejects this machine's token", "RAY_AUTH_TOKEN"]),
+        ):
+            env = sagan_subprocess_env(HOME=str(home))
+            env.pop("RAY_AUTH_TOKEN", None)
+            if token:
+                env["RAY_AUTH_TOKEN"] = token
+            started = time.monotonic()
+            result = ablate(tiny_recipe, tmp_path, *on_head, env=env, prefix=head.prefix)
+            assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+            for fragment in fragments:
+                assert fragment in result.stderr, result.stderr
+            assert "InvalidAuthToken" not in result.stderr  # no retries, no warnings
+            assert within(30, started)
+            assert not (tmp_path / "tiny-lr_d").exists()  # refused before any run folder
+        env = sagan_subprocess_env(HOME=str(home), RAY_AUTH_TOKEN="a" * 32)
+        joined = ablate(tiny_recipe, tmp_path, *on_head, env=env, prefix=head.prefix)
+        assert joined.returncode == 0, joined.stdout + joined.stderr
+    finally:
+        head.stop()

@@ -250,7 +250,9 @@ def test_ray_address_that_does_not_answer(cli, tiny_recipe, tmp_path):
         cli, tiny_recipe, tmp_path, "--launcher", "ray", "--set", "launch.address=127.0.0.1:9",
         "--set", "launch.connect_timeout_s=2",
     )  # fmt: skip
-    assert_clean_error(result, "127.0.0.1:9", "does not answer")
+    message = assert_clean_error(result, "127.0.0.1:9", "does not answer", "ray start --head")
+    assert "Change its parameters" not in message  # the launcher's own fix, not a generic one
+    assert "choose another launch.launcher" in message
     assert not (tmp_path / "r").exists()
 
 
@@ -390,3 +392,18 @@ def test_the_ranks_are_told_what_the_job_holds_never_what_argv_held(
     assert arguments[arguments.index("--device") + 1] == "cpu"
     assert "--bogus" not in arguments and "--nproc" not in arguments  # each rank is one process
     assert torchrun_command(2, list(arguments))[-len(arguments) :] == list(arguments)
+
+
+@pytest.mark.slow
+def test_a_plugin_failing_in_the_dry_run_of_a_data_parallel_run_is_recorded(tiny_recipe, tmp_path):
+    """The ranks' set-up failure was left 'queued' (the parent only saw 'a rank died')."""
+    command = sagan_command(
+        "train", str(tiny_recipe), "--results", str(tmp_path), "--device", "cpu", "-q",
+        "--nproc", "2", "--set", "model.attention.variant=bad_channels",
+    )  # fmt: skip
+    result = run_command(command, 300, env=sagan_subprocess_env(SAGAN_PLUGINS="bad_plugins"))
+    assert result.returncode == 2, result.stderr
+    (run,) = list_runs(tmp_path / "tiny")
+    status = run.read_status()
+    assert status["status"] == "failed" and status["exit_code"] == 2
+    assert "'bad_channels'" in status["error"] and "feature map" in status["error"]

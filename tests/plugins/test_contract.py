@@ -3,10 +3,15 @@ tests, and what passes the check trains (each case was a defect first)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from helpers import assert_clean_error
 from helpers import train_with_sets as train
 
+from sagan_cli.recipe import load_recipe
 from sagan_cli.results import list_runs
 from sagan_cli.testing import ContractViolation, check_plugin
 
@@ -179,3 +184,93 @@ def test_plugins_check_parameters_are_validated(cli):
     ):
         result = cli("plugins", "check", "sagan", "--param", bad)
         assert_clean_error(result, fragment)
+
+
+# ---- what plugin authors got stuck on (round four) ----------------------------------------------
+
+
+def test_the_check_exercises_the_precision_training_runs(cli, contract_plugins):
+    from sagan_cli.device import cpu_has_native_bf16
+
+    fp32 = cli("plugins", "check", "bf16_breaker", "--at", "g16@32")
+    assert fp32.exit_code == 0, fp32.output  # the default CPU check is fp32: the bug hides
+    fp16 = cli("plugins", "check", "bf16_breaker", "--at", "g16@32", "--precision", "fp16")
+    assert_clean_error(fp16, "--precision fp16 needs CUDA")
+    bf16 = cli("plugins", "check", "bf16_breaker", "--at", "g16@32", "--precision", "bf16")
+    if not cpu_has_native_bf16():
+        assert_clean_error(bf16, "no native bf16")
+        return
+    assert_clean_error(bf16, "bf16_breaker", "assumes float32 features", "problem in the plugin")
+    with pytest.raises(ContractViolation, match="float32 features"):
+        check_plugin("bf16_breaker", placements=["g16@32"], precision="bf16")
+
+
+def test_a_training_error_names_the_check_that_runs_the_mode_that_failed(
+    cli, tiny_recipe, tmp_path, contract_plugins
+):
+    from sagan_cli.device import cpu_has_native_bf16
+    from sagan_cli.plugins import check_command
+
+    assert check_command("x") == "sagan plugins check x"
+    assert check_command("x", ("cuda", "bf16")) == "sagan plugins check x --device cuda"
+    assert check_command("x", ("cpu", "bf16")) == "sagan plugins check x --precision bf16"
+    assert (
+        check_command("x", ("cuda", "fp32"))
+        == "sagan plugins check x --device cuda --precision fp32"
+    )
+    assert check_command("x", ("cpu", "fp64")) is None
+    if not cpu_has_native_bf16():
+        pytest.skip("bf16 training on this CPU needs native bf16")
+    sets = [
+        "model.attention.variant=bf16_breaker",
+        "train.precision=bf16",
+        "train.bf16_on_cpu=true",
+    ]
+    trained = train(cli, tiny_recipe, tmp_path, *sets)
+    assert_clean_error(trained, "`sagan plugins check bf16_breaker --precision bf16` reproduces it")
+
+
+def test_check_rows_and_placements_are_public_and_the_import_stays_light():
+    from sagan_cli.testing import CheckRow, Placement
+
+    rows = check_plugin("sagan", placements=[Placement("g", 32, 16, 32)])
+    assert isinstance(rows[0], CheckRow) and rows[0].place == "G 16x16, 32 ch (32px)"
+    code = "import sys, sagan_cli.testing; print('torch' in sys.modules)"
+    light = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert light.stdout.strip() == "False"
+
+
+def test_a_module_named_twice_is_loaded_once(monkeypatch):
+    monkeypatch.setenv("SAGAN_PLUGINS", "mirror_attention")
+    rows = check_plugin(
+        "mirror_attention", placements=["g16@32"], modules=["mirror_attention", "mirror_attention"]
+    )
+    assert rows and {r.outcome for r in rows} == {"ok"}
+
+
+def test_a_plugin_that_refuses_its_parameters_is_said_to_be_the_parameters(cli, monkeypatch):
+    monkeypatch.setenv("SAGAN_PLUGINS", "bad_plugins")
+    result = cli("plugins", "check", "bad_deliberate", "--at", "g16@32")
+    message = assert_clean_error(result, "needs at least 16 channels", "the parameters' problem")
+    assert "problem in the plugin" not in message
+    with pytest.raises(ContractViolation, match="refused the parameters"):
+        check_plugin("bad_deliberate", placements=["g16@32"], modules=["bad_plugins"])
+
+
+def test_a_bad_plugin_parameter_names_the_set_that_gave_it(tmp_path):
+    from sagan_cli.errors import RecipeError
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "r"\n[model.attention]\nvariant = "sagan"\n')
+    overrides = ["model.attention.variant=sagan", "model.attention.reduction=garbage"]
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(str(recipe), overrides)
+    assert "(set by --set model.attention.reduction=garbage)" in str(caught.value)
+    assert "variant=sagan)" not in str(caught.value)
+
+
+def test_identity_at_init_functions_are_listed_by_name(cli, contract_plugins):
+    listed = json.loads(cli("plugins", "--json", "--kind", "attention").stdout)
+    (gamma,) = [p for p in listed if p["name"] == "gamma_param"]
+    assert gamma["identity_at_init"].startswith("function contract_plugins.")
+    assert "0x" not in gamma["identity_at_init"]
