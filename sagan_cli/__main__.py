@@ -1,18 +1,17 @@
 """``python -m sagan_cli`` and the ``sagan`` console script.
 
-Importing the command line takes a moment; Ctrl-C during it exits 130 with one line,
-not an import traceback.
+Stop signals are taken over first (``sagan_cli.signals``, standard library only): Ctrl-C
+while the command line loads, or at any moment outside a training loop, exits 130 with
+one line, never an exception inside a half-finished import.
 """
-
-import sys
 
 
 def main() -> None:
-    try:
-        from sagan_cli.cli import main as run
-    except KeyboardInterrupt:
-        print("Interrupted while starting; nothing was done.", file=sys.stderr)
-        raise SystemExit(130) from None
+    from sagan_cli.signals import exit_promptly
+
+    exit_promptly()
+    from sagan_cli.cli import main as run
+
     run()
 
 

@@ -111,7 +111,8 @@ EXIT_CODES: tuple[tuple[str, str, str], ...] = (
         "stopped by signal N after saving a checkpoint of the iteration in progress: "
         f"`{INTERRUPTED_BY_CTRL_C}` Ctrl-C, `{signal_exit(signal.SIGTERM)}` SIGTERM, "
         f"`{signal_exit(signal.SIGUSR1)}`/`{signal_exit(signal.SIGUSR2)}` SIGUSR1/SIGUSR2 (a "
-        "scheduler's time-limit warning); a second Ctrl-C stops at once",
+        "scheduler's time-limit warning); a second Ctrl-C or SIGTERM stops at once, saying what "
+        "was not saved",
         f"`{INTERRUPTED_BY_CTRL_C}`: Ctrl-C stopped the grid",
     ),
 )
@@ -122,3 +123,7 @@ def exit_code_table() -> str:
     from sagan_cli.markdown import table
 
     return table(["code", "`sagan train` and other commands", "`sagan ablate`"], list(EXIT_CODES))
+
+
+if __name__ == "__main__":  # python -m sagan_cli.outcomes: the README's table, to paste
+    print(exit_code_table())

@@ -159,7 +159,8 @@ class InterruptAt(Observer):
 
 
 def assert_bit_exact(resumed: dict, clean: dict) -> None:
-    """Two checkpoints hold identical weights, optimiser state, data position and noise RNG."""
+    """Two checkpoints hold identical weights, optimiser state, data position, the noise RNG
+    and torch's global RNG: a resumed run is the uninterrupted run, bit for bit."""
     for part in ("generator", "discriminator", "ema"):
         for name, tensor in clean[part].items():
             assert torch.equal(tensor, resumed[part][name]), f"{part}.{name}"
@@ -171,6 +172,7 @@ def assert_bit_exact(resumed: dict, clean: dict) -> None:
                 )
     assert resumed["data_position"] == clean["data_position"]
     assert torch.equal(resumed["noise_rng"], clean["noise_rng"])
+    assert torch.equal(resumed["torch_rng"], clean["torch_rng"]), "the global RNG state"
 
 
 def image_folder(root: Path, per_class: int = 20, classes: int = 2) -> Path:

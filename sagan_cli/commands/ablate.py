@@ -173,7 +173,7 @@ def ablate_command(
     """
     from sagan_cli.ablate.service import AblationRequest, plan_ablation, run_ablation
     from sagan_cli.ablate.stats import StatsOptions
-    from sagan_cli.train.signals import hold_warning_signals
+    from sagan_cli.signals import hold_warning_signals
 
     hold_warning_signals()
     request = AblationRequest(

@@ -64,6 +64,7 @@ def train_command(
     run folder), 2 bad input, 3 diverged, 128+N stopped by signal N after saving a
     checkpoint (130 Ctrl-C, 143 SIGTERM, 138/140 SIGUSR1/SIGUSR2).
     """
+    from sagan_cli.signals import hold_warning_signals
     from sagan_cli.train.distributed import join_process_group, launched_by_torchrun
     from sagan_cli.train.service import (
         PARENT_ENV,
@@ -71,7 +72,6 @@ def train_command(
         open_training,
         train_with_torchrun,
     )
-    from sagan_cli.train.signals import hold_warning_signals
 
     hold_warning_signals()
     set_threads(threads)

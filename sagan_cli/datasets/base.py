@@ -75,7 +75,13 @@ def _decode(
             images.dataset.images[index], None if labels is None else labels[index]
         )
     workers = min(workers, os.cpu_count() or 1)
-    loader = DataLoader(images, batch_size=256, num_workers=workers, shuffle=False)  # type: ignore[arg-type]
+    loader = DataLoader(
+        images,  # type: ignore[arg-type]
+        batch_size=256,
+        num_workers=workers,
+        shuffle=False,
+        generator=loader_generator(),
+    )
     chunks: list[torch.Tensor] = []
     label_chunks: list[torch.Tensor] = []
     for batch, batch_labels in from_workers(iter(loader)):
@@ -84,3 +90,10 @@ def _decode(
         on_progress(sum(len(c) for c in chunks), len(images))
     all_labels = torch.cat(label_chunks)
     return TensorImageSet(torch.cat(chunks), None if (all_labels < 0).all() else all_labels)
+
+
+def loader_generator() -> torch.Generator:
+    """A DataLoader's own generator: without one, every iteration over it draws its workers'
+    base seed from torch's global RNG, so a resumed run (which opens its data again) would not
+    continue the global RNG as the uninterrupted run does."""
+    return torch.Generator().manual_seed(0)

@@ -230,9 +230,12 @@ def features_of(
     net = build_extractor(weights, layers)
     if device.type == "cuda":
         net = net.cuda()
-    return get_featuresdict_from_dataset(
-        images, net, batch_size, device.type == "cuda", save_cpu_ram=True, verbose=False
-    )
+    # torch-fidelity's DataLoader draws from torch's global RNG: an evaluation (or a cached
+    # reference that needs none) must not change what a training run draws next
+    with torch.random.fork_rng(devices=[]):
+        return get_featuresdict_from_dataset(
+            images, net, batch_size, device.type == "cuda", save_cpu_ram=True, verbose=False
+        )
 
 
 def reference_features(

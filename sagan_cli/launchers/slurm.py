@@ -77,8 +77,8 @@ def run_array_element(execute: Any, task: RunTask, settings: ElementSettings) ->
     """
     from sagan_cli.outcomes import RunStatus
     from sagan_cli.results import RunDir
+    from sagan_cli.signals import hold_warning_signals
     from sagan_cli.train.service import stop_signal
-    from sagan_cli.train.signals import hold_warning_signals
 
     hold_warning_signals()  # never submitit's handler, which raises inside the training loop
     if task.nproc == 1:

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from sagan_cli.api import ImageSet
-from sagan_cli.datasets.base import decode_all, from_workers
+from sagan_cli.datasets.base import decode_all, from_workers, loader_generator
 from sagan_cli.model.sampling import to_unit_range
 
 
@@ -137,6 +137,7 @@ class BatchStream:
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=self.workers > 0,
+            generator=loader_generator(),
         )
         return from_workers(iter(loader))
 

@@ -5,7 +5,7 @@
     sagan train sagan_imagenet128 --nproc 4         # one run on 4 GPUs (torchrun + DDP)
     sagan train --resume results/smoke/runs/<id>    # continue an interrupted run
 
-Stop signals are taken only at iteration boundaries (``sagan_cli.train.signals``): the
+Stop signals are taken only at iteration boundaries (``sagan_cli.signals``): the
 run finishes the iteration it is in, saves a checkpoint of it and exits 128 + N. The
 loop writes the run's lifecycle into status.json (running, then its outcome); all other
 side work is a callback's (``sagan_cli.train.callbacks``).
@@ -13,6 +13,7 @@ side work is a callback's (``sagan_cli.train.callbacks``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import signal
@@ -24,15 +25,15 @@ import torch
 from sagan_cli import checkpoint as ckpt
 from sagan_cli.components import count_parameters
 from sagan_cli.device import describe, synchronize
-from sagan_cli.outcomes import RunStatus
+from sagan_cli.outcomes import RunStatus, signal_exit
 from sagan_cli.plugins import Registry
 from sagan_cli.results import RunDir, git_commit, now, versions
+from sagan_cli.signals import StopRequests, exit_now
 from sagan_cli.train.callbacks import Callback
 from sagan_cli.train.callbacks.checkpoints import Checkpoints
 from sagan_cli.train.observer import Observer
 from sagan_cli.train.result import TrainResult
 from sagan_cli.train.session import Diverged, TrainingSession
-from sagan_cli.train.signals import StopRequests
 
 
 class Loop:
@@ -54,7 +55,7 @@ class Loop:
         self.session, self.run, self.callbacks = session, run, callbacks
         self.observer, self.registry, self.resumed_from = observer, registry, resumed_from
         self.world = session.world
-        self.stop = StopRequests(self._announce_stop)
+        self.stop = StopRequests(self._announce_stop, self._abort)
 
     @property
     def writes(self) -> bool:
@@ -101,6 +102,25 @@ class Loop:
         self.observer.message(
             f"{name}: stopping after this iteration (step {self.session.step + 1}) with a "
             f"checkpoint{again}"
+        )
+
+    def _abort(self, signum: int) -> None:
+        """A second stop signal: record it, say what was not saved, end the process now (from
+        the signal thread, also while the main thread is deep inside an iteration)."""
+        name = signal.Signals(signum).name
+        kept = ckpt.list_checkpoints(self.run.checkpoints) if self.writes else []
+        where = f"the last checkpoint, {kept[-1].name}," if kept else "no checkpoint yet; the run"
+        with contextlib.suppress(Exception):
+            self.status(
+                status=RunStatus.INTERRUPTED,
+                error=f"stopped at once by a second {name} (the iteration in progress not saved)",
+                finished=now(),
+            )
+        exit_now(
+            signal_exit(signum),
+            f"{name} again: stopped at once. The iteration in progress (step "
+            f"{self.session.step + 1}) was not saved; {where} is kept: re-run the same command "
+            f"to resume from it.",
         )
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -176,16 +196,6 @@ class Loop:
             )
             self.record({"kind": "diverged", "step": stop.step})
             return TrainResult(self.run, RunStatus.DIVERGED, stop.step, detail)
-        except KeyboardInterrupt:  # a second Ctrl-C: the iteration may be half done
-            return TrainResult(
-                self.run,
-                RunStatus.INTERRUPTED,
-                session.step,
-                "stopped at once (second Ctrl-C) without saving; re-run the same command to "
-                "resume from the last checkpoint",
-                signal.SIGINT,
-                error="interrupted twice",
-            )
         return TrainResult(self.run, RunStatus.DONE, session.step)
 
     def _here(self, callbacks: list[Callback]) -> list[Callback]:

@@ -41,6 +41,7 @@ from sagan_cli.train import estimate
 from sagan_cli.train.callbacks import Callback
 from sagan_cli.train.callbacks.attention import AttentionStatistics
 from sagan_cli.train.callbacks.checkpoints import Checkpoints
+from sagan_cli.train.callbacks.collapse import CollapseCheck
 from sagan_cli.train.callbacks.evaluation import Evaluation, Evaluator
 from sagan_cli.train.callbacks.losses import LossLog
 from sagan_cli.train.callbacks.progress import Progress
@@ -67,6 +68,7 @@ def callbacks_for(
     callbacks: list[Callback] = [Progress(observer), LossLog(cfg.log_every, cfg.max_loss)]
     tensorboard = recipe.logging.tensorboard
     callbacks.append(SampleGrids(cfg.sample_every, cfg.structure_samples))
+    callbacks.append(CollapseCheck(cfg.sample_every))
     if recipe.logging.attention_images:
         callbacks.append(
             AttentionStatistics(cfg.sample_every, recipe.logging.attention_images, tensorboard)

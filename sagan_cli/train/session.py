@@ -148,6 +148,7 @@ class TrainingSession:
         self.data: BatchStream | None = None
         self.pending = PendingLosses()
         self.logs_over_bound = 0  # consecutive log lines with a loss beyond train.max_loss
+        self.collapsed_checks = 0  # consecutive checks where every sample was the same image
 
     @property
     def device(self) -> torch.device:
@@ -188,6 +189,7 @@ class TrainingSession:
             "interval_losses": torch.stack(pending).cpu() if pending else torch.zeros(0, 2),
             "interval_seconds": self.pending.train_seconds,
             "logs_over_bound": self.logs_over_bound,
+            "collapsed_checks": self.collapsed_checks,
         }
 
     def restore(self, path: Path, run_id: str, run_path: Path) -> None:
@@ -213,6 +215,7 @@ class TrainingSession:
         self.best_fid = state["best_fid"]
         self.wall_time = float(state["wall_time"])
         self.logs_over_bound = int(state.get("logs_over_bound", 0))
+        self.collapsed_checks = int(state.get("collapsed_checks", 0))
         pending = state.get("interval_losses", torch.zeros(0, 2)).to(self.device)
         self.pending = PendingLosses(
             self.step - len(pending) + 1, list(pending), float(state.get("interval_seconds", 0.0))

@@ -24,6 +24,7 @@ from helpers import (
     sagan_command,
     sagan_subprocess_env,
     wait_for,
+    within,
 )
 from PIL import Image
 
@@ -155,6 +156,52 @@ def test_ctrl_c_is_acknowledged_at_once_with_the_step_it_stops_after(tiny_recipe
     (line,) = observer.said_at_once
     assert line.startswith("SIGINT: stopping after this iteration (step 3)")
     assert "Ctrl-C again to stop now" in line
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_inside_a_long_iteration_stops_within_a_second(
+    tiny_recipe, tmp_path, second
+):
+    """The iteration spends a minute in C code that takes no signal: the first Ctrl-C waits for
+    its end, the second ends the process at once (it took 73 s) and says what was not saved."""
+    marker = tmp_path / "inside"
+    command = sagan_command(
+        "train", str(tiny_recipe), "--results", str(tmp_path), "-q",
+        "--set", "model.attention.variant=slow_iteration",
+    )  # fmt: skip
+    env = sagan_subprocess_env(SAGAN_PLUGINS="slow_iteration", SLOW_ITERATION_MARKER=str(marker))
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    wait_for(marker.exists, "the long iteration", process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # two separate deliveries, not one coalesced signal
+    sent = time.monotonic()
+    process.send_signal(second)
+    _, stderr = finish(process, 120)
+    assert within(5, sent), f"exited {time.monotonic() - sent:.0f} s after the second signal"
+    assert process.returncode == 128 + second, stderr
+    assert "stopped at once" in stderr and "was not saved" in stderr, stderr
+    assert "Traceback" not in stderr
+    (run,) = list_runs(tmp_path / "tiny")
+    assert run.read_status()["status"] == "interrupted"
+
+
+def test_ctrl_c_during_set_up_ends_the_process_at_once(tiny_recipe, tmp_path):
+    """Outside a training loop the first Ctrl-C ends the process, also inside long C code."""
+    marker = tmp_path / "inside"
+    command = sagan_command(
+        "train", str(tiny_recipe), "--results", str(tmp_path), "-q",
+        "--set", "model.attention.variant=slow_iteration", "--set", "train.steps=1",
+    )  # fmt: skip
+    env = sagan_subprocess_env(SAGAN_PLUGINS="slow_iteration", SLOW_ITERATION_MARKER=str(marker))
+    # the first training forward is slow; before it, the set-up: Ctrl-C while importing
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = finish(process, 120)
+    assert within(10, sent)
+    assert process.returncode == 130 and "Traceback" not in stderr and "bug" not in stderr, stderr
+    assert len(stderr.strip().splitlines()) <= 2, stderr
 
 
 def test_weights_that_go_non_finite_under_finite_losses_are_never_checkpointed(

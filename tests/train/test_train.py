@@ -21,7 +21,7 @@ from helpers import (
 from sagan_cli.device import select_device
 from sagan_cli.plugins import get_registry
 from sagan_cli.recipe import load_recipe, recipe_toml
-from sagan_cli.results import RunDir, run_dir_for
+from sagan_cli.results import RunDir, list_runs, run_dir_for
 from sagan_cli.train.run import train_run
 
 
@@ -313,3 +313,26 @@ def test_model_summary_lists_blocks_and_attention(cli):
     )
     assert with_classes.exit_code == 0, with_classes.output
     assert "10 classes" in with_classes.stdout
+
+
+def test_a_collapsed_generator_stops_the_run_as_diverged(cli, tiny_recipe, tmp_path):
+    """No spectral norm at lr = 1: a blank generator (structure 1.000) that used to end 'done'."""
+    sets = [
+        "model.norm.generator=none", "model.norm.discriminator=none", "train.lr_g=1",
+        "train.lr_d=1", "train.steps=60", "train.sample_every=10", "train.log_every=10",
+        "train.checkpoint_every=20", "train.max_loss=0",
+    ]  # fmt: skip
+    result = cli(
+        "train",
+        str(tiny_recipe),
+        "--results",
+        str(tmp_path),
+        *(a for s in sets for a in ("--set", s)),
+    )
+    assert result.exit_code == 3, result.output
+    assert "the generator collapsed" in result.stderr and "same image" in result.stderr
+    (run,) = list_runs(tmp_path / "tiny")
+    status = run.read_status()
+    assert status["status"] == "diverged" and status["step"] < 60
+    records = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
+    assert records[-1] == {"kind": "diverged", "step": status["step"]}

@@ -22,9 +22,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from sagan_cli.results import RunDir
+from sagan_cli.signals import StopRequests
 from sagan_cli.train.result import TrainResult
 from sagan_cli.train.session import TrainingSession
-from sagan_cli.train.signals import StopRequests
 
 
 class Loop(Protocol):
