@@ -404,6 +404,12 @@ class Launcher(ABC):
         (launchers whose jobs outlive the command); empty when it keeps no such record."""
         return {}
 
+    def ended_jobs(self, experiment_dir: str) -> dict[str, str]:
+        """Run folder -> why its job ended without finishing it, in the scheduler's words
+        (``cancelled (scancel): SLURM job 12_3 ended CANCELLED``), for jobs that outlive the
+        command: ``sagan status`` records them in the runs' folders as ``lost`` would."""
+        return {}
+
 
 def apply_weight_norm(module: nn.Module, weight_norm: WeightNorm) -> nn.Module:
     """Wrap every Conv/Linear/Embedding inside ``module`` with ``weight_norm``; returns ``module``.

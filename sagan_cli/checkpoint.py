@@ -8,7 +8,6 @@ never written with non-finite weights: the last one on disk is always good.
 from __future__ import annotations
 
 import errno
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ from torch import nn
 
 from sagan_cli.errors import CheckpointError, ResultsError, describe_exception
 from sagan_cli.fileio import atomic_write
+from sagan_cli.results import STEP_FILE
 
 FORMAT = 1
-STEP_FILE = re.compile(r"^step-(\d{8})\.pt$")
 REQUIRED = ("format", "run_id", "step", "generator", "discriminator", "ema", "opt_g", "opt_d")
 WEIGHTS = ("generator", "discriminator", "ema")
 

@@ -49,9 +49,14 @@ class TrainProgress(Observer):
     lines with step, iterations/s, losses and ETA at least every ``PLAIN_EVERY_S`` seconds."""
 
     def __init__(
-        self, quiet: bool = False, progress: Progress | None = None, label: str = "train"
+        self,
+        quiet: bool = False,
+        progress: Progress | None = None,
+        label: str = "train",
+        assume_yes: bool = False,
     ) -> None:
         self.quiet = quiet
+        self.assume_yes = assume_yes
         self.progress = progress
         self.label = label
         self.task: TaskID | None = None
@@ -91,6 +96,22 @@ class TrainProgress(Observer):
             self.lines.logged(record)
         elif record.get("kind") == "eval":
             self.print(f"step {record['step']}: {describe_record(record)}")
+
+    def confirm(self, question: str) -> bool:
+        """``--yes`` says yes; a person on a terminal is asked; anything else is a no."""
+        if self.assume_yes:
+            return True
+        if not (sys.stdin.isatty() and err_console.is_terminal):
+            return False
+        from rich.prompt import Confirm
+
+        if self.progress is not None:
+            self.progress.stop()
+        try:
+            return Confirm.ask(escape(question), console=err_console, default=False)
+        finally:
+            if self.progress is not None:
+                self.progress.start()
 
     def message(self, text: str) -> None:
         if not self.quiet:

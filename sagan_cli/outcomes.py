@@ -7,6 +7,7 @@ exit-code table is ``exit_code_table()`` verbatim (a test compares them).
 
 from __future__ import annotations
 
+import re
 import signal
 from enum import Enum, IntEnum
 
@@ -71,6 +72,16 @@ def signal_exit(signum: int) -> int:
 
 
 INTERRUPTED_BY_CTRL_C = signal_exit(signal.SIGINT)
+
+
+def stop_signal(detail: str) -> int:
+    """The signal an ``interrupted`` run's error names (``stopped by SIGTERM``); SIGINT if none."""
+    match = re.search(r"\b(SIG[A-Z0-9]+)\b", detail)
+    try:
+        return int(signal.Signals[match.group(1)]) if match else int(signal.SIGINT)
+    except KeyError:
+        return int(signal.SIGINT)
+
 
 # The README's table: (code, what it means for `sagan train` and other commands, for `sagan ablate`)
 EXIT_CODES: tuple[tuple[str, str, str], ...] = (

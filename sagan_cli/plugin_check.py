@@ -630,15 +630,52 @@ def explain_outcomes(rows: list[CheckRow]) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class CheckGroup:
+    """Rows of one plugin that came out the same way (same outcome, same detail): a plugin
+    that raises everywhere is one line naming its places, not one per place."""
+
+    rows: tuple[CheckRow, ...]
+    of: int  # how many places this plugin was checked at
+
+    @property
+    def first(self) -> CheckRow:
+        return self.rows[0]
+
+    @property
+    def places(self) -> str:
+        """Where: the place itself, "all N places", or "N places: A; B; ..."."""
+        if len(self.rows) == 1:
+            return self.first.place
+        if len(self.rows) == self.of:
+            return f"all {self.of} places"
+        return f"{len(self.rows)} places: " + "; ".join(r.place for r in self.rows)
+
+    def describe(self) -> str:
+        return f"{self.first.name} ({self.first.outcome}) at {self.places}: {self.first.detail}"
+
+
+def group_rows(rows: list[CheckRow]) -> list[CheckGroup]:
+    """``rows`` grouped by plugin, outcome and detail, in the order they first appear."""
+    keys = [(r.kind, r.name, r.provider, r.outcome, r.detail) for r in rows]
+    places_of = {(k, n): sum(1 for r in rows if (r.kind, r.name) == (k, n)) for k, n, *_ in keys}
+    grouped: dict[tuple[str, ...], list[CheckRow]] = {}
+    for key, row in zip(keys, rows, strict=True):
+        grouped.setdefault(key, []).append(row)
+    return [CheckGroup(tuple(g), places_of[(g[0].kind, g[0].name)]) for g in grouped.values()]
+
+
 def failure_summary(rows: list[CheckRow]) -> str | None:
     """One paragraph for the failed rows, naming whose fix it is (None: nothing failed)."""
     failed = [r for r in rows if r.outcome == "failed"]
     if not failed:
         return None
-    first = failed[0]
+    groups = group_rows(failed)
+    first = groups[0].first
+    how_many = "one error" if len(groups) == 1 else f"{len(groups)} different errors; first"
     head = (
-        f"{len(failed)} of {len(rows)} checks failed; first, {first.kind} plugin "
-        f"'{first.name}' ({first.provider}) at {first.place}: {first.detail.rstrip('.')}."
+        f"{len(failed)} of {len(rows)} checks failed, with {how_many}: {first.kind} plugin "
+        f"'{first.name}' ({first.provider}) at {groups[0].places}: {first.detail.rstrip('.')}."
     )
     if all(r.refused for r in failed):
         return (
@@ -646,6 +683,4 @@ def failure_summary(rows: list[CheckRow]) -> str | None:
             f"that is the parameters' problem, not the plugin's. Change them (--param, or the "
             f"recipe's table of the plugin) and check again."
         )
-    return (
-        f"{head} This is a problem in the plugin: fix it and check again (per-place details above)."
-    )
+    return f"{head} This is a problem in the plugin: fix it and check again (details above)."

@@ -87,6 +87,20 @@ class LoadFailure:
         return f"plugin '{self.source}' from {self.provider} failed to load: {self.error}"
 
 
+class DisabledPlugin(PluginError):
+    """Recipe keys name plugins that ``SAGAN_DISABLED_PLUGINS`` left out (through ``entry``)."""
+
+    def __init__(self, entry: str, uses: list[str]) -> None:
+        self.entry = entry  # the variable's entry that disabled them
+        self.uses = uses  # "model.attention.name = 'sagan'", ...
+        them = "that plugin is" if len(uses) == 1 else f"these {len(uses)} plugins are"
+        super().__init__(
+            f"{', '.join(uses)}: {them} disabled by the environment variable "
+            f"SAGAN_DISABLED_PLUGINS, which names '{entry}'. Remove '{entry}' from it, or "
+            f"unset it (unset SAGAN_DISABLED_PLUGINS)."
+        )
+
+
 @dataclass
 class Registry:
     """Every plugin by kind and name, plus what went wrong while loading them."""
@@ -94,6 +108,10 @@ class Registry:
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
     failures: list[LoadFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # (kind, name) -> the SAGAN_DISABLED_PLUGINS entry that left the plugin out, and the
+    # disabled entry points, which are never imported (so what they hold is unknown)
+    disabled: dict[tuple[str, str], str] = field(default_factory=dict)
+    disabled_entry_points: list[str] = field(default_factory=list)
 
     def add(self, entry: Entry) -> None:
         existing = self.entries[entry.kind].get(entry.name)
@@ -120,10 +138,17 @@ class Registry:
     def get(self, kind: str, name: str, *, key: str) -> Entry:
         """The plugin ``name`` of ``kind``; ``key`` is the recipe key that named it."""
         entry = self.entries[kind].get(name)
+        if entry is None and (kind, name) in self.disabled:
+            raise DisabledPlugin(self.disabled[(kind, name)], [f"{key} = '{name}'"])
         if entry is None:
             available = ", ".join(self.names(kind)) or "none"
             notes = "".join(f" Note: {f.describe()}." for f in self.failures)
             notes += "".join(f" Note: {text}" for text in self.packages_without_entry_point)
+            notes += "".join(
+                f" Note: SAGAN_DISABLED_PLUGINS leaves out the entry point {point}, which may "
+                f"provide it."
+                for point in self.disabled_entry_points
+            )
             raise PluginError(
                 f"{key} = '{name}' is not a registered {kind} plugin.{did_you_mean(name, self.names(kind))} "
                 f"Available: {available}. `sagan plugins --kind {kind}` lists them with their "
@@ -287,6 +312,9 @@ def load_registry() -> Registry:
     def add_module(module: ModuleType, name: str, provider: tuple[str, str]) -> None:
         known_names.update((name, provider[0]))
         if name in disabled or provider[0] in disabled:
+            entry = name if name in disabled else provider[0]
+            for kind, plugin in _registered_by(module):
+                registry.disabled[(kind, plugin.name)] = entry
             return
         if manager.is_registered(module):  # one module named twice (an entry point and
             return  # SAGAN_PLUGINS, say) registers once
@@ -305,6 +333,7 @@ def load_registry() -> Registry:
         dist = (ep.dist.name, ep.dist.version) if ep.dist else (ep.value, "unknown")
         known_names.update((ep.name, dist[0]))
         if ep.name in disabled or dist[0] in disabled:
+            registry.disabled_entry_points.append(f"'{ep.name}' of {dist[0]} {dist[1]}")
             continue
         try:
             module = ep.load()
@@ -354,6 +383,8 @@ def load_registry() -> Registry:
                     continue
                 known_names.update((plugin.name, f"{kind}:{plugin.name}"))
                 if plugin.name in disabled or f"{kind}:{plugin.name}" in disabled:
+                    by = plugin.name if plugin.name in disabled else f"{kind}:{plugin.name}"
+                    registry.disabled[(kind, plugin.name)] = by
                     continue
                 if plugin.api_version is None:
                     undeclared.setdefault(f"{provider} {version}", []).append(plugin.name)
@@ -380,6 +411,21 @@ def load_registry() -> Registry:
             f"nothing was disabled by it."
         )
     return registry
+
+
+def _registered_by(module: ModuleType) -> list[tuple[str, Plugin]]:
+    """What a module's hooks would register (kind, descriptor), asked without registering it:
+    so that a plugin left out by SAGAN_DISABLED_PLUGINS can be named as such."""
+    found: list[tuple[str, Plugin]] = []
+    for kind, hook_name in HOOKS.items():
+        hook = getattr(module, hook_name, None)
+        if hook is None or not hasattr(hook, f"{PROJECT}_impl"):
+            continue
+        collected: list[Plugin] = []
+        with contextlib.suppress(Exception):  # it is disabled: its failures are not reported
+            hook(register=collected.append)
+        found += [(kind, p) for p in collected if descriptor_problem(p, kind, "") is None]
+    return found
 
 
 def descriptor_problem(plugin: Any, kind: str, source: str) -> str | None:

@@ -8,7 +8,6 @@ paragraph before anything is written, not a failure minutes in.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from sagan_cli.api import DataSource
 from sagan_cli.components import build_data_source, check_data, placement_problem
+from sagan_cli.cores import read_cores
 from sagan_cli.device import available_memory, select_device
 from sagan_cli.errors import SaganError
 from sagan_cli.evaluate.weights import ExtractorWeights, resolve_inception_weights
@@ -81,7 +81,7 @@ def auto_jobs(recipes: list[Recipe], device: torch.device, pending: int) -> tupl
     """``--jobs auto``: (runs at once, torch threads per run) for this machine and grid."""
     if device.type == "cuda":
         return max(1, min(torch.cuda.device_count(), pending)), None
-    cores = os.cpu_count() or 1
+    cores = read_cores().free  # other work's cores are not ours to share out
     largest = max(
         arch.iteration_flops_estimate(
             r.data.resolution, r.model.g_channels, r.model.d_channels, r.train.batch_size

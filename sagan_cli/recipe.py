@@ -31,7 +31,7 @@ from sagan_cli.api import NormalizationPlugin, Plugin
 from sagan_cli.errors import RecipeError, SaganError, did_you_mean
 from sagan_cli.metrics import COMPUTATION_NAMES, COMPUTATIONS
 from sagan_cli.model import arch
-from sagan_cli.plugins import Registry, get_registry, validate_toml_values
+from sagan_cli.plugins import DisabledPlugin, Registry, get_registry, validate_toml_values
 
 try:
     import tomllib
@@ -465,6 +465,12 @@ def read_toml(path: Path) -> dict[str, Any]:
             f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} on line {line}): a "
             f"recipe is a TOML text file. Is it the file you meant? Re-save it as UTF-8."
         ) from None
+    if text.startswith("\ufeff"):  # tomllib's "Invalid statement (at line 1, column 1)"
+        raise RecipeError(
+            f"{path} starts with a byte order mark (BOM, bytes EF BB BF), which TOML does not "
+            f"allow. Re-save it as UTF-8 without BOM (in Notepad: 'UTF-8', not 'UTF-8 with "
+            f"BOM'), or remove it: sed -i '1s/^\\xEF\\xBB\\xBF//' {path}"
+        )
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -497,6 +503,7 @@ def resolve_recipe(
     recipe = _validate(data, origin, parsed)
     data = recipe.model_dump(mode="json", exclude_none=True)
     problems = []
+    disabled: dict[str, list[str]] = {}  # SAGAN_DISABLED_PLUGINS entry -> the keys it broke
     for slot in PLUGIN_SLOTS:
         table = _get(data, slot.path)
         name = table[slot.name_key]
@@ -517,6 +524,9 @@ def resolve_recipe(
             validated = registry.validate_params(
                 slot.kind, name, params, key=slot.path, table_keys=slot.host_keys
             )
+        except DisabledPlugin as exc:
+            disabled.setdefault(exc.entry, []).extend(exc.uses)
+            continue
         except SaganError as exc:
             keys = getattr(exc, "keys", None) or [slot.path]  # a parameter's, or the table's
             blamed = dict.fromkeys(b for key in keys if (b := _blame(key, parsed)))
@@ -524,6 +534,7 @@ def resolve_recipe(
             continue
         host = {k: v for k, v in table.items() if k in slot.host_keys}
         _set(data, slot.path, {**host, **validated.model_dump(mode="json")})
+    problems += [str(DisabledPlugin(entry, uses)) for entry, uses in disabled.items()]
     if problems:
         raise RecipeError(f"{origin}: " + " ".join(problems))
     recipe = _validate(data, origin, parsed)

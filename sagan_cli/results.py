@@ -24,6 +24,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -114,6 +115,9 @@ def run_id(recipe: Recipe) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+STEP_FILE = re.compile(r"^step-(\d{8})\.pt$")  # a step checkpoint: checkpoints/step-00001000.pt
+
+
 @dataclass(frozen=True)
 class RunDir:
     """One run folder and the files in it."""
@@ -159,6 +163,29 @@ class RunDir:
     @property
     def lock_path(self) -> Path:
         return self.path / ".lock"
+
+    def status_damage(self) -> str | None:
+        """What is wrong with status.json, or None when it holds a status. Every run folder
+        gets one with its recipe, so a missing or unparsable one is damage (a disk fault, a
+        hand edit), not a run that has not started."""
+        try:
+            status = json.loads(self.status_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return "its status.json is missing"
+        except OSError as exc:
+            return f"its status.json cannot be read ({exc.strerror or exc})"
+        except ValueError as exc:
+            return f"its status.json is not valid JSON ({exc})"
+        if not isinstance(status, dict):
+            return "its status.json holds no JSON object"
+        return None
+
+    def checkpoint_steps(self) -> list[int]:
+        """The steps of the step checkpoints on disk, oldest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = (STEP_FILE.match(p.name) for p in self.checkpoints.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
 
     def read_status(self) -> dict[str, Any]:
         """The status, or {} when it is missing, unreadable or not (yet) an object."""

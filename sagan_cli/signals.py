@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +38,20 @@ def hold_warning_signals() -> None:
         return
     for warning in WARNING_SIGNALS:
         signal.signal(warning, lambda signum, frame: _held.append(signum))
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Linux: this process gets ``signum`` when its parent dies (``prctl(PR_SET_PDEATHSIG)``),
+    even by SIGKILL. Elsewhere nothing happens. The kernel sends it once for every thread of
+    the parent that exits, so only for a process that takes repeats as one (torchrun): a
+    training run would count the second as "stop now, without saving"."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signum)
 
 
 def exit_now(code: int, text: str) -> None:

@@ -95,6 +95,7 @@ def check_plugin(
     from sagan_cli.errors import PluginError
     from sagan_cli.plugin_check import (
         Placement,
+        group_rows,
         select_placements,
         shipped_placements,
     )
@@ -132,7 +133,7 @@ def check_plugin(
             f"{len(failed)} of {len(rows)} contract checks of '{name}' failed"
             + (" (the plugin refused the parameters it was given)" if refused else "")
             + ":\n"
-            + "\n".join(f"  {row.kind} at {row.place}: {row.detail}" for row in failed)
+            + "\n".join(f"  {group.first.kind} {group.describe()}" for group in group_rows(failed))
         )
     return rows
 

@@ -241,6 +241,16 @@ class SlurmCluster:
         wait_until(lambda: _listening(port), f"{name} listening on {port}", log=log)
 
     def stop(self) -> None:
+        # jobs first: their steps (slurmstepd and the training under it) outlive slurmd
+        if "slurmctld" in self.pids:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                self.run("scancel", "--full", "--user", "root", check=False, timeout=10)
+                deadline = time.monotonic() + 30 * load_factor()
+                while time.monotonic() < deadline:
+                    queued = self.run("squeue", "-h", "-o", "%i", check=False, timeout=10)
+                    if queued.returncode != 0 or not queued.stdout.strip():
+                        break
+                    time.sleep(0.2)
         for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
             stop_pid_file(self.pids.get(name))
 

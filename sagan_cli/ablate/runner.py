@@ -295,21 +295,29 @@ class GridOptions:
     detach: bool = False  # submit and return (launchers whose jobs outlive the command)
 
 
+RESUME = "re-run the same command to resume from the last checkpoint"
+
+
 def mark_lost(run: RunDir, reason: str) -> None:
-    """A launcher saw the task of ``run`` die: record why, unless the run recorded its own
-    outcome or another process holds it. A run that had started is ``interrupted`` (a
-    re-run resumes it from its last checkpoint); one that never started stays queued."""
+    """A launcher saw the task of ``run`` end without finishing (its process died, or the
+    scheduler ended its job): record why, unless the run recorded a final outcome or another
+    process holds it. A run that had started is ``interrupted`` (a re-run resumes it from its
+    last checkpoint); one that never started stays queued; one that had stopped itself (a
+    signal, a requeue) keeps that and gains the scheduler's word, which is newer."""
     state = run.status
-    if not state.open or trained_elsewhere(run):
+    if trained_elsewhere(run) or state not in (*OPEN, RunStatus.INTERRUPTED):
         return
     if state == RunStatus.RUNNING:
-        run.update_status(
-            status=RunStatus.INTERRUPTED,
-            error=f"{reason}; re-run the same command to resume from the last checkpoint",
-            finished=now(),
-        )
+        run.update_status(status=RunStatus.INTERRUPTED, error=f"{reason}; {RESUME}", finished=now())
+    elif state == RunStatus.INTERRUPTED:
+        before = str(run.read_status().get("error") or "").removesuffix(f"; {RESUME}")
+        if not before.startswith(reason):
+            run.update_status(error=f"{reason}; before that: {before}; {RESUME}")
     else:
         run.update_status(error=reason)
+
+
+OPEN = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 def run_grid(

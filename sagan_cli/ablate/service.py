@@ -20,13 +20,16 @@ from sagan_cli.ablate.runner import (
     GridOptions,
     Outcome,
     create_runs,
+    mark_lost,
     prepare_experiment,
     run_grid,
 )
 from sagan_cli.ablate.stats import StatsOptions
 from sagan_cli.ablate.summary import (
+    DamagedRun,
     check_one_protocol,
     collect_runs,
+    damaged_runs,
     group_keys,
     power_hints,
     summarize,
@@ -35,6 +38,7 @@ from sagan_cli.ablate.summary import (
 )
 from sagan_cli.api import Launcher
 from sagan_cli.components import placement_problem, plugin_for
+from sagan_cli.cores import read_cores
 from sagan_cli.device import select_device
 from sagan_cli.errors import PlacementUnsupported, ResultsError, SaganError, did_you_mean
 from sagan_cli.evaluate.weights import ExtractorWeights
@@ -50,7 +54,7 @@ from sagan_cli.recipe import (
     read_toml,
     resolve_recipe,
 )
-from sagan_cli.results import list_runs, now, run_dir_in
+from sagan_cli.results import RunDir, list_runs, now, run_dir_in
 
 DEFAULT_RESULTS = Path("results")
 
@@ -182,6 +186,9 @@ def plan_ablation(request: AblationRequest, registry: Registry) -> AblationPlan:
             jobs = 0
         if jobs < 1:
             raise SaganError("--jobs: give a positive number of runs at once, or auto.")
+    if threads is None and chosen.type == "cpu":  # the free cores, shared by the runs at once
+        free = read_cores().free
+        threads = max(1, free // jobs)
     if chosen.type == "cuda" and chosen.index is None and jobs > torch.cuda.device_count():
         raise SaganError(
             f"--jobs {jobs} asks for more GPUs than the {torch.cuda.device_count()} visible: runs go one "
@@ -402,6 +409,9 @@ def experiment_status(folder: Path, registry: Registry) -> list[RunState]:
         with plugin_code(entry, "launch.launcher", "reading its jobs' states"):
             launcher = entry.plugin.factory(params)
             scheduler = launcher.job_states(str(folder))
+            ended = launcher.ended_jobs(str(folder))
+        for run_dir, reason in ended.items():  # the scheduler ended them: the folders say so
+            mark_lost(RunDir(Path(run_dir)), reason)
     except (OSError, ValueError, KeyError, TypeError, SaganError):
         scheduler = {}
     states = []
@@ -417,7 +427,7 @@ def experiment_status(folder: Path, registry: Registry) -> list[RunState]:
                 status=RunStatus.read(status),
                 step=f"{status.get('step', 0)}/{steps}" if steps else "-",
                 scheduler=scheduler.get(str(run.path.resolve()), "-"),
-                note=str(status.get("error") or ""),
+                note=str(status.get("error") or status.get("warning") or ""),
             )
         )
     return states
@@ -458,9 +468,16 @@ class Report:
     table: pd.DataFrame
     keys: list[str]
     options: StatsOptions
+    damaged: list[DamagedRun] = field(default_factory=list)  # left out: status unreadable
 
     def markdown(self) -> str:
-        return to_markdown(self.table, self.keys, self.runs, self.name, self.options.alpha)
+        return to_markdown(
+            self.table, self.keys, self.runs, self.name, self.options.alpha, self.damaged
+        )
+
+    def warnings(self) -> list[str]:
+        """One line per run folder left out of the table, with how to repair it."""
+        return [damaged.describe() for damaged in self.damaged]
 
     def hints(self) -> list[str]:
         return power_hints(self.table, self.keys, self.options.alpha, self.options.ci)
@@ -487,11 +504,20 @@ class Reports:
     def csv(self) -> str:
         return to_csv(self._frame("table"))
 
+    def warnings(self) -> list[str]:
+        return [line for report in self.reports for line in report.warnings()]
+
     def json(self) -> str:
+        left_out = [
+            {"experiment": report.name, "run_dir": str(d.run.path), "problem": d.problem}
+            for report in self.reports
+            for d in report.damaged
+        ]
         return json.dumps(
             {
                 "summary": json.loads(self._frame("table").to_json(orient="records")),
                 "runs": json.loads(self._frame("runs").to_json(orient="records")),
+                "left_out": left_out,
             },
             indent=2,
         )
@@ -503,6 +529,11 @@ def build_report(
     """One experiment's table from its run folders alone."""
     options.check()
     runs = collect_runs([folder], options.protocol)
+    damaged = damaged_runs(folder)
+    if runs.empty and damaged:
+        raise ResultsError(
+            f"No run of {folder} can be read: " + " ".join(d.describe() for d in damaged)
+        )
     if runs.empty:
         raise ResultsError(f"No runs in {folder} yet.")
     check_one_protocol(runs, folder.name)
@@ -513,7 +544,7 @@ def build_report(
                 f"--by '{by}' is not an axis of {folder.name}; axes: {', '.join(keys)}."
             )
         keys = [by]
-    return Report(folder.name, runs, summarize(runs, keys, options), keys, options)
+    return Report(folder.name, runs, summarize(runs, keys, options), keys, options, damaged)
 
 
 def build_reports(

@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -197,13 +199,62 @@ def _provenance(record: dict[str, Any]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class DamagedRun:
+    """A run folder whose status.json cannot be read: left out of every number."""
+
+    run: RunDir
+    problem: str  # "its status.json is missing", ...
+    reached: int  # the last step its checkpoints or metrics show
+    steps: int | None  # the steps its recipe asks for (None: unreadable too)
+
+    @property
+    def finished(self) -> bool:
+        return self.steps is not None and self.reached >= self.steps
+
+    def describe(self) -> str:
+        said = f"{self.run.path}: {self.problem}, so it is left out of the table"
+        if self.finished:
+            return (
+                f"{said}. Its checkpoints and metrics reach step {self.reached} of "
+                f"{self.steps}: it finished. Repair its status with `sagan train --resume "
+                f"{self.run.path}` (it continues from its last checkpoint, trains no step "
+                f"again and records the run done)."
+            )
+        if self.steps is None:
+            return f"{said}; its recipe.toml cannot be read either."
+        return (
+            f"{said}. Its checkpoints and metrics reach step {self.reached} of {self.steps}; "
+            f"`sagan train --resume {self.run.path}` continues it from its last checkpoint."
+        )
+
+
+def damaged_runs(folder: Path) -> list[DamagedRun]:
+    """The run folders of an experiment whose status.json cannot be read."""
+    damaged = []
+    for run in list_runs(folder):
+        problem = run.status_damage()
+        if problem is None:
+            continue
+        try:
+            steps = int(read_toml(run.recipe_path)["train"]["steps"])
+        except (SaganError, KeyError, TypeError, ValueError):
+            steps = None
+        logged = [int(r.get("step", 0)) for r in run.read_metrics() if r.get("kind") == "train"]
+        reached = max([0, *run.checkpoint_steps(), *logged])
+        damaged.append(DamagedRun(run, problem, reached, steps))
+    return damaged
+
+
 def collect_runs(folders: list[Path], protocol: str | None = None) -> pd.DataFrame:
     """One row per run folder of the given experiments, in grid order (``protocol``: only
-    evaluations of that protocol, by id or label, count)."""
+    evaluations of that protocol, by id or label, count). Folders whose status.json cannot be
+    read are left out (``damaged_runs`` names them)."""
     rows: list[dict[str, Any]] = []
     for folder in folders:
         axes = experiment_axes(folder)
-        rows.extend(run_row(run, folder.name, axes, protocol) for run in list_runs(folder))
+        readable = [run for run in list_runs(folder) if run.status_damage() is None]
+        rows.extend(run_row(run, folder.name, axes, protocol) for run in readable)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -440,7 +491,12 @@ def power_hints(table: pd.DataFrame, keys: list[str], alpha: float, ci: str = "w
 
 
 def to_markdown(
-    table: pd.DataFrame, keys: list[str], runs: pd.DataFrame, title: str, alpha: float
+    table: pd.DataFrame,
+    keys: list[str],
+    runs: pd.DataFrame,
+    title: str,
+    alpha: float,
+    damaged: Sequence[DamagedRun] = (),
 ) -> str:
     header, rows = display_rows(table, keys)
     lines = [
@@ -465,6 +521,9 @@ def to_markdown(
     if len(failed):
         lines += ["", "Runs that did not finish (not in the statistics):", ""]
         lines += [f"- {r.run_id} ({r.status}): {r.error}" for r in failed.itertuples()]
+    if damaged:
+        lines += ["", "Run folders left out (their status cannot be read):", ""]
+        lines += [f"- {d.describe()}" for d in damaged]
     return "\n".join(lines) + "\n"
 
 

@@ -274,10 +274,12 @@ def report_command(
     if format_ == ReportFormat.table:
         for report in reports.reports:
             print_report(report)
-        return
-    written: dict[ReportFormat, Any] = {
-        ReportFormat.md: reports.markdown,
-        ReportFormat.csv: reports.csv,
-        ReportFormat.json: reports.json,
-    }
-    sys.stdout.write(written[format_]())
+    else:
+        written: dict[ReportFormat, Any] = {
+            ReportFormat.md: reports.markdown,
+            ReportFormat.csv: reports.csv,
+            ReportFormat.json: reports.json,
+        }
+        sys.stdout.write(written[format_]())
+    for warning in reports.warnings():  # also under a table piped to a file
+        err_console.print(escape(f"Warning: {warning}"))

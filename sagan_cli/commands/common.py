@@ -38,7 +38,15 @@ def fail_on_plugin_failures(found: Registry) -> None:
         )
 
 
-def set_threads(threads: int | None) -> None:
+def set_threads(threads: int | None, *, free_cores_only: bool = False) -> None:
+    """torch's CPU threads: ``threads`` when given; else, with ``free_cores_only``, the cores
+    other work leaves free (saying so when that is fewer than all), else torch's default."""
+    if threads is None and free_cores_only:
+        from sagan_cli.cores import default_threads
+
+        threads, why = default_threads()
+        if why is not None:
+            err_console.print(escape(why))
     if threads is not None:
         import torch
 
@@ -75,6 +83,11 @@ def print_report(report: Any, title: str | None = None) -> None:
     console.print(summary_table(header, rows, title=title or report.name))
     for hint in report.hints():
         console.print(escape(hint))
+    if report.damaged:
+        console.print(
+            f"{len(report.damaged)} run folder(s) left out of this table: their status.json "
+            "cannot be read (named in the warnings)."
+        )
 
 
 @contextlib.contextmanager

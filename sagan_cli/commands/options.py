@@ -130,6 +130,15 @@ RetryOption = Annotated[
     bool, typer.Option("--retry-failed", help="Also re-run failed and diverged runs.")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+YesOption = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        "-y",
+        help="Start a CPU run estimated past a day without asking (off a terminal it is "
+        "refused without this).",
+    ),
+]
 NprocOption = Annotated[
     int,
     typer.Option(

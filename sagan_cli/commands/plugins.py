@@ -90,6 +90,7 @@ def plugins_check(
         check_plugin,
         explain_outcomes,
         failure_summary,
+        group_rows,
         select_placements,
         shipped_placements,
     )
@@ -104,6 +105,13 @@ def plugins_check(
         params[key.strip()] = parse_value(value, f"--param '{text}'")
     everything = {e.name for e in found.all()}
     unknown = [n for n in names if n not in everything]
+    disabled = {name: entry for (_, name), entry in found.disabled.items()}
+    if unknown and unknown[0] in disabled:
+        by = disabled[unknown[0]]
+        raise SaganError(
+            f"'{unknown[0]}' is disabled by the environment variable SAGAN_DISABLED_PLUGINS, "
+            f"which names '{by}'. Remove '{by}' from it, or unset it."
+        )
     if unknown:
         raise SaganError(
             f"'{unknown[0]}' is not a registered plugin.{did_you_mean(unknown[0], everything)} "
@@ -119,13 +127,11 @@ def plugins_check(
             for entry in found.find(name):
                 task = progress.add_task(f"{entry.kind} {name}", total=None, info="")
 
-                def report(row: Any, task: Any = task) -> None:
+                def advance(row: Any, task: Any = task) -> None:
                     progress.advance(task)
-                    if progress.disable:  # off a terminal: a plain line per place
-                        err_console.print(
-                            escape(f"{row.kind} {row.name} at {row.place}: {row.outcome}")
-                        )
 
+                if progress.disable:  # off a terminal: one plain line per plugin
+                    err_console.print(escape(f"checking {entry.kind} {name}..."))
                 rows.extend(
                     check_plugin(
                         entry,
@@ -133,23 +139,31 @@ def plugins_check(
                         placements,
                         params,
                         chosen,
-                        report,
+                        advance,
                         None if precision is None else str(precision),
                     )
                 )
                 progress.remove_task(task)
+    # a place per row where it went well; what went wrong once per distinct error, with
+    # its places (a plugin that raises everywhere is one row and one line, not 38)
+    groups = group_rows(rows)
     table = Table("kind", "plugin", "place", "result", "seconds")
-    for row in rows:
+    for group in groups:
         mark = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(
-            row.outcome, f"[yellow]{row.outcome}[/]"
+            group.first.outcome, f"[yellow]{group.first.outcome}[/]"
         )
-        table.add_row(row.kind, row.name, row.place, mark, f"{row.seconds:.2f}")
+        first = group.first
+        if first.outcome == "ok":
+            for row in group.rows:
+                table.add_row(row.kind, row.name, row.place, mark, f"{row.seconds:.2f}")
+            continue
+        place = first.place if len(group.rows) == 1 else group.places.partition(":")[0]
+        seconds = sum(r.seconds for r in group.rows)
+        table.add_row(first.kind, first.name, place, mark, f"{seconds:.2f}")
     console.print(table)
-    for row in rows:
-        if row.outcome != "ok":
-            err_console.print(
-                f"{escape(row.name)} at {escape(row.place)} ({row.outcome}): {escape(row.detail)}"
-            )
+    for group in groups:
+        if group.first.outcome != "ok":
+            err_console.print(escape(group.describe()))
     for line in explain_outcomes(rows):
         err_console.print(escape(line))
     summary = failure_summary(rows)

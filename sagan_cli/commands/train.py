@@ -21,6 +21,7 @@ from sagan_cli.commands.options import (
     SetOption,
     TensorBoardOption,
     ThreadsOption,
+    YesOption,
 )
 from sagan_cli.console import TrainProgress, console, err_console, progress_bar
 from sagan_cli.outcomes import RunStatus
@@ -57,6 +58,7 @@ def train_command(
     ] = False,
     tensorboard: TensorBoardOption = False,
     quiet: QuietOption = False,
+    yes: YesOption = False,
 ) -> None:
     """Train a SAGAN from a recipe into results/<experiment>/runs/<run_id>/ (resumes if it exists).
 
@@ -66,15 +68,12 @@ def train_command(
     """
     from sagan_cli.signals import hold_warning_signals
     from sagan_cli.train.distributed import join_process_group, launched_by_torchrun
-    from sagan_cli.train.service import (
-        PARENT_ENV,
-        TrainingRequest,
-        open_training,
-        train_with_torchrun,
-    )
+    from sagan_cli.train.service import TrainingRequest, open_training
+    from sagan_cli.train.torchrun import PARENT_ENV, train_with_torchrun
 
     hold_warning_signals()
-    set_threads(threads)
+    # a rank of --nproc takes OMP_NUM_THREADS, chosen by its launcher from the free cores
+    set_threads(threads, free_cores_only=not launched_by_torchrun())
     request = TrainingRequest(
         recipe=recipe,
         overrides=tuple(set_ or ()),
@@ -100,7 +99,7 @@ def train_command(
         )
         raise typer.Exit(result.exit_code)
     quiet = quiet or not job.world.is_main
-    observer = TrainProgress(quiet=quiet)
+    observer = TrainProgress(quiet=quiet, assume_yes=yes)
     try:
         with progress_bar() if not quiet else nullcontext() as progress:
             observer.progress = progress
@@ -110,7 +109,11 @@ def train_command(
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    if job.world.is_main and not os.environ.get(PARENT_ENV):
+    if os.environ.get(PARENT_ENV):  # a rank of --nproc: the parent reports the outcome
+        # a non-zero exit makes torchrun kill the other ranks, maybe while rank 0 still saves
+        stopped = result.status == RunStatus.INTERRUPTED
+        raise typer.Exit(0 if stopped else result.exit_code)
+    if job.world.is_main:
         summary = f"{result.describe()}\nrun folder: {result.run.path}"
         (console if result.status == RunStatus.DONE else err_console).print(escape(summary))
     raise typer.Exit(result.exit_code)

@@ -2,8 +2,7 @@
 
 Workers are spawned processes, one GPU each on CUDA (``CUDA_VISIBLE_DEVICES``
 set before torch touches the device) or ``threads`` torch threads each on CPU.
-Workers never outlive the command: each asks the kernel for SIGTERM when its
-parent dies (Linux) and watches its parent pid (everywhere); an orphaned worker
+Workers never outlive the command: each watches its parent pid; an orphaned worker
 checkpoints its run at the next iteration boundary and exits.
 """
 
@@ -12,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -99,21 +97,15 @@ def _start_worker(counter: Any, one_gpu_each: bool, parent_pid: int) -> None:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         devices = visible.split(",") if visible else [str(i) for i in range(64)]
         os.environ["CUDA_VISIBLE_DEVICES"] = devices[index % len(devices)]
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            pr_set_pdeathsig = 1
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-        except (OSError, AttributeError):
-            pass
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
 
 
 def _watch_parent(parent_pid: int) -> None:
-    """If the parent dies: stop the run at its next boundary (SIGTERM), then leave."""
+    """If the parent dies: stop the run at its next boundary (one SIGTERM), then leave.
+    Not the kernel's PR_SET_PDEATHSIG: it signals once per exiting thread of the parent,
+    and a second SIGTERM aborts a run without its checkpoint."""
     while os.getppid() == parent_pid:
-        time.sleep(1.0)
+        time.sleep(0.2)
     os.kill(os.getpid(), signal.SIGTERM)
     deadline = time.monotonic() + ORPHAN_GRACE_S
     while _busy.is_set() and time.monotonic() < deadline:

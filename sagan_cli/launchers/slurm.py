@@ -34,6 +34,7 @@ from sagan_cli.errors import PluginError
 from sagan_cli.extras import optional
 from sagan_cli.fileio import atomic_write_json
 from sagan_cli.launchers.params import SlurmParams
+from sagan_cli.train.callbacks.allocation import ALLOCATION_END, WARNING_DELAY
 
 RECORD = "jobs.json"
 ACTIVE = {
@@ -64,6 +65,7 @@ class ElementSettings:
 
     warning_signal: str  # "USR2": the time-limit warning launch.signal names
     requeue: bool
+    warning_delay_s: float = 0.0  # how long before the time limit the warning comes
 
 
 def run_array_element(execute: Any, task: RunTask, settings: ElementSettings) -> str:
@@ -75,12 +77,19 @@ def run_array_element(execute: Any, task: RunTask, settings: ElementSettings) ->
     A run stopped by the time-limit warning is requeued (rank 0 asks SLURM) when
     ``settings.requeue``: the new allocation resumes it from the checkpoint just saved.
     """
-    from sagan_cli.outcomes import RunStatus
+    from sagan_cli.outcomes import RunStatus, stop_signal
     from sagan_cli.results import RunDir
     from sagan_cli.signals import hold_warning_signals
-    from sagan_cli.train.service import stop_signal
 
     hold_warning_signals()  # never submitit's handler, which raises inside the training loop
+    job = os.environ.get("SLURM_JOB_ID")
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    # an array's first element shares its job id with the array: name the element itself
+    element = f"{array}_{index}" if array and index else job
+    end = _allocation_end(element) if element else None
+    if end is not None:  # the run warns when its allocation is too short for its checkpoints
+        os.environ[ALLOCATION_END] = str(end)
+        os.environ[WARNING_DELAY] = str(settings.warning_delay_s)
     if task.nproc == 1:
         status = str(execute(task))
         rank = 0
@@ -95,7 +104,6 @@ def run_array_element(execute: Any, task: RunTask, settings: ElementSettings) ->
     run = RunDir(Path(task.run_dir))
     warned = int(getattr(signal, f"SIG{settings.warning_signal}"))
     stopped_by = stop_signal(str(run.read_status().get("error") or ""))
-    job = os.environ.get("SLURM_JOB_ID")
     if (
         status == RunStatus.INTERRUPTED
         and settings.requeue
@@ -122,8 +130,10 @@ def _scheduler(*command: str) -> subprocess.CompletedProcess | None:
 
 
 def element_states(array_ids: list[str]) -> dict[str, str]:
-    """``"123_4" -> state`` for every element of the arrays: live ones from squeue (pending
-    elements expanded), ended ones from sacct (the latest attempt of a requeued one)."""
+    """``"123_4" -> state`` for every element of the arrays: what the controller knows from
+    squeue (pending elements expanded; ended ones for MinJobAge, 5 minutes by default), the
+    rest from sacct (the latest attempt of a requeued one). sacct keeps no record of an
+    element cancelled while it waited after a requeue: its last one stays REQUEUED."""
     if not array_ids:
         return {}
     ids = ",".join(array_ids)
@@ -133,13 +143,40 @@ def element_states(array_ids: list[str]) -> dict[str, str]:
         for line in ended.stdout.splitlines():
             job, _, state = line.partition("|")
             if "[" not in job:  # sacct compresses pending elements as 123_[1-3]
-                states[job.strip()] = state.split()[0] if state.strip() else "UNKNOWN"
-    live = _scheduler("squeue", "-h", "-r", "-j", ids, "-o", "%i|%T")
+                said = state.split()[0] if state.strip() else "UNKNOWN"
+                # not in the queue (squeue, below, says otherwise) but REQUEUED: it was
+                # cancelled while it waited; only a cancel takes a pending job out
+                states[job.strip()] = "CANCELLED" if said == "REQUEUED" else said
+    live = _scheduler("squeue", "-h", "-r", "-t", "all", "-j", ids, "-o", "%i|%T")
     if live is not None and live.returncode == 0:
         for line in live.stdout.splitlines():
             job, _, state = line.partition("|")
             states[job.strip()] = state.strip()
     return states
+
+
+def _allocation_end(job: str) -> float | None:
+    """When job (or array element) ``job``'s allocation ends, in seconds since the epoch, as
+    squeue says; None when it has no limit or cannot be asked."""
+    said = _scheduler("squeue", "-h", "-j", job, "-o", "%e")
+    lines = said.stdout.split() if said is not None and said.returncode == 0 else []
+    text = lines[0] if len(lines) == 1 else ""
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:  # "N/A", "Unknown", nothing
+        return None
+
+
+def _ended(elements: dict[str, str], states: dict[str, str]) -> dict[str, str]:
+    """Run folder -> why its element ended without completing, in the scheduler's words."""
+    ended = {}
+    for run_dir, element in elements.items():
+        state = states.get(element, "UNKNOWN")
+        if state in ("COMPLETED", "UNKNOWN") or state in ACTIVE:
+            continue
+        said = f"SLURM job {element} ended {state}"
+        ended[run_dir] = f"cancelled (scancel): {said}" if state == "CANCELLED" else said
+    return ended
 
 
 class JobRecord:
@@ -334,7 +371,7 @@ class SlurmLauncher(Launcher):
                 if value is not None:
                     parameters[key] = value
         executor.update_parameters(**parameters)
-        settings = ElementSettings(p.signal, p.requeue)
+        settings = ElementSettings(p.signal, p.requeue, p.signal_delay_s)
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's refusal
                 jobs = executor.map_array(
@@ -377,10 +414,15 @@ class SlurmLauncher(Launcher):
                 if not any(states.get(e) in ACTIVE for e in elements.values()):
                     break
             time.sleep(POLL_S)
-        for run_dir, element in elements.items():
-            state = states.get(element, "UNKNOWN")
-            if state not in ("COMPLETED", "UNKNOWN") and run_dir in by_run:
-                context.lost(by_run[run_dir], f"SLURM job {element} ended {state}")
+        for run_dir, reason in _ended(elements, states).items():
+            if run_dir in by_run:
+                context.lost(by_run[run_dir], reason)
+
+    def ended_jobs(self, experiment_dir: str) -> dict[str, str]:
+        elements = JobRecord(experiment_dir).elements()
+        return _ended(
+            elements, element_states(sorted({e.split("_")[0] for e in elements.values()}))
+        )
 
     def job_states(self, experiment_dir: str) -> dict[str, str]:
         elements = JobRecord(experiment_dir).elements()

@@ -80,8 +80,8 @@ def describe_estimate(flops_per_iteration: int, steps: int, rate: float, device:
     return text
 
 
-def describe_session(session: TrainingSession) -> str:
-    """The estimate line of a session about to train its remaining steps."""
+def estimate_session(session: TrainingSession) -> tuple[float, str]:
+    """Seconds per iteration of a session about to train its remaining steps, and its line."""
     recipe = session.recipe
     per_image = image_flops(
         session.generator, session.discriminator, recipe.model.z_dim, session.num_classes > 0
@@ -89,4 +89,5 @@ def describe_session(session: TrainingSession) -> str:
     flops = iteration_flops(per_image, recipe.train.batch_size, recipe.train.d_steps)
     rate = device_rate(session.device, session.precision) * session.world.size
     steps = recipe.train.steps - session.step
-    return describe_estimate(flops, steps, rate, session.device.type.upper())
+    line = describe_estimate(flops, steps, rate, session.device.type.upper())
+    return estimate_seconds(flops, 1, rate), line

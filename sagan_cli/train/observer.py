@@ -28,6 +28,10 @@ class Observer:
 
     def message(self, text: str) -> None: ...
 
+    def confirm(self, question: str) -> bool:
+        """Go on with something long (a CPU run of days)? Yes unless a person says no."""
+        return True
+
     def image(self, tag: str, step: int, image: Any) -> None:
         """A uint8 (3, H, W) picture of the run at ``step`` (sample grids, attention figures)."""
 

@@ -39,11 +39,13 @@ from sagan_cli.recipe import Recipe
 from sagan_cli.results import RunDir, now, prepare_run, run_lock
 from sagan_cli.train import estimate
 from sagan_cli.train.callbacks import Callback
+from sagan_cli.train.callbacks.allocation import AllocationCheck
 from sagan_cli.train.callbacks.attention import AttentionStatistics
 from sagan_cli.train.callbacks.checkpoints import Checkpoints
 from sagan_cli.train.callbacks.collapse import CollapseCheck
 from sagan_cli.train.callbacks.evaluation import Evaluation, Evaluator
 from sagan_cli.train.callbacks.losses import LossLog
+from sagan_cli.train.callbacks.pace import PaceCheck
 from sagan_cli.train.callbacks.progress import Progress
 from sagan_cli.train.callbacks.samples import SampleGrids
 from sagan_cli.train.distributed import SINGLE, World
@@ -84,11 +86,32 @@ def callbacks_for(
             )
         )
     callbacks.append(Checkpoints(cfg.checkpoint_every))
+    allocation = AllocationCheck.from_environment(cfg.checkpoint_every)
+    if allocation is not None:
+        callbacks.append(allocation)
     if tensorboard and world.is_main:  # its schedule is no step's
         from sagan_cli.train.callbacks.tensorboard import TensorBoard
 
         callbacks.append(TensorBoard(run.path / "tensorboard"))
     return callbacks
+
+
+def _confirm_a_long_cpu_run(
+    session: TrainingSession, per_iteration: float, line: str, observer: Observer
+) -> None:
+    """A CPU run estimated past a day starts only when a person says so (or ``--yes``):
+    most likely it is a GPU recipe run here by mistake. Asked before any data is loaded."""
+    left = session.recipe.train.steps - session.step
+    if session.device.type != "cpu" or per_iteration * left <= estimate.LONG_S:
+        return
+    if session.world.distributed or observer.confirm(
+        f"This run would take {estimate.duration(per_iteration * left)} on this CPU. Start it?"
+    ):
+        return
+    raise SaganError(
+        f"Not started: {line}. To start it anyway, run the same command with --yes (needed "
+        f"off a terminal, where nobody can be asked)."
+    )
 
 
 def resume_point(run: RunDir, checkpoint_name: str | None) -> Path | None:
@@ -188,8 +211,11 @@ def train_run(
                 start = resume_point(run, checkpoint_name)
                 if start is not None:
                     session.restore(start, run.id, run.path)
+                per_iteration = None  # seconds, estimated
                 if world.is_main and recipe.train.steps - session.step >= estimate.MIN_STEPS:
-                    observer.message(estimate.describe_session(session))
+                    per_iteration, line = estimate.estimate_session(session)
+                    observer.message(line)
+                    _confirm_a_long_cpu_run(session, per_iteration, line, observer)
                 with observer.phase("loading the training images"):
                     session.open_data(session.data_position)
                 evaluator = None
@@ -199,10 +225,13 @@ def train_run(
                 if evaluator_factory is not None and evaluates and world.is_main:
                     with observer.phase("preparing the evaluation (reference statistics)"):
                         evaluator = evaluator_factory(recipe, session.source, plan)
+                callbacks = callbacks_for(recipe, run, world, observer, evaluates, evaluator)
+                if per_iteration is not None and session.device.type == "cpu":
+                    callbacks.append(PaceCheck(per_iteration))
                 loop = Loop(
                     session,
                     run,
-                    callbacks_for(recipe, run, world, observer, evaluates, evaluator),
+                    callbacks,
                     observer,
                     registry,
                     start.name if start else None,

@@ -405,3 +405,40 @@ def test_the_detach_hint_is_built_from_the_options_the_user_gave(tmp_path):
         AblationRequest(recipe="smoke", varies=("lr_d=1e-4",), dry_run=True), get_registry()
     )
     assert default.status_command() == f"sagan status {default.name}"
+
+
+def test_report_names_unreadable_run_folders_and_keeps_them_out_of_the_numbers(
+    cli, tiny_recipe, tmp_path
+):
+    """A garbage status.json was an unlabelled 0-step "queued" row (n dropped from 2 to 1);
+    a deleted one showed a finished run as "1 queued"; both silent, exit 0."""
+    args = ("ablate", str(tiny_recipe), *vary("attention_layer=[],[16]"), "--seeds", "2")
+    assert cli(*args, "--name", "d", "--results", str(tmp_path)).exit_code == 0
+    garbage, deleted, *_ = list_runs(tmp_path / "d")
+    garbage.status_path.write_text("{not json")
+    deleted.status_path.unlink()
+
+    shown = cli("report", "d", "--results", str(tmp_path), "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    report = json.loads(shown.stdout)
+    assert {r["run_id"] for r in report["runs"]} == {r.id for r in list_runs(tmp_path / "d")} - {
+        garbage.id,
+        deleted.id,
+    }
+    assert all(r["status"] == "done" for r in report["runs"])  # no invented "queued" row
+    assert {d["run_dir"] for d in report["left_out"]} == {str(garbage.path), str(deleted.path)}
+    for run, problem in ((garbage, "not valid JSON"), (deleted, "missing")):
+        (warning,) = [line for line in shown.stderr.splitlines() if str(run.path) in line]
+        assert warning.startswith("Warning:") and problem in warning
+        # its checkpoints and metrics show it finished: how to repair it
+        assert f"sagan train --resume {run.path}" in warning and "it finished" in warning
+    table = cli("report", "d", "--results", str(tmp_path))
+    assert "2 run folder(s) left out of this table" in table.stdout
+    markdown = cli("report", "d", "--results", str(tmp_path), "--format", "md").stdout
+    assert "Run folders left out" in markdown and str(garbage.path) in markdown
+
+    repaired = cli("train", "--resume", str(deleted.path))  # the repair the warning names
+    assert repaired.exit_code == 0, repaired.output
+    assert deleted.read_status()["status"] == "done"
+    again = json.loads(cli("report", "d", "--results", str(tmp_path), "--format", "json").stdout)
+    assert [d["run_dir"] for d in again["left_out"]] == [str(garbage.path)]

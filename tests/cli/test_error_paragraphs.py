@@ -267,7 +267,7 @@ def test_the_default_baseline_is_the_row_without_attention(cli, tmp_path):
 
 
 def test_a_rank_output_sorter_keeps_tracebacks_and_torchrun_reports_off_the_terminal():
-    from sagan_cli.train.service import RankOutput
+    from sagan_cli.train.torchrun import RankOutput
 
     lines = [
         "train step 5/60  D 1.2  G 0.8\n",

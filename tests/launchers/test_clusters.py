@@ -486,3 +486,52 @@ def test_a_missing_or_wrong_ray_token_is_named_at_once_and_leaves_no_run_folder(
         assert joined.returncode == 0, joined.stdout + joined.stderr
     finally:
         head.stop()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_cancelled_job_is_recorded_as_cancelled_and_a_short_allocation_is_warned(
+    slurm_cluster, tiny_recipe, tmp_path
+):
+    """Two runs, detached: the one warned and requeued, then cancelled while it waits (it kept
+    "requeued as job N"), and one cancelled while it trains (it said "stopped by SIGTERM").
+    Their 5-minute allocations fit fewer than 3 checkpoints of 5000 steps: both say so."""
+    steps = sets("train.steps=50000", "train.checkpoint_every=5000", "train.log_every=5")
+    limits = sets("launch.time_min=5", "launch.signal_delay_s=60")
+    args = ("--vary", "lr_d=2e-4,3e-4", "--name", "cx", *steps, *SLURM, *limits, "--detach")
+    env = slurm_env(slurm_cluster)
+    detached = ablate(tiny_recipe, tmp_path, *args, env=env)
+    assert detached.returncode == 0, detached.stderr
+    experiment = tmp_path / "cx"
+    requeued_run, cancelled_run = list_runs(experiment)
+    jobs = jobs_of(experiment)
+    for warned in (requeued_run, cancelled_run):
+        wait_for(
+            lambda r=warned: "warning" in r.read_status(), "the allocation warning", timeout=180
+        )
+        assert "fewer than 3 checkpoints" in warned.read_status()["warning"]
+    requeued_job = jobs[str(requeued_run.path.resolve())]
+    slurm_cluster.run("scancel", "--signal=USR2", requeued_job)
+    wait_for(
+        lambda: "requeued" in str(requeued_run.read_status().get("error")), "a requeue", timeout=120
+    )
+    slurm_cluster.run("scancel", requeued_job)  # while it waits to be eligible again
+    slurm_cluster.run("scancel", jobs[str(cancelled_run.path.resolve())])
+    wait_for(
+        lambda: cancelled_run.read_status().get("status") == "interrupted", "the stop", timeout=120
+    )
+
+    def cancelled() -> bool:  # the controller has taken both cancels
+        said = slurm_cluster.run("squeue", "-h", "-r", "-t", "all", "-o", "%i|%T")
+        return said.stdout.count("|CANCELLED") == 2
+
+    wait_for(cancelled, "the controller to take the cancels", timeout=120)
+    shown = run(sagan_command("status", "cx", "--results", str(tmp_path)), env)
+    assert shown.returncode == 0, shown.stderr
+    for run_folder in (requeued_run, cancelled_run):
+        error = str(run_folder.read_status().get("error"))
+        assert error.startswith("cancelled (scancel): SLURM job"), error
+        assert "re-run the same command to resume" in error
+    assert "requeued as job" in str(requeued_run.read_status()["error"])  # kept, after it
+    assert "stopped by SIGTERM" in str(cancelled_run.read_status()["error"])
+    assert "cancelled (scancel)" in shown.stdout

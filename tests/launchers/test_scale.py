@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +22,7 @@ from helpers import (
     sagan_command,
     sagan_subprocess_env,
     snapshot,
+    wait_for,
     within,
 )
 
@@ -190,6 +194,106 @@ def test_a_dying_rank_stops_the_run_without_a_hang_and_it_resumes(tiny_recipe, t
     )
     assert rerun.returncode == 0, rerun.stderr
     assert run.read_status()["status"] == "done" and run.read_status()["resumed_from"]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running sagan process (a rank or torchrun)."""
+    try:
+        return b"sagan_cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def is_torchrun(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return b"torch.distributed.run" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
+
+
+@pytest.fixture
+def launch(tmp_path):
+    """Starts ``sagan train --nproc 2`` commands; whatever a failed test left running (the
+    launcher, torchrun, the ranks in their own sessions) is killed afterwards."""
+    started: list[int] = []
+
+    def start(*args: str, **env: str) -> subprocess.Popen:
+        command = sagan_command(
+            "train", *args, "--results", str(tmp_path), "--device", "cpu", "--nproc", "2"
+        )
+        process = subprocess.Popen(command, env=sagan_subprocess_env(**env), stderr=subprocess.PIPE)
+        started.append(process.pid)
+        return process
+
+    yield start
+    for pid in started:
+        for left in [pid, *children(pid)] if alive(pid) else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(left, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_to_the_launcher_alone_reaches_the_ranks_and_checkpoints(
+    tiny_recipe, tmp_path, launch, stop
+):
+    """What docker stop or systemd do: the signal goes to the launcher's PID, not the group.
+    SIGTERM used to end the launcher with no checkpoint and the run left "running"; SIGINT was
+    ignored and the run finished "done"."""
+    extra = sets("train.steps=100000", "train.checkpoint_every=5", "train.log_every=5")
+    process = launch(str(tiny_recipe), *extra)
+    run = run_dir_for(tmp_path, "tiny", load_recipe(tiny_recipe, extra[1::2]))
+    wait_for(lambda: (run.checkpoints / "step-00000010.pt").exists(), "a checkpoint", process)
+    started = [p for p in children(process.pid) if alive(p)]
+    assert len([p for p in started if not is_torchrun(p)]) == 2, started
+    process.send_signal(stop)
+    _, stderr = finish(process, 120)
+    said = stderr.decode()
+    assert process.returncode == 128 + stop, said
+    status = run.read_status()
+    name = signal.Signals(stop).name
+    assert status["status"] == "interrupted" and status["error"] == f"stopped by {name}", status
+    assert f"{name}: stopping after this iteration" in said and "saved a checkpoint of it" in said
+    assert "Traceback" not in said
+    assert (run.checkpoints / f"step-{status['step']:08d}.pt").exists()  # the iteration it stopped
+    assert not any(alive(p) for p in started)  # the ranks and torchrun are gone
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_to_the_launcher_stops_the_ranks_at_once(tiny_recipe, tmp_path, launch):
+    marker = tmp_path / "inside"
+    process = launch(
+        str(tiny_recipe), "-q", "--set", "model.attention.variant=slow_iteration",
+        SAGAN_PLUGINS="slow_iteration", SLOW_ITERATION_MARKER=str(marker),
+    )  # fmt: skip
+    wait_for(marker.exists, "the long iteration", process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # two separate deliveries, not one coalesced signal
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = finish(process, 120)
+    said = stderr.decode()
+    assert within(10, sent), f"exited {time.monotonic() - sent:.0f} s after the second Ctrl-C"
+    assert process.returncode == 130, said
+    assert "stopped at once" in said and "was not saved" in said, said
+    (run,) = list_runs(tmp_path / "tiny")
+    assert run.read_status()["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_a_killed_launcher_leaves_no_rank_training(tiny_recipe, tmp_path, launch):
+    """SIGKILL cannot be passed on: torchrun dies with the launcher and stops the ranks, which
+    save a checkpoint of their iteration and record the run interrupted."""
+    extra = sets("train.steps=100000", "train.checkpoint_every=5", "train.log_every=5")
+    process = launch(str(tiny_recipe), "-q", *extra)
+    run = run_dir_for(tmp_path, "tiny", load_recipe(tiny_recipe, extra[1::2]))
+    wait_for(lambda: (run.checkpoints / "step-00000010.pt").exists(), "a checkpoint", process)
+    started = [p for p in children(process.pid) if alive(p)]
+    process.kill()
+    finish(process, 60)
+    wait_for(lambda: not any(alive(p) for p in started), "the ranks to end")
+    status = run.read_status()
+    assert status["status"] == "interrupted" and "SIGTERM" in status["error"], status
+    assert (run.checkpoints / f"step-{status['step']:08d}.pt").exists()
 
 
 # ---- bad input: one paragraph, exit 2, nothing started --------------------------------------------
@@ -375,7 +479,8 @@ def test_the_ranks_are_told_what_the_job_holds_never_what_argv_held(
 ):
     """--nproc's ranks get the job's options (--tensorboard was lost when argv was filtered)."""
     from sagan_cli.plugins import get_registry
-    from sagan_cli.train.service import TrainingRequest, open_training, torchrun_command
+    from sagan_cli.train.service import TrainingRequest, open_training
+    from sagan_cli.train.torchrun import torchrun_command
 
     monkeypatch.setattr(sys, "argv", ["sagan", "train", "--bogus", "--threads=3"])
     request = TrainingRequest(

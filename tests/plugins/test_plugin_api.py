@@ -218,6 +218,25 @@ def test_plugins_check_reports_each_placement(cli, bad_plugins):
     assert "Traceback" not in message
 
 
+def test_a_plugin_failing_everywhere_the_same_way_is_reported_once_with_its_places(
+    cli, bad_plugins
+):
+    result = cli("plugins", "check", "bad_raises", "bad_in_d8")
+    assert_clean_error(result, "heads must divide channels")
+    lines = result.stderr.splitlines()
+    everywhere = [line for line in lines if "heads must divide channels" in line]
+    assert len(everywhere) == 2, result.stderr  # the plugin's line, and the summary naming it
+    assert all("all " in line and " places" in line for line in everywhere)
+    table_rows = [line for line in result.stdout.splitlines() if "bad_raises" in line]
+    assert len(table_rows) == 1 and "failed" in table_rows[0], result.stdout
+    # a plugin failing at some places only: one line listing exactly those places
+    (partly,) = [line for line in lines if line.startswith("bad_in_d8 (failed)")]
+    listed = partly.partition(" places: ")[2].partition(": as written")[0].split("; ")
+    assert listed and all(place.startswith("D 8x8") for place in listed), partly
+    assert "D 16x16" not in partly
+    assert "different errors" in result.stderr
+
+
 def test_unmarked_hook_function_is_a_warning(cli, monkeypatch):
     monkeypatch.setenv("SAGAN_PLUGINS", "unmarked_hook")
     result = cli("plugins")
@@ -240,6 +259,36 @@ def test_unknown_disabled_name_is_a_warning(cli, monkeypatch):
     assert result.exit_code == 0
     assert "SAGAN_DISABLED_PLUGINS names 'sagn_pooled'" in result.stderr
     assert "nothing was disabled" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "disabled, keys",
+    [
+        ("sagan", ["model.attention.variant = 'sagan'"]),  # a plugin by name
+        ("attention:sagan", ["model.attention.variant = 'sagan'"]),  # by kind:name
+        ("sagan_cli.builtins.losses", ["loss.name = 'hinge'"]),  # a module
+        # the distribution: every plugin of the recipe, in one paragraph
+        ("sagan-cli", ["model.attention.variant = 'sagan'", "loss.name = 'hinge'", "8 plugins"]),
+    ],
+)
+def test_a_recipe_needing_a_disabled_plugin_names_the_variable(cli, monkeypatch, disabled, keys):
+    monkeypatch.setenv("SAGAN_DISABLED_PLUGINS", disabled)
+    result = cli("recipe", "validate", "smoke")
+    message = assert_clean_error(result, "SAGAN_DISABLED_PLUGINS", f"names '{disabled}'", *keys)
+    assert "not a registered" not in message and "Did you mean" not in message
+    assert message.count("SAGAN_DISABLED_PLUGINS, which names") == 1, message
+
+
+def test_a_disabled_entry_point_is_named_where_its_plugin_is_missing(
+    cli, monkeypatch, fake_entry_points
+):
+    fake_entry_points(mirror="mirror_attention")
+    monkeypatch.setenv("SAGAN_DISABLED_PLUGINS", "mirror")
+    result = cli("recipe", "validate", "smoke", "--set", "model.attention.variant=mirror_attention")
+    assert_clean_error(result, "not a registered", "SAGAN_DISABLED_PLUGINS", "'mirror'")
+    monkeypatch.setenv("SAGAN_DISABLED_PLUGINS", "sagan")
+    refused = cli("plugins", "check", "sagan")  # refused before any check runs
+    assert_clean_error(refused, "'sagan' is disabled", "SAGAN_DISABLED_PLUGINS")
 
 
 def test_override_rows_may_set_the_parameters_of_the_plugin_they_select(cli, tmp_path):

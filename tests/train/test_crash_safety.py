@@ -311,6 +311,8 @@ def test_an_existing_run_folder_that_cannot_be_locked(cli, tiny_recipe, tmp_path
         (b'name = "x"\n\xff\xfe\x00garbage', "not UTF-8 text"),
         (bytes(range(256)), "not UTF-8 text"),
         (b'name = "x"\nsteps = = 3\n', "not valid TOML"),
+        # saved by Notepad as "UTF-8 with BOM": tomllib says only "Invalid statement"
+        (b'\xef\xbb\xbfname = "x"\n', "byte order mark"),
     ],
 )
 def test_a_corrupt_recipe_file(cli, tmp_path, content, fragment):
@@ -417,8 +419,9 @@ def test_garbage_status_and_metrics_are_tolerated_and_kept(cli, tiny_recipe, tmp
     status = run.status_path.read_text()
     run.status_path.write_text(status[: len(status) // 2])  # torn by some other tool
     assert run.read_status() == {}
+    # the only run's status cannot be read: the report says so and how to repair it
     report = cli("report", "tiny", "--results", str(tmp_path))
-    assert report.exit_code == 0, report.output
+    assert_clean_error(report, "status.json is not valid JSON", "sagan train --resume")
     resumed = cli("train", str(tiny_recipe), "--results", str(tmp_path))
     assert resumed.exit_code == 0, resumed.output
     (aside,) = run.path.glob("metrics.jsonl.unreadable-*")

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from sagan_cli.results import RunDir
 from sagan_cli.signals import StopRequests
+from sagan_cli.train.observer import Observer
 from sagan_cli.train.result import TrainResult
 from sagan_cli.train.session import TrainingSession
 
@@ -33,6 +34,10 @@ class Loop(Protocol):
     session: TrainingSession
     run: RunDir
     stop: StopRequests
+    observer: Observer
+
+    def status(self, **fields: Any) -> None:
+        """Fields for the run's status.json (written by rank 0)."""
 
     def record(self, record: dict[str, Any], evaluation: bool = False) -> None:
         """Append a metrics record (and to eval.json when ``evaluation``); callbacks hear it."""

@@ -1,0 +1,102 @@
+"""A newcomer's first day on a shared machine: threads from the free cores, a warning when the
+pace falls far behind the estimate, and a CPU run of days refused before any data is loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from helpers import assert_clean_error
+
+from sagan_cli.cores import Cores, default_threads
+from sagan_cli.train.callbacks import pace
+
+
+@pytest.fixture
+def torch_threads():
+    """The test process's torch threads, as they were (a training run in-process sets them)."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_come_from_the_free_cores():
+    assert default_threads(Cores(usable=8, load=0.3)) == (8, None)
+    threads, why = default_threads(Cores(usable=8, load=5.2))
+    assert threads == 3 and "5 of 8 cores are busy" in why and "--threads" in why
+    assert default_threads(Cores(usable=2, load=16.0))[0] == 1  # never fewer than one
+
+
+def test_training_on_busy_cores_takes_the_free_ones_and_says_so(
+    cli, tiny_recipe, tmp_path, monkeypatch, torch_threads
+):
+    monkeypatch.setattr(os, "getloadavg", lambda: (1000.0, 1000.0, 1000.0))
+    result = cli("train", str(tiny_recipe), "--results", str(tmp_path), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "cores are busy" in result.stderr and "using 1 thread" in result.stderr
+    (status_path,) = tmp_path.glob("*/runs/*/status.json")
+    assert json.loads(status_path.read_text())["threads"] == 1
+    # --threads given is kept, whatever the load
+    again = cli(
+        "train", str(tiny_recipe), "--results", str(tmp_path / "b"), "--device", "cpu",
+        "--threads", "2",
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert "cores are busy" not in again.stderr
+    (status_path,) = (tmp_path / "b").glob("*/runs/*/status.json")
+    assert json.loads(status_path.read_text())["threads"] == 2
+
+
+class FakeLoop:
+    def __init__(self, steps: int) -> None:
+        self.session = SimpleNamespace(
+            step=0, recipe=SimpleNamespace(train=SimpleNamespace(steps=steps))
+        )
+        self.messages: list[str] = []
+        self.fields: dict = {}
+        self.observer = SimpleNamespace(message=self.messages.append)
+
+    def status(self, **fields) -> None:
+        self.fields.update(fields)
+
+
+def run_pace(monkeypatch, estimated_s: float, measured_s: float, cores: Cores, threads: int):
+    clock = [0.0]
+    monkeypatch.setattr(pace.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(pace, "read_cores", lambda: cores)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    check, loop = pace.PaceCheck(estimated_s), FakeLoop(steps=1000)
+    while check.due(loop.session.step, False):
+        loop.session.step += 1
+        clock[0] += measured_s
+        check.on_step(loop)
+    return loop
+
+
+def test_a_pace_far_behind_the_estimate_names_the_threads_to_use(monkeypatch):
+    loop = run_pace(monkeypatch, 0.5, 20.0, Cores(usable=2, load=5.0), threads=2)
+    (message,) = loop.messages
+    assert "40x slower than estimated" in message and "--threads 1" in message
+    assert "load average 5.0 on 2 core(s)" in message
+    assert loop.fields["pace_warning"] == message  # in status.json too
+
+
+def test_a_pace_near_the_estimate_says_nothing(monkeypatch):
+    loop = run_pace(monkeypatch, 0.5, 1.0, Cores(usable=2, load=5.0), threads=2)
+    assert loop.messages == [] and "pace_warning" not in loop.fields
+
+
+def test_a_cpu_run_of_days_is_refused_off_a_terminal_before_any_data_is_loaded(
+    cli, tiny_recipe, tmp_path, torch_threads
+):
+    result = cli(
+        "train", str(tiny_recipe), "--results", str(tmp_path), "--device", "cpu",
+        "--set", "train.steps=1000000000",
+    )  # fmt: skip
+    message = assert_clean_error(result, "Not started", "days", "--yes")
+    assert "loading the training images" not in result.output
+    assert not list(tmp_path.glob("*/runs/*/checkpoints/*.pt"))
+    assert "Traceback" not in message
