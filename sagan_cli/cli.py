@@ -93,6 +93,7 @@ def _explained(exc: Exception) -> SaganError:
     import errno
     import traceback
 
+    from sagan_cli.environment import environment_problem
     from sagan_cli.errors import RunFailed, describe_exception
 
     if isinstance(exc, SaganError):
@@ -111,6 +112,9 @@ def _explained(exc: Exception) -> SaganError:
             f"choose a writable folder (--results, --out), then re-run the same command; "
             f"files written completely before are kept."
         )
+    broken = environment_problem(exc)
+    if broken is not None:
+        return broken
     if isinstance(exc, MemoryError):
         return SaganError(
             "Ran out of memory. Ask for less at once (a smaller --num, batch size or model "

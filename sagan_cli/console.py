@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 # Off a terminal (pipes, CI logs, files) tables get room instead of wrapping at 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+RATE_WINDOW_S = 10.0  # the bar's img/s: over about this many seconds of iterations
 PLAIN_EVERY_S = 10.0  # plain (non-terminal) progress lines: about this often while training
 
 
@@ -62,6 +65,8 @@ class TrainProgress(Observer):
         self.task: TaskID | None = None
         self.info: dict[str, str] = {}
         self.lines = LogLines(label, PLAIN_EVERY_S, self.print)
+        self.images = 0  # per iteration
+        self.recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, step)
 
     @property
     def live(self) -> bool:
@@ -79,17 +84,41 @@ class TrainProgress(Observer):
         else:
             self.lines.started(run, start_step, total, device)
 
+    def images_per_step(self, images: int) -> None:
+        self.images = images
+
+    def live_rate(self, step: int) -> str | None:
+        """img/s over the last ``RATE_WINDOW_S`` seconds of iterations (the log lines' rate is
+        over a whole log interval, first one with warm-up: stale on a bar)."""
+        now = time.monotonic()
+        self.recent.append((now, step))
+        while len(self.recent) > 2 and now - self.recent[1][0] >= RATE_WINDOW_S:
+            self.recent.popleft()
+        (began, first), (_, last) = self.recent[0], self.recent[-1]
+        if not self.images or last == first or now <= began:
+            return None
+        return f"{(last - first) * self.images / (now - began):.1f} img/s"
+
+    def info_text(self) -> str:
+        return "  |  ".join(
+            self.info[k] for k in ("rate", "train", "structure", "eval") if k in self.info
+        )
+
     def advanced(self, step: int) -> None:
+        rate = self.live_rate(step) if self.live else None
+        if rate is not None:
+            self.info["rate"] = rate
         if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, completed=step)
+            self.progress.update(self.task, completed=step, info=self.info_text())
         if not self.live and not self.quiet:
             self.lines.advanced(step)
 
     def logged(self, record: dict[str, Any]) -> None:
-        self.info[record.get("kind", "")] = describe_record(record)
-        text = "  |  ".join(self.info[k] for k in ("train", "structure", "eval") if k in self.info)
+        kind = record.get("kind", "")
+        # on the bar the rate is the live one; the record's is over its log interval
+        self.info[kind] = describe_record(record, rate=kind != "train" or not self.live)
         if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, info=text)
+            self.progress.update(self.task, info=self.info_text())
         if self.quiet:
             return
         if not self.live:

@@ -630,6 +630,9 @@ def explain_outcomes(rows: list[CheckRow]) -> list[str]:
     ]
 
 
+LISTED_PLACES = 6  # more places than this, all failing alike, are "all N places"
+
+
 @dataclass(frozen=True)
 class CheckGroup:
     """Rows of one plugin that came out the same way (same outcome, same detail): a plugin
@@ -647,7 +650,7 @@ class CheckGroup:
         """Where: the place itself, "all N places", or "N places: A; B; ..."."""
         if len(self.rows) == 1:
             return self.first.place
-        if len(self.rows) == self.of:
+        if len(self.rows) == self.of and self.of > LISTED_PLACES:
             return f"all {self.of} places"
         return f"{len(self.rows)} places: " + "; ".join(r.place for r in self.rows)
 

@@ -74,10 +74,12 @@ def assert_clean_error(result, *fragments: str) -> str:
     """A user error: exit code 2, no traceback, every fragment in the stderr paragraph."""
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    message = result.stderr
     for fragment in fragments:
-        assert fragment in message, message
-    return message
+        assert fragment in result.stderr, result.stderr
+    # the paragraph itself: informational lines may come before it ("train tiny: ...")
+    lines = result.stderr.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith("Error:")]
+    return "".join(lines[starts[0] :]) if starts else result.stderr
 
 
 def snapshot(folder: Path) -> dict[str, str]:

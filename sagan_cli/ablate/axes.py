@@ -11,6 +11,7 @@ a row may set the parameters of the plugin it selects.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -131,6 +132,13 @@ def parse_vary(text: str) -> tuple[str, list[Any] | None]:
     if not name:
         raise RecipeError(
             f"--vary '{text}' has no axis name; write --vary AXIS or --vary AXIS=v1,v2."
+        )
+    written = re.fullmatch(r"([\w.]+)\s*[:\s]\s*(\S.*)", name)  # AXIS:v1,v2 or "AXIS v1,v2"
+    if not sep and written is not None:
+        axis, listed = written.groups()
+        raise RecipeError(
+            f"--vary '{text}': an axis and its values are written AXIS=v1,v2: "
+            f"--vary {axis}={listed.strip()} (or --vary {axis} alone for its built-in values)."
         )
     if not sep:
         return name, None

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -177,7 +178,13 @@ def plot_layer_curves(
             half = max(GAMMA_MIN_SPAN / 2, abs(low), abs(high))
             axes[0, 0].set_ylim(-half, half)
         else:
-            axes[0, 0].set_ylim(bottom=0.0)
+            # room above the highest curve and the uniform level (which often coincide): the
+            # data must not sit on the frame or under the legend
+            top = max(
+                (float(np.nanmax(line.get_ydata())) for a in axes[0] for line in a.get_lines()),
+                default=1.0,
+            )
+            axes[0, 0].set_ylim(0.0, top * 1.3 if top > 0 else 1.0)
         path = out_dir / f"{name}_vs_step.png"
         _save(figure, path)
         written.append(path)

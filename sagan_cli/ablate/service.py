@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +103,26 @@ class AblationPlan:
         if self.results_root != DEFAULT_RESULTS:
             command += f" --results {shlex.quote(str(self.results_root))}"
         return command
+
+    def estimate(self, registry: Registry) -> str | None:
+        """The time the runs still to train will take here (None: nothing left to train, or
+        they run elsewhere: a cluster's devices are not this machine's to measure)."""
+        from sagan_cli.train.estimate import describe_grid
+
+        if self.launcher_name != "local":
+            return None
+        pending = [
+            p.recipe
+            for p in self.points
+            if p.index not in self.unsupported
+            and RunStatus.read(run_dir_in(self.folder / "runs", p.recipe).read_status())
+            != RunStatus.DONE
+        ]
+        if not pending:
+            return None
+        return describe_grid(
+            pending, registry, self.device, self.options.jobs, self.options.threads
+        )
 
     def dry_run_rows(self) -> list[list[str]]:
         """The numbered grid: the point's axis values, seed, run id and what its folder says."""
@@ -216,8 +235,6 @@ def plan_ablation(request: AblationRequest, registry: Registry) -> AblationPlan:
         inception_weights=request.inception_weights,
         world_size=nproc,
     )
-    if threads is None and chosen.type == "cpu" and jobs > 1:
-        threads = max(1, (os.cpu_count() or 1) // jobs)  # jobs x threads never exceeds the cores
     built, launcher_name = _launcher(base, registry, nproc, request.dry_run)
     if request.detach and built is not None and not built.supports_detach:
         raise SaganError(

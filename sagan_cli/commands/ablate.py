@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from sagan_cli.commands.common import print_report, registry, summary_table
+from sagan_cli.commands.common import print_report, print_table, registry
 from sagan_cli.commands.options import (
     DEFAULT_RESULTS,
     AlphaOption,
@@ -195,7 +195,11 @@ def ablate_command(
         detach=detach,
         stats=StatsOptions(alpha=alpha, ci=str(ci), paired=paired, baseline=baseline),
     )
-    plan = plan_ablation(request, registry())
+    found = registry()
+    plan = plan_ablation(request, found)
+    line = None if quiet else plan.estimate(found)
+    if line is not None:  # before any run starts: a grid of days is better known now
+        err_console.print(escape(line))
     if dry_run:
         table = Table("#", *(a.label for a in plan.axes), "seed", "run id", "status")
         table.title = str(plan.folder)
@@ -225,12 +229,11 @@ def status_command(
 
     (folder,) = experiment_folders([experiment], results)
     states = experiment_status(folder, registry())
-    table = summary_table(
+    print_table(
         ["run", "grid point", "seed", "status", "step", "scheduler", "note"],
         [[s.run, s.point, str(s.seed), str(s.status), s.step, s.scheduler, s.note] for s in states],
         title=folder.name,
     )
-    console.print(table)
     counts: dict[str, int] = {}
     for state in states:
         counts[str(state.status)] = counts.get(str(state.status), 0) + 1

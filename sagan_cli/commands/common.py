@@ -38,14 +38,14 @@ def fail_on_plugin_failures(found: Registry) -> None:
         )
 
 
-def set_threads(threads: int | None, *, free_cores_only: bool = False) -> None:
+def set_threads(threads: int | None, *, free_cores_only: bool = False, quiet: bool = False) -> None:
     """torch's CPU threads: ``threads`` when given; else, with ``free_cores_only``, the cores
     other work leaves free (saying so when that is fewer than all), else torch's default."""
     if threads is None and free_cores_only:
         from sagan_cli.cores import default_threads
 
         threads, why = default_threads()
-        if why is not None:
+        if why is not None and not quiet:
             err_console.print(escape(why))
     if threads is not None:
         import torch
@@ -75,12 +75,32 @@ def summary_table(header: list[str], rows: list[list[str]], title: str) -> Table
     return table
 
 
+def plain_table(header: list[str], rows: list[list[str]], title: str) -> str:
+    """The table as aligned plain text, one line per row, never wrapped: what a log, a pipe
+    or ``grep`` wants (a terminal gets ``summary_table``)."""
+    widths = [max(len(c) for c in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([title, line(header), rule, *(line(r) for r in rows)])
+
+
+def print_table(header: list[str], rows: list[list[str]], title: str) -> None:
+    """A results table on stdout: boxed and folded on a terminal, plain text off one."""
+    if console.is_terminal:
+        console.print(summary_table(header, rows, title))
+    else:
+        console.print(escape(plain_table(header, rows, title)), highlight=False, soft_wrap=True)
+
+
 def print_report(report: Any, title: str | None = None) -> None:
     """An ablation's table (``sagan_cli.ablate.service.Report``) and its hints."""
     from sagan_cli.ablate.summary import display_rows
 
     header, rows = display_rows(report.table, report.keys)
-    console.print(summary_table(header, rows, title=title or report.name))
+    print_table(header, rows, title=title or report.name)
     for hint in report.hints():
         console.print(escape(hint))
     if report.damaged:

@@ -121,8 +121,8 @@ ThreadsOption = Annotated[
         min=1,
         max=4096,
         envvar="SAGAN_THREADS",
-        help="Torch CPU threads per process (default: $SAGAN_THREADS, else torch's: all cores). "
-        "On a busy machine fewer threads are often much faster.",
+        help="Torch CPU threads per process (default: $SAGAN_THREADS, else the cores other "
+        "work leaves free: usable cores minus the load average). Always kept when given.",
         rich_help_panel="Execution",
     ),
 ]

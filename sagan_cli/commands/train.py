@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -67,13 +67,21 @@ def train_command(
     checkpoint (130 Ctrl-C, 143 SIGTERM, 138/140 SIGUSR1/SIGUSR2).
     """
     from sagan_cli.signals import hold_warning_signals
-    from sagan_cli.train.distributed import join_process_group, launched_by_torchrun
+    from sagan_cli.train import launched_by_torchrun
+
+    hold_warning_signals()
+    found = registry()
+    rank = launched_by_torchrun()
+    if recipe is not None and resume is None and not rank and not quiet:
+        _first_line(recipe, set_ or [], name, results, device, found)
+
+    # torch loads from here (seconds; a minute on a busy machine)
+    from sagan_cli.train.distributed import join_process_group
     from sagan_cli.train.service import TrainingRequest, open_training
     from sagan_cli.train.torchrun import PARENT_ENV, train_with_torchrun
 
-    hold_warning_signals()
     # a rank of --nproc takes OMP_NUM_THREADS, chosen by its launcher from the free cores
-    set_threads(threads, free_cores_only=not launched_by_torchrun())
+    set_threads(threads, free_cores_only=not rank, quiet=quiet)
     request = TrainingRequest(
         recipe=recipe,
         overrides=tuple(set_ or ()),
@@ -89,8 +97,7 @@ def train_command(
         tensorboard=tensorboard,
         quiet=quiet,
     )
-    found = registry()
-    world = join_process_group(device) if launched_by_torchrun() else None
+    world = join_process_group(device) if rank else None
     job = open_training(request, found, world)
     if job.starts_ranks:
         result = train_with_torchrun(job)
@@ -117,3 +124,22 @@ def train_command(
         summary = f"{result.describe()}\nrun folder: {result.run.path}"
         (console if result.status == RunStatus.DONE else err_console).print(escape(summary))
     raise typer.Exit(result.exit_code)
+
+
+def _first_line(
+    recipe: str, sets: list[str], name: str | None, results: Path, device: str, found: Any
+) -> None:
+    """What will run and where it will be written, before torch loads: a typo in the recipe
+    is reported here in a second (open_training checks it all again, cheaply)."""
+    from sagan_cli.recipe import load_recipe
+    from sagan_cli.results import run_dir_for
+
+    loaded = load_recipe(recipe, sets, registry=found)
+    run = run_dir_for(results, name or loaded.name, loaded)
+    err_console.print(
+        escape(
+            f"train {loaded.name}: {loaded.train.steps:,} steps at {loaded.data.resolution}px, "
+            f"attention '{loaded.model.attention.variant}' at {loaded.model.attention_layer}, "
+            f"into {run.path} (device {device}); loading torch..."
+        )
+    )

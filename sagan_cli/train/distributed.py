@@ -87,10 +87,6 @@ def collective_timeout_s() -> float:
     return seconds
 
 
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
-
-
 def join_process_group(device: str) -> World:
     """Join the process group torchrun (or SLURM through submitit) describes in the environment."""
     world = World(

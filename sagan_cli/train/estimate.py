@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from sagan_cli.components import build_data_source, build_networks, num_classes_for
 from sagan_cli.flops import count_flops, matmul_rate
+from sagan_cli.plugins import Registry
+from sagan_cli.recipe import Recipe
 
 if TYPE_CHECKING:
     from sagan_cli.train.session import TrainingSession
@@ -60,7 +63,8 @@ def duration(seconds: float) -> str:
         if seconds >= 1.5 * size:
             count = round(seconds / size)
             return f"about {count} {unit}s"
-    return f"about {max(1, round(seconds))} seconds"
+    count = max(1, round(seconds))
+    return f"about {count} second{'s' if count > 1 else ''}"
 
 
 def describe_estimate(flops_per_iteration: int, steps: int, rate: float, device: str) -> str:
@@ -77,6 +81,51 @@ def describe_estimate(flops_per_iteration: int, steps: int, rate: float, device:
             ". This run is sized for a GPU: on this machine try `sagan train smoke` (the whole "
             "pipeline in minutes) or lower train.steps and the model widths"
         )
+    return text
+
+
+def recipe_iteration_flops(recipe: Recipe, registry: Registry) -> int:
+    """FLOPs of one iteration of ``recipe``, from networks built on the meta device (no data
+    is read, no weights are allocated)."""
+    source = build_data_source(recipe, registry)
+    with torch.device("meta"):
+        generator, discriminator = build_networks(
+            recipe, num_classes_for(recipe, source), registry, source
+        )
+    per_image = image_flops(generator, discriminator, recipe.model.z_dim, recipe.model.conditional)
+    return iteration_flops(per_image, recipe.train.batch_size, recipe.train.d_steps)
+
+
+def describe_grid(
+    recipes: list[Recipe], registry: Registry, device: torch.device, jobs: int, threads: int | None
+) -> str:
+    """The line an ablation prints before it starts: its runs' time at ``jobs`` at once."""
+    if threads is not None and device.type == "cpu":
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)  # each run's share of the cores
+    try:
+        rates = {p: device_rate(device, p) for p in {r.train.precision for r in recipes}}
+    finally:
+        if threads is not None and device.type == "cpu":
+            torch.set_num_threads(before)
+    flops: dict[str, int] = {}  # one count per distinct model
+    seconds = []
+    for recipe in recipes:
+        key = recipe.model_dump_json(include={"data", "model"}) + str(recipe.train.batch_size)
+        if key not in flops:
+            flops[key] = recipe_iteration_flops(recipe, registry)
+        seconds.append(
+            estimate_seconds(flops[key], recipe.train.steps, rates[recipe.train.precision])
+        )
+    at_once = max(1, min(jobs, len(recipes)))
+    total = sum(seconds) / at_once
+    text = (
+        f"estimated time: {duration(total)} for {len(recipes)} run(s) to train, {at_once} at once "
+        f"on this {device.type.upper()} ({duration(max(seconds))} for the longest; an order of "
+        f"magnitude, from FLOPs and a measured matmul rate)"
+    )
+    if device.type == "cpu" and total > LONG_S:
+        text += ". This grid is sized for GPUs: try fewer steps or smaller widths here"
     return text
 
 

@@ -24,6 +24,9 @@ class Observer:
 
     def advanced(self, step: int) -> None: ...
 
+    def images_per_step(self, images: int) -> None:
+        """Images one iteration trains on (the global batch): for a live img/s."""
+
     def logged(self, record: dict[str, Any]) -> None: ...
 
     def message(self, text: str) -> None: ...
@@ -87,6 +90,10 @@ class Observers(Observer):
         for observer in self.observers:
             observer.advanced(step)
 
+    def images_per_step(self, images: int) -> None:
+        for observer in self.observers:
+            observer.images_per_step(images)
+
     def logged(self, record: dict[str, Any]) -> None:
         for observer in self.observers:
             observer.logged(record)
@@ -111,13 +118,12 @@ class Observers(Observer):
             observer.finished()
 
 
-def describe_record(record: dict[str, Any]) -> str:
-    """One short line for a metrics record."""
+def describe_record(record: dict[str, Any], rate: bool = True) -> str:
+    """One short line for a metrics record (``rate``: with a train record's img/s)."""
     kind = record.get("kind")
     if kind == "train":
-        return (
-            f"D {record['d_loss']:.3f}  G {record['g_loss']:.3f}  {record['img_per_s']:.1f} img/s"
-        )
+        text = f"D {record['d_loss']:.3f}  G {record['g_loss']:.3f}"
+        return text + (f"  {record['img_per_s']:.1f} img/s" if rate else "")
     if kind == "structure":
         terms = [
             f"{key} {value:.3f}"

@@ -24,6 +24,7 @@ from sagan_cli import checkpoint as ckpt
 from sagan_cli.api import DataSource
 from sagan_cli.components import origin_in_traceback
 from sagan_cli.device import default_dtype
+from sagan_cli.environment import environment_problem
 from sagan_cli.errors import (
     CheckpointError,
     ResultsError,
@@ -332,6 +333,9 @@ def crash_error(
             describe_exception(exc),
             mode=(plan.device.type, plan.precision) if plan else CHECKED,
         )
+    broken = environment_problem(exc)
+    if broken is not None:
+        return broken
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return SaganError(
             f"{run.path} ran out of memory while {doing}{at} ({describe_exception(exc)}). Lower "

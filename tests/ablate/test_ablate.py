@@ -442,3 +442,34 @@ def test_report_names_unreadable_run_folders_and_keeps_them_out_of_the_numbers(
     assert deleted.read_status()["status"] == "done"
     again = json.loads(cli("report", "d", "--results", str(tmp_path), "--format", "json").stdout)
     assert [d["run_dir"] for d in again["left_out"]] == [str(garbage.path)]
+
+
+def test_the_distance_plot_leaves_room_above_curves_that_sit_at_the_uniform_level(
+    tmp_path, monkeypatch
+):
+    import pandas as pd
+
+    from sagan_cli.ablate import plots
+
+    uniform = plots.uniform_distance("g8")
+    folder = tmp_path / "e"
+    for run_id in ("a", "b"):
+        run = folder / "runs" / run_id
+        run.mkdir(parents=True)
+        lines = [
+            {"kind": "attention", "step": step, "distance_g8": uniform, "gamma_g8": 0.1}
+            for step in (10, 20, 30)
+        ]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    runs = pd.DataFrame(
+        {"experiment": ["e", "e"], "run_id": ["a", "b"], "attention_layer": ["[8]", "[8]"]}
+    )
+    limits = {}
+
+    def keep(figure, path):
+        limits[path.name] = figure.axes[0].get_ylim()
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_layer_curves(runs, ["attention_layer"], {"e": folder}, tmp_path)
+    low, high = limits["attention_distance_vs_step.png"]
+    assert low == 0.0 and high >= 1.2 * uniform  # not at the curve's (and the uniform) level

@@ -240,6 +240,28 @@ def test_terminal_tables_fold_long_labels_instead_of_cutting_them():
     assert label in "".join(line.strip("│ ").split("│")[0].strip() for line in text.splitlines())
 
 
+def test_off_a_terminal_tables_are_plain_text_whose_headers_never_wrap():
+    from sagan_cli.commands.common import print_table
+
+    header = ["model.attention_layer", "fid", "fid_delta"]
+    rows = [["[]", "41.2 ± 0.3 (2)", "–"], ["[16]", "38.0 ± 0.2 (2)", "-3.2 [-3.9, -2.5]"]]
+    out = io.StringIO()
+    from sagan_cli.commands import common
+
+    before = common.console
+    common.console = Console(file=out, width=40, force_terminal=False)  # narrower than a row
+    try:
+        print_table(header, rows, "an experiment")
+    finally:
+        common.console = before
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "an experiment"
+    assert lines[1].split() == header  # one line, whole names (no "attention_laye r")
+    assert set(lines[2].replace(" ", "")) == {"-"}
+    assert [line.split()[0] for line in lines[3:]] == ["[]", "[16]"]
+    assert all("│" not in line for line in lines)
+
+
 def test_the_default_baseline_is_the_row_without_attention(cli, tmp_path):
     from helpers import TINY_RECIPE
 
@@ -291,3 +313,35 @@ def test_a_rank_output_sorter_keeps_tracebacks_and_torchrun_reports_off_the_term
 
 if sys.platform != "linux":  # RLIMIT_FSIZE and /proc: Linux behaviour
     pytestmark = pytest.mark.skip(reason="Linux only")
+
+
+# ---- a broken environment is named as such, not called a bug ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "package, failure, where",
+    [
+        # torch's CUDA libraries missing: the first import of torch fails (in the command)
+        ("torch", 'ImportError("libcudart.so.12: cannot open shared object file")', "torch"),
+        # a torchvision built for another torch: fails when the first sample grid is drawn
+        ("torchvision", 'RuntimeError("operator torchvision::nms does not exist")', "torchvision"),
+    ],
+)
+def test_a_package_that_fails_to_import_is_an_environment_error_with_the_reinstall_command(
+    tmp_path, tiny_recipe, package, failure, where
+):
+    shim = tmp_path / "shim" / package
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text(f"raise {failure}\n")
+    env = sagan_subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(shim.parent), env["PYTHONPATH"]])
+    command = sagan_command(
+        "train", str(tiny_recipe), "--results", str(tmp_path / "r"), "--device", "cpu", "-q"
+    )
+    result = run_command(command, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "This is a bug" not in result.stderr
+    assert f"while importing or running {where}" in result.stderr
+    assert "torch " in result.stderr and "torchvision " in result.stderr  # versions found
+    assert "pip install --force-reinstall torch torchvision --index-url" in result.stderr
+    assert "whl/cpu" in result.stderr and "whl/cu" in result.stderr

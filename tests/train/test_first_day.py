@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import assert_clean_error
+from helpers import assert_clean_error, run_command, sagan_command, sagan_subprocess_env
 
 from sagan_cli.cores import Cores, default_threads
 from sagan_cli.train.callbacks import pace
@@ -100,3 +100,60 @@ def test_a_cpu_run_of_days_is_refused_off_a_terminal_before_any_data_is_loaded(
     assert "loading the training images" not in result.output
     assert not list(tmp_path.glob("*/runs/*/checkpoints/*.pt"))
     assert "Traceback" not in message
+
+
+def test_the_recipe_is_checked_and_the_first_line_printed_before_torch_loads(tmp_path, tiny_recipe):
+    # a torch that cannot be imported: whatever is said before it is said without torch
+    shim = tmp_path / "shim" / "torch"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('torch is not loaded in this test')\n")
+    env = sagan_subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(shim.parent), env["PYTHONPATH"]])
+    base = ["train", str(tiny_recipe), "--results", str(tmp_path / "r"), "--device", "cpu"]
+    typo = run_command(sagan_command(*base, "--set", "model.attention.varient=x"), env=env)
+    assert typo.returncode == 2
+    assert "Did you mean 'variant'" in typo.stderr and "torch is not loaded" not in typo.stderr
+    started = run_command(sagan_command(*base), env=env)
+    first = started.stderr.splitlines()[0]
+    assert first.startswith("train tiny: 6 steps at 32px") and str(tmp_path / "r") in first
+    assert "torch is not loaded" in started.stderr  # then torch was needed, and missing
+
+
+def test_an_ablation_says_how_long_its_grid_takes_before_it_starts(cli, tiny_recipe, tmp_path):
+    args = ["ablate", str(tiny_recipe), "--vary", "attention_layer=[],[8],[16]"]
+    args += ["--results", str(tmp_path), "--device", "cpu", "--dry-run"]
+    quick = cli(*args)
+    assert quick.exit_code == 0, quick.output
+    assert "estimated time:" in quick.stderr and "for 3 run(s) to train" in quick.stderr
+    long = cli(*args, "--set", "train.steps=1000000000")
+    assert long.exit_code == 0, long.output
+    line = next(x for x in long.stderr.splitlines() if x.startswith("estimated time"))
+    assert "days" in line and "sized for GPUs" in long.stderr
+
+
+def test_the_bars_img_per_s_follows_the_live_pace_not_the_first_log_interval(monkeypatch, tmp_path):
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress, TextColumn
+
+    from sagan_cli import console as console_module
+    from sagan_cli.results import RunDir
+
+    clock = [0.0]
+    monkeypatch.setattr(console_module.time, "monotonic", lambda: clock[0])
+    bar = Progress(
+        TextColumn("{task.fields[info]}"),
+        console=Console(file=io.StringIO(), force_terminal=True),
+    )
+    observer = console_module.TrainProgress(progress=bar)
+    observer.started(RunDir(tmp_path), 0, 1000, "CPU")
+    observer.images_per_step(64)
+    # the first log interval included warm-up: 1.7 img/s
+    observer.logged({"kind": "train", "step": 10, "d_loss": 1.0, "g_loss": 1.0, "img_per_s": 1.7})
+    for step in range(11, 60):
+        clock[0] += 0.5  # now 2 iterations per second: 128 img/s
+        observer.advanced(step)
+    info = bar.tasks[0].fields["info"]
+    assert "128.0 img/s" in info and "1.7 img/s" not in info, info
+    assert "D 1.000" in info

@@ -25,6 +25,7 @@ class Progress(Callback):
         total = session.recipe.train.steps
         if loop.run is not None:
             self.observer.started(loop.run, session.step, total, describe(session.device))
+        self.observer.images_per_step(session.recipe.train.batch_size)
 
     def on_step(self, loop: Loop) -> None:
         try:
