@@ -24,7 +24,7 @@ def tests(session: nox.Session) -> None:
 
     Arguments go to pytest and run one pass instead (``nox -s tests -- -k recipe -x``).
     """
-    session.install(".[test,ray,slurm,tensorboard,hf,dinov2]", *CHECKERS)
+    session.install(".[test,ray,slurm,tensorboard,hf,dinov2,mlflow,wandb]", *CHECKERS)
     session.install(EXTRA_PLUGIN)
     env = {"SAGAN_EXPECT_EXTRA_PLUGIN": "1"}
     if sys.platform == "linux" and os.geteuid() == 0:

@@ -64,6 +64,10 @@ __all__ = [
     "Register",
     "RunTask",
     "TensorImageSet",
+    "TrackContext",
+    "TrackedRun",
+    "Tracker",
+    "TrackerPlugin",
     "WeightNorm",
     "apply_weight_norm",
     "hookimpl",
@@ -327,6 +331,7 @@ class RunTask:
     retry_failed: bool = False
     quiet: bool = False  # no progress lines from the run
     tensorboard: bool = False  # also write TensorBoard events (logging.tensorboard)
+    track: tuple[str, ...] = ()  # also log to these trackers ([track] backends, --track)
 
     @property
     def arguments(self) -> tuple[str, ...]:
@@ -344,6 +349,8 @@ class RunTask:
             command += ["--retry-failed"]
         if self.tensorboard:
             command += ["--tensorboard"]
+        if self.track:
+            command += ["--track", ",".join(self.track)]
         return tuple(command)
 
     @property
@@ -409,6 +416,72 @@ class Launcher(ABC):
         (``cancelled (scancel): SLURM job 12_3 ended CANCELLED``), for jobs that outlive the
         command: ``sagan status`` records them in the runs' folders as ``lost`` would."""
         return {}
+
+
+@dataclass(frozen=True)
+class TrackContext:
+    """Where a tracker's records go: ``experiment`` (the recipe's or the ablation's name, or
+    ``[track] experiment``) and ``results`` (the results folder: the default home of a
+    file-based store, e.g. MLflow's ``<results>/mlruns``)."""
+
+    experiment: str
+    results: str
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """One run as a tracker sees it. ``params``: the resolved recipe flattened
+    (``model.attention_layer``, ...) plus ``run_id``, ``seed`` and ``sagan_cli_version``.
+    ``resume_id``: the tracker's own id of this run from an earlier attempt (continue it);
+    ``parent_id``: the tracker's id of the ablation's parent run (a nested run), if any;
+    ``group``: the ablation's name (W&B's group), if any."""
+
+    run_id: str
+    name: str
+    folder: str
+    params: dict[str, Any]
+    resume_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+
+
+class Tracker(ABC):
+    """An experiment tracker (MLflow, W&B, TensorBoard, ...): what a run logs, as it happens.
+
+    ``check`` runs before any run starts: raise ``PluginError`` naming the fix when the
+    backend cannot be reached. Every other call may raise: the run warns once and goes on
+    without the tracker (the run folder stays the source of truth). ``start`` returns the
+    tracker's id of the run (kept in the run folder, so a resumed run continues it).
+    """
+
+    def check(self) -> None:  # noqa: B027 - optional
+        """Raise ``PluginError`` if the backend is unusable (before any run starts)."""
+
+    @abstractmethod
+    def start(self, run: TrackedRun) -> str: ...
+
+    @abstractmethod
+    def log_metrics(self, step: int, metrics: dict[str, float], tags: dict[str, str]) -> None:
+        """``metrics`` at ``step``, keyed ``section/name`` (``train/d_loss``, ``eval/fid``);
+        ``tags`` describe them (an evaluation's ``protocol``)."""
+
+    def log_image(self, tag: str, step: int, image: Any) -> None:  # noqa: B027 - optional
+        """A uint8 (3, H, W) numpy picture: a sample grid or an attention figure."""
+
+    def log_file(self, path: str) -> None:  # noqa: B027 - optional
+        """A file as an artifact (the final summary row, an ablation's summary.csv)."""
+
+    @abstractmethod
+    def finish(self, status: str) -> None:
+        """The run ended (done, interrupted, failed, diverged); flush and close."""
+
+    def start_group(self, name: str, folder: str, params: dict[str, Any]) -> str | None:
+        """An ablation begins: a parent run holding its runs (MLflow); returns its id, or
+        None where runs are grouped by name alone (W&B's ``group``)."""
+        return None
+
+    def finish_group(self, parent_id: str | None, files: list[str]) -> None:  # noqa: B027
+        """The ablation ended: attach ``files`` (summary.csv, summary.md) to its parent."""
 
 
 def apply_weight_norm(module: nn.Module, weight_norm: WeightNorm) -> nn.Module:
@@ -550,6 +623,21 @@ class LauncherPlugin(Plugin):
     extra: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrackerPlugin(Plugin):
+    """Experiment trackers: ``factory(params, context: TrackContext) -> Tracker``.
+
+    A recipe turns them on with ``[track] backends = ["name", ...]`` (or ``--track``);
+    the ``[track]`` keys ``<name>_<param>`` are the tracker's parameters (``mlflow_uri``
+    is ``uri`` of ``mlflow``). ``extra``: the pip extra it needs, named in errors.
+    """
+
+    kind: ClassVar[str] = "tracker"
+    calls: ClassVar[str] = "factory(params, context: TrackContext)"
+    summary_of_kind: ClassVar[str] = "experiment trackers a run logs to ([track] backends)"
+    extra: str | None = None
+
+
 class Register(Protocol):
     def __call__(self, plugin: Plugin) -> None: ...
 
@@ -563,6 +651,7 @@ PLUGIN_CLASSES: dict[str, type[Plugin]] = {
         DataPlugin,
         AugmentPlugin,
         LauncherPlugin,
+        TrackerPlugin,
     )
 }
 KINDS = tuple(PLUGIN_CLASSES)

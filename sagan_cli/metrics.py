@@ -24,6 +24,11 @@ class Metric:
     compared: bool  # gets a delta, an interval, a p-value and a verdict against the baseline
     source: Source  # the final evaluation, the best.pt evaluation, the structural score, attention
     legend: str  # what it is, for summary.md's legend
+    paper: str = ""  # its column head in a paper's table (LaTeX math allowed); default: name
+
+    @property
+    def heading(self) -> str:
+        return self.paper or self.name
 
     @property
     def direction(self) -> str:
@@ -50,19 +55,75 @@ COMPUTATION_NAMES = tuple(c.name for c in COMPUTATIONS)
 NEEDS_REFERENCE = tuple(c.name for c in COMPUTATIONS if c.needs_reference)
 
 METRICS = (
-    Metric("fid", "fid", True, True, "eval", "FID of the final evaluation (Inception features)"),
-    Metric("is", "is_mean", False, True, "eval", "Inception Score of the final evaluation"),
-    Metric("kid", "kid_mean", True, True, "eval", "KID of the final evaluation"),
-    Metric("precision", "precision", False, True, "eval", "share of samples on the real manifold"),
-    Metric("recall", "recall", False, True, "eval", "share of real images the samples cover"),
-    Metric("density", "density", False, True, "eval", "how densely samples sit among real images"),
     Metric(
-        "coverage", "coverage", False, True, "eval", "share of real neighbourhoods with a sample"
+        "fid",
+        "fid",
+        True,
+        True,
+        "eval",
+        "FID of the final evaluation (Inception features)",
+        paper="FID",
     ),
-    Metric("fd_dinov2", "fd_dinov2", True, True, "eval", "Fréchet distance in DINOv2 space"),
-    Metric("fid_best", "fid", True, False, "best", "FID of best.pt (lowest in-training FID)"),
-    Metric("is_best", "is_mean", False, False, "best", "IS of best.pt"),
-    Metric("kid_best", "kid_mean", True, False, "best", "KID of best.pt"),
+    Metric(
+        "is", "is_mean", False, True, "eval", "Inception Score of the final evaluation", paper="IS"
+    ),
+    Metric("kid", "kid_mean", True, True, "eval", "KID of the final evaluation", paper="KID"),
+    Metric(
+        "precision",
+        "precision",
+        False,
+        True,
+        "eval",
+        "share of samples on the real manifold",
+        paper="Precision",
+    ),
+    Metric(
+        "recall",
+        "recall",
+        False,
+        True,
+        "eval",
+        "share of real images the samples cover",
+        paper="Recall",
+    ),
+    Metric(
+        "density",
+        "density",
+        False,
+        True,
+        "eval",
+        "how densely samples sit among real images",
+        paper="Density",
+    ),
+    Metric(
+        "coverage",
+        "coverage",
+        False,
+        True,
+        "eval",
+        "share of real neighbourhoods with a sample",
+        paper="Coverage",
+    ),
+    Metric(
+        "fd_dinov2",
+        "fd_dinov2",
+        True,
+        True,
+        "eval",
+        "Fréchet distance in DINOv2 space",
+        paper="FD$_{\\mathrm{DINOv2}}$",
+    ),
+    Metric(
+        "fid_best",
+        "fid",
+        True,
+        False,
+        "best",
+        "FID of best.pt (lowest in-training FID)",
+        paper="FID (best.pt)",
+    ),
+    Metric("is_best", "is_mean", False, False, "best", "IS of best.pt", paper="IS (best.pt)"),
+    Metric("kid_best", "kid_mean", True, False, "best", "KID of best.pt", paper="KID (best.pt)"),
     Metric(
         "structure",
         "structure",
@@ -70,6 +131,7 @@ METRICS = (
         True,
         "structure",
         "the data's structural score of the final samples (0 = as real images)",
+        paper="Structure",
     ),
     Metric(
         "structure_best",
@@ -78,6 +140,7 @@ METRICS = (
         False,
         "structure",
         "the lowest structural score any sample grid of the run reached",
+        paper="Structure (best)",
     ),
     Metric(
         "attn_distance",
@@ -87,6 +150,7 @@ METRICS = (
         "attention",
         "mean distance (image widths) from a query to where attention looks, final, mean over "
         "the run's layers",
+        paper="Attn.\\ distance",
     ),
     Metric(
         "attn_partner",
@@ -96,6 +160,7 @@ METRICS = (
         "attention",
         "attention's share on the data's declared partner position, final, mean over the "
         "run's layers (uniform attention: 1 / positions)",
+        paper="Attn.\\ on partner",
     ),
 )
 BY_NAME = {m.name: m for m in METRICS}

@@ -31,6 +31,9 @@ guide states them too) mirror training exactly:
   not checked), and items are uint8 (3, R, R) with an int label.
 * launcher: the factory returns a ``Launcher`` (a missing extra is reported as
   not checked, with its install command).
+* tracker: the factory returns a ``Tracker`` that goes through a run's life in a
+  temporary folder (start, metrics, an image, a file, finish); a backend its ``check``
+  finds unusable (a server down, an extra missing) is reported as not checked.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -494,6 +498,33 @@ def _check_launcher(entry: Entry, params: Any) -> str:
     return ""
 
 
+def _check_tracker(entry: Entry, params: Any) -> str:
+    import tempfile
+
+    import numpy as np
+
+    from sagan_cli.api import TrackContext, TrackedRun, Tracker
+
+    with tempfile.TemporaryDirectory(prefix="sagan-tracker-check-") as folder:
+        tracker = _build(entry, params, TrackContext("sagan-plugins-check", folder))
+        if not isinstance(tracker, Tracker):
+            raise PluginError(f"its factory returned {type(tracker).__name__}, not a Tracker")
+        try:
+            tracker.check()
+        except SaganError as exc:  # the backend, not the contract: nothing to exercise here
+            return f"not checked: {exc}"
+        note = Path(folder) / "note.txt"
+        note.write_text("a file for log_file\n")
+        run = TrackedRun("0123456789ab", "check", folder, {"model.attention_layer": "[16]"})
+        tracker.start(run)
+        tracker.log_metrics(1, {"train/d_loss": 1.0, "train/g_loss": -0.5}, {})
+        tracker.log_metrics(2, {"eval/fid": 41.0}, {"protocol": "check"})
+        tracker.log_image("samples", 2, np.zeros((3, 8, 8), dtype=np.uint8))
+        tracker.log_file(str(note))
+        tracker.finish("done")
+    return ""
+
+
 Check = Callable[[], "str | None"]
 KindCheck = Callable[
     [Entry, Any, list[Placement], Registry, TrainingLayout], list[tuple[str, Check]]
@@ -549,6 +580,7 @@ CHECKS: dict[str, KindCheck] = {
         (f"{arch.RESOLUTIONS[0]}px", partial(_check_data, entry, params, arch.RESOLUTIONS[0]))
     ],
     "launcher": lambda entry, params, *_: [("factory", partial(_check_launcher, entry, params))],
+    "tracker": lambda entry, params, *_: [("a run's life", partial(_check_tracker, entry, params))],
 }
 
 

@@ -20,10 +20,10 @@ from sagan_cli.cores import read_cores
 from sagan_cli.device import available_memory, select_device
 from sagan_cli.errors import SaganError
 from sagan_cli.evaluate.weights import ExtractorWeights, resolve_inception_weights
-from sagan_cli.extras import TENSORBOARD, require
 from sagan_cli.model import arch
 from sagan_cli.plugins import Registry
 from sagan_cli.recipe import Recipe
+from sagan_cli.trackers import backends, build_trackers
 
 GiB = 2**30
 
@@ -128,9 +128,11 @@ def check_before_work(
     inception_weights: Path | None,
     world_size: int = 1,
     training: bool = True,
+    tracking: tuple[Path, str] | None = None,
 ) -> Checked:
     """Placements the attention plugin declines, the device, every distinct data source,
-    memory and (when needed) Inception weights."""
+    memory, (when needed) Inception weights, and (``tracking``: the results folder and the
+    experiment's name) the experiment trackers' backends."""
     recipes = list(recipes)
     checked = Checked(select_device(device), None)
     for recipe in recipes:
@@ -143,8 +145,14 @@ def check_before_work(
             check_data(source, registry)
             checked.sources[key] = source
         check_memory(recipe, checked.device, world_size)
-    if any(r.logging.tensorboard for r in recipes):
-        require(*TENSORBOARD)
+    if tracking is not None:  # each distinct [track] once: an unreachable tracker stops here
+        results, experiment = tracking
+        seen: set[str] = set()
+        for recipe in recipes:
+            key = recipe.track.model_dump_json() + str(recipe.logging.tensorboard)
+            if backends(recipe) and key not in seen:
+                seen.add(key)
+                build_trackers(recipe, registry, results, experiment)
     if any(needs_evaluation(r) for r in recipes):
         checked.weights = resolve_inception_weights(inception_weights, training=training)
     return checked

@@ -277,6 +277,19 @@ class LoggingConfig(_Strict):
     tensorboard: bool = Field(False, description="also write TensorBoard events to the run folder")
 
 
+class TrackConfig(BaseModel):
+    """``[track]``: the experiment trackers a run logs to, besides its folder. Keys
+    ``<tracker>_<param>`` (``mlflow_uri``, ``wandb_mode``) are each tracker's parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    backends: list[str] = Field(
+        default_factory=list, description="trackers to log to: mlflow, wandb, tensorboard, ..."
+    )
+    experiment: str | None = Field(
+        None, description="the tracker's experiment (default: the recipe's or ablation's name)"
+    )
+
+
 class LaunchConfig(_PluginTable):
     kind: ClassVar[str] = "launcher"
     name_key: ClassVar[str] = "launcher"
@@ -299,6 +312,7 @@ class Recipe(_Strict):
     ablate: AblateConfig = AblateConfig()
     launch: LaunchConfig = LaunchConfig()
     logging: LoggingConfig = LoggingConfig()
+    track: TrackConfig = TrackConfig()
 
     @model_validator(mode="after")
     def _placement_exists(self) -> Recipe:
@@ -377,6 +391,8 @@ def _plugin_slots(model: type[BaseModel], prefix: str = "") -> list[PluginSlot]:
 
 
 PLUGIN_SLOTS = tuple(_plugin_slots(Recipe))
+# kinds a recipe names several of at once, in a list (each a plugin of that kind, all used)
+PLUGIN_LISTS = {"tracker": "track.backends"}
 AXIS_ALIASES = {slot.table.axis: slot.axis_path for slot in PLUGIN_SLOTS if slot.table.axis}
 
 
@@ -534,12 +550,62 @@ def resolve_recipe(
             continue
         host = {k: v for k, v in table.items() if k in slot.host_keys}
         _set(data, slot.path, {**host, **validated.model_dump(mode="json")})
+    problems += _tracker_problems(data.get("track", {}), registry, parsed, disabled)
     problems += [str(DisabledPlugin(entry, uses)) for entry, uses in disabled.items()]
     if problems:
         raise RecipeError(f"{origin}: " + " ".join(problems))
     recipe = _validate(data, origin, parsed)
     _check_conditioning(recipe, registry, origin)
     return recipe
+
+
+def tracker_params(track: dict[str, Any], name: str) -> dict[str, Any]:
+    """The ``[track]`` keys of tracker ``name`` (``mlflow_uri`` -> ``uri``)."""
+    prefix = f"{name}_"
+    return {k.removeprefix(prefix): v for k, v in track.items() if k.startswith(prefix)}
+
+
+def _tracker_problems(
+    track: dict[str, Any],
+    registry: Registry,
+    parsed: list[Override],
+    disabled: dict[str, list[str]],
+) -> list[str]:
+    """Each backend is a registered tracker and each ``<tracker>_<param>`` key one of its
+    parameters (checked for every registered tracker, on or not: a typo is said either way)."""
+    problems = []
+    for index, name in enumerate(track.get("backends", [])):
+        key = f"{PLUGIN_LISTS['tracker']}[{index}]"
+        try:
+            registry.get("tracker", name, key=key)
+        except DisabledPlugin as exc:
+            disabled.setdefault(exc.entry, []).extend(exc.uses)
+        except SaganError as exc:
+            blamed = _blame("track.backends", parsed) or ""
+            problems.append(f"{exc}{blamed}")
+    names = registry.names("tracker")
+    for key in track:
+        if key in ("backends", "experiment"):
+            continue
+        owner = next((n for n in names if key.startswith(f"{n}_")), None)
+        if owner is None:
+            problems.append(
+                f"track.{key}: no tracker takes it. [track] holds backends, experiment and "
+                f"<tracker>_<parameter> keys for the trackers {', '.join(names) or 'none'}."
+                f"{did_you_mean(key, [f'{n}_' for n in names])}"
+            )
+    for name in names:
+        values = tracker_params(track, name)
+        if not values:
+            continue
+        try:
+            registry.validate_params("tracker", name, values, key=f"track.{name}")
+        except SaganError as exc:
+            keys = [f"track.{name}_{param}" for param in values]
+            blamed = "".join(dict.fromkeys(b for k in keys if (b := _blame(k, parsed))))
+            # the recipe's keys are flat: track.mlflow_uri, not track.mlflow.uri
+            problems.append(str(exc).replace(f"track.{name}.", f"track.{name}_") + blamed)
+    return problems
 
 
 def normalization_plugin(plugin: Plugin) -> NormalizationPlugin:

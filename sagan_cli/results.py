@@ -53,6 +53,7 @@ NOT_IN_IDENTITY = (
     "ablate",
     "launch",
     "logging",
+    "track",
     "train.sync_batchnorm",
     "train.compile",
     "train.memory_format",
@@ -151,6 +152,11 @@ class RunDir:
     @property
     def samples(self) -> Path:
         return self.path / "samples"
+
+    @property
+    def attention_figure(self) -> Path:
+        """G's newest attention figure (written when figures are drawn: TensorBoard, trackers)."""
+        return self.path / "attention.png"
 
     @property
     def real_grid(self) -> Path:

@@ -74,12 +74,17 @@ def assert_clean_error(result, *fragments: str) -> str:
     """A user error: exit code 2, no traceback, every fragment in the stderr paragraph."""
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+    message = result.stderr
     for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
-    # the paragraph itself: informational lines may come before it ("train tiny: ...")
-    lines = result.stderr.splitlines(keepends=True)
+        assert fragment in message, message
+    return message
+
+
+def error_paragraph(stderr: str) -> str:
+    """The ``Error:`` paragraph alone (``sagan train`` says what it will run before it)."""
+    lines = stderr.splitlines(keepends=True)
     starts = [i for i, line in enumerate(lines) if line.startswith("Error:")]
-    return "".join(lines[starts[0] :]) if starts else result.stderr
+    return "".join(lines[starts[0] :]) if starts else stderr
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -35,15 +35,21 @@ from sagan_cli.ablate.summary import (
     to_csv,
     to_markdown,
 )
-from sagan_cli.api import Launcher
+from sagan_cli.api import Launcher, Tracker
 from sagan_cli.components import placement_problem, plugin_for
 from sagan_cli.cores import read_cores
 from sagan_cli.device import select_device
-from sagan_cli.errors import PlacementUnsupported, ResultsError, SaganError, did_you_mean
+from sagan_cli.errors import (
+    PlacementUnsupported,
+    ResultsError,
+    SaganError,
+    describe_exception,
+    did_you_mean,
+)
 from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.fileio import atomic_write_json, atomic_write_text
 from sagan_cli.outcomes import INTERRUPTED_BY_CTRL_C, ExitCode, RunStatus
-from sagan_cli.plugins import Registry, attributed, plugin_code
+from sagan_cli.plugins import Registry, attributed, get_registry, plugin_code
 from sagan_cli.preflight import auto_jobs, check_batch_divides, check_before_work, check_nproc
 from sagan_cli.recipe import (
     Recipe,
@@ -54,6 +60,9 @@ from sagan_cli.recipe import (
     resolve_recipe,
 )
 from sagan_cli.results import RunDir, list_runs, now, run_dir_in
+from sagan_cli.trackers import backends, build_trackers, flat_params
+from sagan_cli.trackers import read_state as read_tracking
+from sagan_cli.trackers import write_state as write_tracking
 
 DEFAULT_RESULTS = Path("results")
 
@@ -234,6 +243,7 @@ def plan_ablation(request: AblationRequest, registry: Registry) -> AblationPlan:
         device=device,
         inception_weights=request.inception_weights,
         world_size=nproc,
+        tracking=None if request.dry_run else (request.results_root, name),
     )
     built, launcher_name = _launcher(base, registry, nproc, request.dry_run)
     if request.detach and built is not None and not built.supports_detach:
@@ -376,6 +386,7 @@ def run_ablation(plan: AblationPlan, observer: GridObserver) -> AblationOutcome:
     prepare_experiment(plan.folder, plan.base, plan.axes)
     runs = create_runs(plan.folder, plan.points, plan.unsupported)
     record_launcher(plan)
+    group = TrackedGroup.open(plan, observer)
     outcomes = run_grid(
         plan.points,
         runs,
@@ -389,7 +400,53 @@ def run_ablation(plan: AblationPlan, observer: GridObserver) -> AblationOutcome:
     if plan.options.detach:
         return AblationOutcome(plan, outcomes)
     report, written = write_summary(plan.folder, plan.stats)
+    group.close([p for p in written if p.suffix in (".csv", ".md")])
     return AblationOutcome(plan, outcomes, report, written)
+
+
+@dataclass
+class TrackedGroup:
+    """An ablation's parent run in each of its trackers (MLflow: runs nest under it; W&B:
+    runs share its name as group), recorded in the experiment folder so that its runs find
+    it wherever they train and a re-run continues it."""
+
+    trackers: dict[str, Tracker]
+    parents: dict[str, str | None]
+    observer: Any
+
+    @classmethod
+    def open(cls, plan: AblationPlan, observer: Any) -> TrackedGroup:
+        if not backends(plan.base):
+            return cls({}, {}, observer)
+        registry = get_registry()
+        trackers = build_trackers(plan.base, registry, plan.results_root, plan.name, check=False)
+        state = read_tracking(plan.folder)
+        parents: dict[str, str | None] = state.get("parents", {})
+        params = {**flat_params(plan.base), "axes": ", ".join(a.label for a in plan.axes)}
+        group = cls(trackers, parents, observer)
+        for name, tracker in list(trackers.items()):
+            if name in parents:
+                continue
+            try:
+                parents[name] = tracker.start_group(plan.name, str(plan.folder), params)
+            except Exception as exc:  # the runs log without a parent; the folder has all
+                group.warn(name, exc)
+        write_tracking(plan.folder, {**state, "parents": parents, "group": plan.name})
+        return group
+
+    def warn(self, name: str, exc: Exception) -> None:
+        del self.trackers[name]
+        self.observer.message(
+            f"Warning: tracker '{name}' failed with the ablation's parent run "
+            f"({describe_exception(exc)}); the experiment folder keeps every result"
+        )
+
+    def close(self, files: list[Path]) -> None:
+        for name, tracker in list(self.trackers.items()):
+            try:
+                tracker.finish_group(self.parents.get(name), [str(f) for f in files])
+            except Exception as exc:
+                self.warn(name, exc)
 
 
 LAUNCH_RECORD = "launch.json"

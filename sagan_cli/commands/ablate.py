@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -28,9 +29,11 @@ from sagan_cli.commands.options import (
     SetOption,
     TensorBoardOption,
     ThreadsOption,
+    TrackOption,
 )
 from sagan_cli.console import TrainProgress, console, err_console, progress_bar
 from sagan_cli.outcomes import RunStatus
+from sagan_cli.recipe import split_list
 
 if TYPE_CHECKING:
     from sagan_cli.ablate.grid import GridPoint
@@ -145,6 +148,7 @@ def ablate_command(
     threads: ThreadsOption = None,
     retry_failed: RetryOption = False,
     tensorboard: TensorBoardOption = False,
+    track: TrackOption = None,
     results: ResultsOption = DEFAULT_RESULTS,
     device: DeviceOption = "auto",
     inception_weights: InceptionOption = None,
@@ -178,7 +182,11 @@ def ablate_command(
     hold_warning_signals()
     request = AblationRequest(
         recipe=recipe,
-        overrides=(*(set_ or ()), *(["logging.tensorboard=true"] if tensorboard else [])),
+        overrides=(
+            *(set_ or ()),
+            *(["logging.tensorboard=true"] if tensorboard else []),
+            *([f"track.backends={json.dumps(split_list(track))}"] if track else []),
+        ),
         varies=tuple(vary or ()),
         seeds=seeds,
         name=name,
@@ -245,15 +253,34 @@ def report_command(
         list[str] | None,
         typer.Argument(help="Experiment names (under --results) or folders; default: all."),
     ] = None,
-    format_: Annotated[ReportFormat, typer.Option("--format", help="The output.")] = (
-        ReportFormat.table
-    ),
+    format_: Annotated[
+        ReportFormat,
+        typer.Option(
+            "--format",
+            help="table (the terminal), md, csv, json, latex (a booktabs table for a paper) or "
+            "html (one self-contained page with tables, plots and attention figures); on stdout.",
+        ),
+    ] = ReportFormat.table,
+    caption: Annotated[
+        str | None, typer.Option(help="--format latex: the table's caption.")
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option(help="--format latex: the table's \\label (default tab:NAME).")
+    ] = None,
     by: Annotated[
         str | None, typer.Option(help="Group by this axis only (others are pooled).")
     ] = None,
     results: ResultsOption = DEFAULT_RESULTS,
     alpha: AlphaOption = 0.05,
-    ci: CiOption = Interval.welch,
+    ci: Annotated[
+        Interval | None,
+        typer.Option(
+            "--ci",
+            help="welch (t interval, the default) or bootstrap (percentile); with --format "
+            "latex|html, given: cells show the 95% interval of each row's mean, not its std.",
+            rich_help_panel="Statistics",
+        ),
+    ] = None,
     paired: PairedOption = None,
     baseline: BaselineOption = None,
     protocol: Annotated[
@@ -270,13 +297,34 @@ def report_command(
     from sagan_cli.ablate.stats import StatsOptions
 
     options = StatsOptions(
-        alpha=alpha, ci=str(ci), paired=paired, baseline=baseline, protocol=protocol
-    )
+        alpha=alpha, ci=str(ci or Interval.welch), paired=paired, baseline=baseline,
+        protocol=protocol,
+    )  # fmt: skip
     options.check()
-    reports = build_reports(experiment_folders(experiments or [], results), by, options)
+    folders = experiment_folders(experiments or [], results)
+    reports = build_reports(folders, by, options)
+    # a paper's cells show the interval of the mean only when --ci was asked for
+    interval = None if ci is None else str(ci)
     if format_ == ReportFormat.table:
         for report in reports.reports:
             print_report(report)
+    elif format_ == ReportFormat.latex:
+        from sagan_cli.ablate.paper import to_latex
+
+        many = len(reports.reports) > 1
+        for report in reports.reports:
+            sys.stdout.write(
+                to_latex(
+                    report,
+                    caption,
+                    None if label is None else (f"{label}-{report.name}" if many else label),
+                    interval,
+                )
+            )
+    elif format_ == ReportFormat.html:
+        from sagan_cli.ablate.paper import to_html
+
+        sys.stdout.write(to_html(reports.reports, {f.name: f for f in folders}, interval))
     else:
         written: dict[ReportFormat, Any] = {
             ReportFormat.md: reports.markdown,

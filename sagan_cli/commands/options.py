@@ -37,6 +37,8 @@ class ReportFormat(Choice):
     md = "md"
     csv = "csv"
     json = "json"
+    latex = "latex"
+    html = "html"
 
 
 class Interval(Choice):
@@ -112,6 +114,15 @@ TensorBoardOption = Annotated[
     typer.Option(
         "--tensorboard",
         help="Also write TensorBoard events into each run folder (logging.tensorboard = true).",
+        rich_help_panel="Output",
+    ),
+]
+TrackOption = Annotated[
+    str | None,
+    typer.Option(
+        "--track",
+        help="Also log to these experiment trackers, e.g. mlflow,wandb ([track] backends; "
+        "`sagan plugins --kind tracker` lists them).",
         rich_help_panel="Output",
     ),
 ]

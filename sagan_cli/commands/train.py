@@ -21,10 +21,12 @@ from sagan_cli.commands.options import (
     SetOption,
     TensorBoardOption,
     ThreadsOption,
+    TrackOption,
     YesOption,
 )
 from sagan_cli.console import TrainProgress, console, err_console, progress_bar
 from sagan_cli.outcomes import RunStatus
+from sagan_cli.recipe import split_list
 
 
 def train_command(
@@ -57,6 +59,7 @@ def train_command(
         ),
     ] = False,
     tensorboard: TensorBoardOption = False,
+    track: TrackOption = None,
     quiet: QuietOption = False,
     yes: YesOption = False,
 ) -> None:
@@ -95,6 +98,7 @@ def train_command(
         nproc=nproc,
         threads=threads,
         tensorboard=tensorboard,
+        track=tuple(split_list(track)) if track else (),
         quiet=quiet,
     )
     world = join_process_group(device) if rank else None

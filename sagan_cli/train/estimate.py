@@ -98,7 +98,7 @@ def recipe_iteration_flops(recipe: Recipe, registry: Registry) -> int:
 
 def describe_grid(
     recipes: list[Recipe], registry: Registry, device: torch.device, jobs: int, threads: int | None
-) -> str:
+) -> str | None:
     """The line an ablation prints before it starts: its runs' time at ``jobs`` at once."""
     if threads is not None and device.type == "cpu":
         before = torch.get_num_threads()
@@ -108,22 +108,30 @@ def describe_grid(
     finally:
         if threads is not None and device.type == "cpu":
             torch.set_num_threads(before)
-    flops: dict[str, int] = {}  # one count per distinct model
+    flops: dict[str, int | None] = {}  # one count per distinct model
     seconds = []
     for recipe in recipes:
         key = recipe.model_dump_json(include={"data", "model"}) + str(recipe.train.batch_size)
         if key not in flops:
-            flops[key] = recipe_iteration_flops(recipe, registry)
-        seconds.append(
-            estimate_seconds(flops[key], recipe.train.steps, rates[recipe.train.precision])
-        )
-    at_once = max(1, min(jobs, len(recipes)))
+            try:
+                flops[key] = recipe_iteration_flops(recipe, registry)
+            except Exception:  # a plugin that cannot build: its run will say why, in its folder
+                flops[key] = None
+        counted = flops[key]
+        if counted is not None:
+            rate = rates[recipe.train.precision]
+            seconds.append(estimate_seconds(counted, recipe.train.steps, rate))
+    if not seconds:
+        return None
+    at_once = max(1, min(jobs, len(seconds)))
     total = sum(seconds) / at_once
     text = (
-        f"estimated time: {duration(total)} for {len(recipes)} run(s) to train, {at_once} at once "
+        f"estimated time: {duration(total)} for {len(seconds)} run(s) to train, {at_once} at once "
         f"on this {device.type.upper()} ({duration(max(seconds))} for the longest; an order of "
         f"magnitude, from FLOPs and a measured matmul rate)"
     )
+    if len(seconds) < len(recipes):
+        text += f"; {len(recipes) - len(seconds)} run(s) whose networks cannot be built not counted"
     if device.type == "cpu" and total > LONG_S:
         text += ". This grid is sized for GPUs: try fewer steps or smaller widths here"
     return text

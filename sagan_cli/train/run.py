@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from sagan_cli import checkpoint as ckpt
-from sagan_cli.api import DataSource
+from sagan_cli.api import DataSource, Tracker
 from sagan_cli.components import origin_in_traceback
 from sagan_cli.device import default_dtype
 from sagan_cli.environment import environment_problem
@@ -38,6 +38,7 @@ from sagan_cli.outcomes import RunStatus
 from sagan_cli.plugins import CHECKED, Registry, attributed
 from sagan_cli.recipe import Recipe
 from sagan_cli.results import RunDir, now, prepare_run, run_lock
+from sagan_cli.trackers import backends, build_trackers
 from sagan_cli.train import estimate
 from sagan_cli.train.callbacks import Callback
 from sagan_cli.train.callbacks.allocation import AllocationCheck
@@ -49,6 +50,7 @@ from sagan_cli.train.callbacks.losses import LossLog
 from sagan_cli.train.callbacks.pace import PaceCheck
 from sagan_cli.train.callbacks.progress import Progress
 from sagan_cli.train.callbacks.samples import SampleGrids
+from sagan_cli.train.callbacks.tracking import Tracking
 from sagan_cli.train.distributed import SINGLE, World
 from sagan_cli.train.loop import Loop, TrainResult
 from sagan_cli.train.observer import Observer
@@ -64,17 +66,18 @@ def callbacks_for(
     observer: Observer,
     evaluates: bool,
     evaluator: Evaluator | None,
+    trackers: dict[str, Tracker] | None = None,
 ) -> list[Callback]:
     """The side work of a run, in the order it happens after an iteration: the same on every
     rank, so that every rank keeps one schedule (``evaluator``: rank 0's when ``evaluates``)."""
     cfg = recipe.train
     callbacks: list[Callback] = [Progress(observer), LossLog(cfg.log_every, cfg.max_loss)]
-    tensorboard = recipe.logging.tensorboard
+    tracked = bool(trackers)  # they take G's attention figure too
     callbacks.append(SampleGrids(cfg.sample_every, cfg.structure_samples))
     callbacks.append(CollapseCheck(cfg.sample_every))
     if recipe.logging.attention_images:
         callbacks.append(
-            AttentionStatistics(cfg.sample_every, recipe.logging.attention_images, tensorboard)
+            AttentionStatistics(cfg.sample_every, recipe.logging.attention_images, tracked)
         )
     if evaluates:
         callbacks.append(
@@ -90,10 +93,8 @@ def callbacks_for(
     allocation = AllocationCheck.from_environment(cfg.checkpoint_every)
     if allocation is not None:
         callbacks.append(allocation)
-    if tensorboard and world.is_main:  # its schedule is no step's
-        from sagan_cli.train.callbacks.tensorboard import TensorBoard
-
-        callbacks.append(TensorBoard(run.path / "tensorboard"))
+    if trackers and world.is_main:  # first: its runs start before any callback records
+        callbacks.insert(0, Tracking(trackers))
     return callbacks
 
 
@@ -226,7 +227,16 @@ def train_run(
                 if evaluator_factory is not None and evaluates and world.is_main:
                     with observer.phase("preparing the evaluation (reference statistics)"):
                         evaluator = evaluator_factory(recipe, session.source, plan)
-                callbacks = callbacks_for(recipe, run, world, observer, evaluates, evaluator)
+                trackers = (
+                    build_trackers(
+                        recipe, registry, run.path.parents[2], run.path.parents[1].name, check=False
+                    )
+                    if world.is_main and backends(recipe)
+                    else {}
+                )
+                callbacks = callbacks_for(
+                    recipe, run, world, observer, evaluates, evaluator, trackers
+                )
                 if per_iteration is not None and session.device.type == "cpu":
                     callbacks.append(PaceCheck(per_iteration))
                 loop = Loop(

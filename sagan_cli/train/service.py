@@ -44,6 +44,7 @@ class TrainingRequest:
     nproc: int = 1  # processes for this one run (torchrun is started for > 1)
     threads: int | None = None
     tensorboard: bool = False
+    track: tuple[str, ...] = ()  # --track: trackers added to the recipe's [track] backends
     quiet: bool = False
 
 
@@ -74,6 +75,7 @@ class TrainingJob:
             retry_failed=request.retry,
             quiet=request.quiet,
             tensorboard=request.tensorboard,
+            track=request.track,
         )
 
     def start(self, observer: Observer) -> TrainResult:
@@ -128,6 +130,11 @@ def open_training(
         if request.experiment is not None:
             check_experiment_name(request.experiment)
         run = run_dir_for(request.results_root, request.experiment or recipe.name, recipe)
+    if request.track:  # neither is part of a run's identity: also fine for --resume
+        names = list(dict.fromkeys([*recipe.track.backends, *request.track]))
+        recipe = recipe.model_copy(
+            update={"track": recipe.track.model_copy(update={"backends": names})}
+        )
     if request.tensorboard:  # logging is no part of a run's identity: also fine for --resume
         recipe = recipe.model_copy(
             update={"logging": recipe.logging.model_copy(update={"tensorboard": True})}
@@ -147,6 +154,7 @@ def open_training(
         device=request.device,
         inception_weights=request.inception_weights,
         world_size=size,
+        tracking=(request.results_root, run.path.parents[1].name) if world.is_main else None,
     )
     if world.is_main:
         try:

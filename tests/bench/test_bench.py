@@ -116,7 +116,7 @@ def test_fid_benchmark_splits_the_time(cli, tiny_recipe, tmp_path, inception_wei
         (("bench", "attention", "--device", "tpu"), ["--device 'tpu'", "cpu, cuda"]),
         (("bench", "attention", "--precision", "fp16"), ["--precision 'fp16'", "bf16 or fp32"]),
         (("train", "smoke", "--device", "cuda:7"), ["--device cuda:7"]),
-        (("report", "--format", "xml"), ["--format 'xml'", "table, md, csv or json"]),
+        (("report", "--format", "xml"), ["--format 'xml'", "table, md, csv, json, latex or html"]),
         (("ablate", "smoke", "--vary", "attention_layer", "--name", "../up"), ["--name '../up'"]),
     ],
 )

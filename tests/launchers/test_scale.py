@@ -485,7 +485,7 @@ def test_the_ranks_are_told_what_the_job_holds_never_what_argv_held(
     monkeypatch.setattr(sys, "argv", ["sagan", "train", "--bogus", "--threads=3"])
     request = TrainingRequest(
         recipe=str(tiny_recipe), results_root=tmp_path, nproc=2, threads=1, tensorboard=True,
-        quiet=True, retry=True, device="cpu",
+        quiet=True, retry=True, device="cpu", track=("tensorboard",),
     )  # fmt: skip
     job = open_training(request, get_registry())
     assert job.starts_ranks
@@ -495,6 +495,7 @@ def test_the_ranks_are_told_what_the_job_holds_never_what_argv_held(
         assert option in arguments
     assert arguments[arguments.index("--threads") + 1] == "1"
     assert arguments[arguments.index("--device") + 1] == "cpu"
+    assert arguments[arguments.index("--track") + 1] == "tensorboard"
     assert "--bogus" not in arguments and "--nproc" not in arguments  # each rank is one process
     assert torchrun_command(2, list(arguments))[-len(arguments) :] == list(arguments)
 

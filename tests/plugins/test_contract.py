@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import assert_clean_error
+from helpers import assert_clean_error, error_paragraph
 from helpers import train_with_sets as train
 
 from sagan_cli.recipe import load_recipe
@@ -125,7 +125,7 @@ def test_a_layout_breaking_block_fails_the_check_and_is_refused_before_training(
     assert_clean_error(checked, "layout_breaker", "as training runs it", "channels_last")
     trained = train(cli, tiny_recipe, tmp_path, "model.attention.variant=layout_breaker")
     message = assert_clean_error(trained, "attention plugin 'layout_breaker'", "view size")
-    assert message.strip().count("\n") == 0
+    assert error_paragraph(message).strip().count("\n") == 0
     ablated = cli(
         "ablate", str(tiny_recipe), "--vary", "attention=none,layout_breaker", "--name", "lb",
         "--results", str(tmp_path), "--set", "train.steps=2",

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from helpers import assert_clean_error, sagan_command, sagan_subprocess_env
+from helpers import assert_clean_error, error_paragraph, sagan_command, sagan_subprocess_env
 from torch import nn
 
 from sagan_cli.api import LayerContext, apply_weight_norm
@@ -156,6 +156,7 @@ def test_a_broken_attention_plugin_is_one_paragraph_naming_it(
         "sagan plugins check",
         *fragments,
     )
+    message = error_paragraph(message)
     assert message.startswith("Error:") and message.strip().count("\n") == 0  # one paragraph
 
 

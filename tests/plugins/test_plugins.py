@@ -53,14 +53,17 @@ def test_every_kind_is_described_once_and_wired_everywhere():
     slot; the contract has a check for it; `sagan plugins --kind` offers it."""
     from sagan_cli.api import PLUGIN_CLASSES, Hookspecs
     from sagan_cli.plugin_check import CHECKS
-    from sagan_cli.recipe import PLUGIN_SLOTS
+    from sagan_cli.recipe import PLUGIN_LISTS, PLUGIN_SLOTS, host_field_paths
 
     for kind, descriptor in PLUGIN_CLASSES.items():
         hook = getattr(Hookspecs, f"sagan_register_{kind}")
         assert descriptor.summary_of_kind in hook.__doc__
         assert descriptor.calls.startswith("factory(") and descriptor.factory_arguments() in (1, 2)
         assert kind in CHECKS
-        assert any(slot.kind == kind for slot in PLUGIN_SLOTS), kind
+        # named by a slot (one plugin) or a list (several, all used: [track] backends)
+        in_slot = any(slot.kind == kind for slot in PLUGIN_SLOTS)
+        in_list = PLUGIN_LISTS.get(kind) in host_field_paths()
+        assert in_slot != in_list, kind
     assert set(CHECKS) == set(PLUGIN_CLASSES)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from torch import nn
@@ -83,11 +81,17 @@ def test_the_chosen_defaults_train_like_eager_fp32(tmp_path, tiny_recipe):
 
 
 def test_jobs_auto_fits_the_machine(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    from sagan_cli import preflight
+    from sagan_cli.cores import Cores
+
+    monkeypatch.setattr(preflight, "read_cores", lambda: Cores(usable=2, load=0.0))
     smoke, cifar = recipe_with(), load_recipe("sagan_cifar10", ["data.root=/nowhere"])
     assert auto_jobs([smoke] * 6, CPU, 6) == (2, 1)  # small runs: one per core, one thread each
     assert auto_jobs([cifar] * 6, CPU, 6) == (1, 2)  # a big run uses both cores
     assert auto_jobs([smoke], CPU, 1) == (1, 2)  # never more jobs than runs to do
+    # another process keeps one of the two cores busy: only the free one is shared out
+    monkeypatch.setattr(preflight, "read_cores", lambda: Cores(usable=2, load=1.2))
+    assert auto_jobs([smoke] * 6, CPU, 6) == (1, 1)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert auto_jobs([cifar] * 6, torch.device("cuda"), 6) == (4, None)
 

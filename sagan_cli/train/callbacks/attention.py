@@ -4,7 +4,9 @@ data's first images), on a fixed batch through the explicit maps, in eval mode."
 from __future__ import annotations
 
 import torch
+from PIL import Image
 
+from sagan_cli.fileio import atomic_write
 from sagan_cli.inspect.figure import LayerMaps, figure_array, render
 from sagan_cli.inspect.maps import (
     Layer,
@@ -87,4 +89,10 @@ class AttentionStatistics(Callback):
         if found:
             step = loop.session.step
             figure = render(images, points, found, f"G attention at step {step}")
-            loop.image("attention/g", step, figure_array(figure))
+            picture = figure_array(figure)
+            loop.image("attention/g", step, picture)
+            # the newest beside the run's samples (sagan report --format html shows it)
+            atomic_write(
+                loop.run.attention_figure,
+                lambda handle: Image.fromarray(picture.transpose(1, 2, 0)).save(handle, "PNG"),
+            )
