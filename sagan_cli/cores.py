@@ -4,20 +4,26 @@ torch takes every core by default. On a shared workstation or a login node other
 work keeps some of them busy, and a training step split over more threads than
 there are free cores waits on the slowest: 8x slower than one thread was measured
 at load 5-16 on 2 cores. So the default is the cores this process may use minus
-the load average (what other work keeps running), at least one; ``--threads N``
-always wins.
+those other work keeps busy, at least one; ``--threads N`` always wins. "Busy" is
+measured over a quarter of a second from ``/proc/stat`` (the cores this process may
+use): the load average lags by a minute, so a run started right after another
+would give up the cores the finished one used. Elsewhere the load average is used.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
+
+SAMPLE_S = 0.25  # how long the cores are watched
 
 
 @dataclass(frozen=True)
 class Cores:
     usable: int  # the cores this process may run on (its affinity)
-    load: float  # the 1-minute load average: runnable processes, ours not yet among them
+    load: float  # how many of them other work keeps busy (measured, or the load average)
 
     @property
     def free(self) -> int:
@@ -28,19 +34,50 @@ class Cores:
         return self.free < self.usable
 
     def describe(self) -> str:
-        return f"load average {self.load:.1f} on {self.usable} core(s)"
+        return f"{self.load:.1f} of {self.usable} core(s) busy"
+
+
+def _jiffies(cpus: set[int]) -> tuple[int, int] | None:
+    """(busy, total) time of ``cpus`` since boot, from /proc/stat (None: not Linux)."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    busy = total = 0
+    for line in lines:
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+            continue
+        times = [int(v) for v in values[:8]]
+        idle = times[3] + times[4]  # idle and iowait
+        busy, total = busy + sum(times) - idle, total + sum(times)
+    return (busy, total) if total else None
+
+
+def busy_cores(cpus: set[int]) -> float | None:
+    """How many of ``cpus`` are busy now, watched for ``SAMPLE_S`` (None: cannot be told)."""
+    before = _jiffies(cpus)
+    if before is None:
+        return None
+    time.sleep(SAMPLE_S)
+    after = _jiffies(cpus)
+    if after is None or after[1] <= before[1]:
+        return None
+    return len(cpus) * (after[0] - before[0]) / (after[1] - before[1])
 
 
 def read_cores() -> Cores:
     try:
-        usable = len(os.sched_getaffinity(0))
+        cpus = os.sched_getaffinity(0)
     except (AttributeError, OSError):  # not Linux
-        usable = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # Windows: no load average, so none is assumed
-        load = 0.0
-    return Cores(usable, load)
+        cpus = set(range(os.cpu_count() or 1))
+    busy = busy_cores(cpus)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):  # Windows: nothing to go by, so none is assumed
+            busy = 0.0
+    return Cores(len(cpus), busy)
 
 
 def default_threads(cores: Cores | None = None) -> tuple[int, str | None]:
@@ -51,5 +88,5 @@ def default_threads(cores: Cores | None = None) -> tuple[int, str | None]:
         return cores.usable, None
     return cores.free, (
         f"{cores.usable - cores.free} of {cores.usable} cores are busy with other work "
-        f"({cores.describe()}): using {cores.free} thread(s); --threads N sets it"
+        f"({cores.describe()} right now): using {cores.free} thread(s); --threads N sets it"
     )

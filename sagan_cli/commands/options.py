@@ -133,7 +133,7 @@ ThreadsOption = Annotated[
         max=4096,
         envvar="SAGAN_THREADS",
         help="Torch CPU threads per process (default: $SAGAN_THREADS, else the cores other "
-        "work leaves free: usable cores minus the load average). Always kept when given.",
+        "work leaves free right now). Always kept when given.",
         rich_help_panel="Execution",
     ),
 ]

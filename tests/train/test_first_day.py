@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import assert_clean_error, run_command, sagan_command, sagan_subprocess_env
+from helpers import (
+    assert_clean_error,
+    run_command,
+    sagan_command,
+    sagan_subprocess_env,
+    wait_for,
+)
 
 from sagan_cli.cores import Cores, default_threads
 from sagan_cli.train.callbacks import pace
@@ -30,10 +38,30 @@ def test_threads_come_from_the_free_cores():
     assert default_threads(Cores(usable=2, load=16.0))[0] == 1  # never fewer than one
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="measured from Linux's /proc/stat")
+def test_a_core_kept_busy_by_another_process_is_measured_busy_now(tmp_path):
+    from sagan_cli.cores import busy_cores
+
+    core = min(os.sched_getaffinity(0))
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{core}}})\nwhile True: pass"]
+    )
+    try:
+        wait_for(lambda: busy_cores({core}) > 0.7, "the pinned process showing as busy", spinner)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    # and the measurement is of now: once it stopped, the core is soon idle again (the load
+    # average would still count it for a minute)
+    wait_for(lambda: busy_cores({core}) < 0.9, "the core idle again")
+
+
 def test_training_on_busy_cores_takes_the_free_ones_and_says_so(
     cli, tiny_recipe, tmp_path, monkeypatch, torch_threads
 ):
-    monkeypatch.setattr(os, "getloadavg", lambda: (1000.0, 1000.0, 1000.0))
+    from sagan_cli import cores
+
+    monkeypatch.setattr(cores, "busy_cores", lambda cpus: 1000.0)  # other work on every core
     result = cli("train", str(tiny_recipe), "--results", str(tmp_path), "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "cores are busy" in result.stderr and "using 1 thread" in result.stderr
@@ -80,7 +108,7 @@ def test_a_pace_far_behind_the_estimate_names_the_threads_to_use(monkeypatch):
     loop = run_pace(monkeypatch, 0.5, 20.0, Cores(usable=2, load=5.0), threads=2)
     (message,) = loop.messages
     assert "40x slower than estimated" in message and "--threads 1" in message
-    assert "load average 5.0 on 2 core(s)" in message
+    assert "5.0 of 2 core(s) busy" in message
     assert loop.fields["pace_warning"] == message  # in status.json too
 
 

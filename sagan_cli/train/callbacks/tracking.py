@@ -8,6 +8,7 @@ attempt logged (the resume recomputes them identically).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from sagan_cli.train.callbacks import Callback, Loop
 from sagan_cli.train.result import TrainResult
 
 SKIPPED = ("kind", "step", "final", "wall_time")
+SAVE_EVERY_S = 5.0
 
 
 class Tracking(Callback):
@@ -31,6 +33,7 @@ class Tracking(Callback):
         self.state: dict[str, Any] = {}
         self.logged_before = -1  # the last step an earlier attempt logged
         self.finished = False
+        self.saved_at = 0.0
 
     def _call(self, name: str, what: str, call: Any) -> None:
         tracker = self.trackers.get(name)
@@ -92,9 +95,17 @@ class Tracking(Callback):
         tags = {"protocol": str(record["protocol"])} if "protocol" in record else {}
         for name in list(self.trackers):
             self._call(name, "logging metrics", lambda t: t.log_metrics(step, metrics, tags))
-        if step > int(self.state.get("logged_step", -1)) and self.loop is not None:
+        if step > int(self.state.get("logged_step", -1)):
             self.state["logged_step"] = step
+            if time.monotonic() - self.saved_at >= SAVE_EVERY_S:
+                self._save()
+
+    def _save(self) -> None:
+        """The ids and the last step logged, into the run folder (at most every few seconds:
+        a run killed outright may log again the steps of its last ``SAVE_EVERY_S``)."""
+        if self.loop is not None:
             write_state(self.loop.run.path, self.state)
+        self.saved_at = time.monotonic()
 
     def on_image(self, tag: str, step: int, image: Any) -> None:
         if step <= self.logged_before or not self.trackers:
@@ -116,6 +127,7 @@ class Tracking(Callback):
         if self.finished:
             return
         self.finished = True
+        self._save()
         for name in list(self.trackers):
             self._call(name, "finishing its run", lambda t: t.finish(status))
 
