@@ -30,7 +30,7 @@ PLUGINS = (
     TrackerPlugin(
         api_version=1,
         name="mlflow",
-        summary="MLflow runs (a file store under the results folder, or a tracking server)",
+        summary="MLflow runs (a SQLite store in the results folder, or a tracking server)",
         factory=build_mlflow,
         params=MlflowParams,
         extra="mlflow",

@@ -121,8 +121,8 @@ TrackOption = Annotated[
     str | None,
     typer.Option(
         "--track",
-        help="Also log to these experiment trackers, e.g. mlflow,wandb ([track] backends; "
-        "`sagan plugins --kind tracker` lists them).",
+        help="Also log to these experiment trackers, e.g. mlflow,wandb (the recipe's "
+        "track.backends; `sagan plugins --kind tracker` lists them).",
         rich_help_panel="Output",
     ),
 ]
