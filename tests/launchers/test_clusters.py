@@ -257,7 +257,10 @@ def test_a_real_time_limit_warning_checkpoints_and_requeues(slurm_cluster, tiny_
     (job,) = jobs_of(tmp_path / "limit").values()
     script = next((tmp_path / "limit" / "slurm").glob("*_submission.sh")).read_text()
     assert "--signal=USR2@90" in script and "--requeue" in script and "sagan:limit" in script
-    wait_for(lambda: "requeued" in str(run.read_status().get("error")), "the warning", timeout=150)
+    # two events: the scheduler starts the job (its interval, and a node still completing the
+    # previous test's job, can take a while), then sends the warning 30 s (+-30) into it
+    wait_for(lambda: run.read_status().get("step", 0) > 0, "the job training", timeout=300)
+    wait_for(lambda: "requeued" in str(run.read_status().get("error")), "the warning", timeout=240)
     status = run.read_status()
     assert status["status"] == "interrupted" and "SIGUSR2" in status["error"]
     assert (run.checkpoints / f"step-{status['step']:08d}.pt").exists()
