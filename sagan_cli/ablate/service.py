@@ -214,9 +214,6 @@ def plan_ablation(request: AblationRequest, registry: Registry) -> AblationPlan:
             jobs = 0
         if jobs < 1:
             raise SaganError("--jobs: give a positive number of runs at once, or auto.")
-    if threads is None and chosen.type == "cpu":  # the free cores, shared by the runs at once
-        free = read_cores().free
-        threads = max(1, free // jobs)
     if chosen.type == "cuda" and chosen.index is None and jobs > torch.cuda.device_count():
         raise SaganError(
             f"--jobs {jobs} asks for more GPUs than the {torch.cuda.device_count()} visible: runs go one "
@@ -246,6 +243,10 @@ def plan_ablation(request: AblationRequest, registry: Registry) -> AblationPlan:
         tracking=None if request.dry_run else (request.results_root, name),
     )
     built, launcher_name = _launcher(base, registry, nproc, request.dry_run)
+    if threads is None and chosen.type == "cpu" and launcher_name == "local":
+        # this machine's free cores, shared by the runs at once (a cluster's are not ours to
+        # measure: its jobs keep one CPU each unless --threads says otherwise)
+        threads = max(1, read_cores().free // jobs)
     if request.detach and built is not None and not built.supports_detach:
         raise SaganError(
             f"--detach: the {launcher_name} launcher's runs end with this command, so there is "
