@@ -16,6 +16,7 @@ from helpers import (
     sagan_command,
     sagan_subprocess_env,
     snapshot,
+    train_with_sets,
 )
 
 from sagan_cli.device import select_device
@@ -175,13 +176,7 @@ def test_nan_loss_stops_the_run_as_diverged(cli, tiny_recipe, tmp_path, monkeypa
         "train.checkpoint_every=3",
         "train.log_every=2",
     ]
-    result = cli(
-        "train",
-        str(tiny_recipe),
-        "--results",
-        str(tmp_path),
-        *[a for s in sets for a in ("--set", s)],
-    )
+    result = train_with_sets(cli, tiny_recipe, tmp_path, *sets)
     assert result.exit_code == 3, result.output
     assert "diverged" in result.output and "step 5" in result.output
     run = run_folder(tmp_path, tiny_recipe, *sets)
@@ -322,13 +317,7 @@ def test_a_collapsed_generator_stops_the_run_as_diverged(cli, tiny_recipe, tmp_p
         "train.lr_d=1", "train.steps=60", "train.sample_every=10", "train.log_every=10",
         "train.checkpoint_every=20", "train.max_loss=0",
     ]  # fmt: skip
-    result = cli(
-        "train",
-        str(tiny_recipe),
-        "--results",
-        str(tmp_path),
-        *(a for s in sets for a in ("--set", s)),
-    )
+    result = train_with_sets(cli, tiny_recipe, tmp_path, *sets)
     assert result.exit_code == 3, result.output
     assert "the generator collapsed" in result.stderr and "same image" in result.stderr
     (run,) = list_runs(tmp_path / "tiny")
