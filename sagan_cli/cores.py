@@ -80,13 +80,27 @@ def read_cores() -> Cores:
     return Cores(len(cpus), busy)
 
 
-def default_threads(cores: Cores | None = None) -> tuple[int, str | None]:
-    """Threads for torch when ``--threads`` is not given, and a line saying why when fewer
-    than every core (None: every core is free)."""
+def default_threads(
+    cores: Cores | None = None, *, share: int = 1, deterministic: bool = False
+) -> tuple[int, str | None]:
+    """Threads for torch in each of ``share`` processes when ``--threads`` is not given, and a
+    line saying why when fewer than every core (None: every core is free).
+
+    ``deterministic`` (train.deterministic = true): every core, whatever the load. A run's
+    bits depend on its thread count (reductions split differently), so a deterministic run
+    and its resume must not take what a busy moment leaves free."""
     cores = cores or read_cores()
+    whole = max(1, cores.usable // share)
     if not cores.busy:
-        return cores.usable, None
-    return cores.free, (
+        return whole, None
+    if deterministic:
+        return whole, (
+            f"{cores.usable - cores.free} of {cores.usable} cores are busy with other work "
+            f"({cores.describe()} right now), but train.deterministic = true keeps "
+            f"{whole} thread(s): its results depend on the thread count; --threads N sets it"
+        )
+    free = max(1, cores.free // share)
+    return free, (
         f"{cores.usable - cores.free} of {cores.usable} cores are busy with other work "
-        f"({cores.describe()} right now): using {cores.free} thread(s); --threads N sets it"
+        f"({cores.describe()} right now): using {free} thread(s); --threads N sets it"
     )

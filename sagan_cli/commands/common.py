@@ -38,13 +38,20 @@ def fail_on_plugin_failures(found: Registry) -> None:
         )
 
 
-def set_threads(threads: int | None, *, free_cores_only: bool = False, quiet: bool = False) -> None:
+def set_threads(
+    threads: int | None,
+    *,
+    free_cores_only: bool = False,
+    quiet: bool = False,
+    deterministic: bool = False,
+) -> None:
     """torch's CPU threads: ``threads`` when given; else, with ``free_cores_only``, the cores
-    other work leaves free (saying so when that is fewer than all), else torch's default."""
+    other work leaves free (every core for a ``deterministic`` run; said when that is fewer
+    than all, or when the load is ignored), else torch's default."""
     if threads is None and free_cores_only:
         from sagan_cli.cores import default_threads
 
-        threads, why = default_threads()
+        threads, why = default_threads(deterministic=deterministic)
         if why is not None and not quiet:
             err_console.print(escape(why))
     if threads is not None:

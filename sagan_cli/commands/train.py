@@ -26,7 +26,7 @@ from sagan_cli.commands.options import (
 )
 from sagan_cli.console import TrainProgress, console, err_console, progress_bar
 from sagan_cli.outcomes import RunStatus
-from sagan_cli.recipe import split_list
+from sagan_cli.recipe import Recipe, split_list
 
 
 def train_command(
@@ -75,16 +75,15 @@ def train_command(
     hold_warning_signals()
     found = registry()
     rank = launched_by_torchrun()
+    loaded = None
     if recipe is not None and resume is None and not rank and not quiet:
-        _first_line(recipe, set_ or [], name, results, device, found)
+        loaded = _first_line(recipe, set_ or [], name, results, device, found)
 
     # torch loads from here (seconds; a minute on a busy machine)
     from sagan_cli.train.distributed import join_process_group
     from sagan_cli.train.service import TrainingRequest, open_training
     from sagan_cli.train.torchrun import PARENT_ENV, train_with_torchrun
 
-    # a rank of --nproc takes OMP_NUM_THREADS, chosen by its launcher from the free cores
-    set_threads(threads, free_cores_only=not rank, quiet=quiet)
     request = TrainingRequest(
         recipe=recipe,
         overrides=tuple(set_ or ()),
@@ -100,9 +99,17 @@ def train_command(
         tensorboard=tensorboard,
         track=tuple(split_list(track)) if track else (),
         quiet=quiet,
+        loaded=loaded,
     )
     world = join_process_group(device) if rank else None
     job = open_training(request, found, world)
+    # a rank of --nproc takes OMP_NUM_THREADS, chosen by its launcher from the free cores
+    set_threads(
+        threads,
+        free_cores_only=not rank and not job.starts_ranks,
+        quiet=quiet,
+        deterministic=job.recipe.train.deterministic,
+    )
     if job.starts_ranks:
         result = train_with_torchrun(job)
         (console if result.status == RunStatus.DONE else err_console).print(
@@ -132,9 +139,9 @@ def train_command(
 
 def _first_line(
     recipe: str, sets: list[str], name: str | None, results: Path, device: str, found: Any
-) -> None:
+) -> Recipe:
     """What will run and where it will be written, before torch loads: a typo in the recipe
-    is reported here in a second (open_training checks it all again, cheaply)."""
+    is reported here in a second. Returns the recipe, validated, for open_training."""
     from sagan_cli.recipe import load_recipe
     from sagan_cli.results import run_dir_for
 
@@ -147,3 +154,4 @@ def _first_line(
             f"into {run.path} (device {device}); loading torch..."
         )
     )
+    return loaded

@@ -46,6 +46,8 @@ class TrainingRequest:
     tensorboard: bool = False
     track: tuple[str, ...] = ()  # --track: trackers added to the recipe's [track] backends
     quiet: bool = False
+    # `recipe` with `overrides`, already loaded and validated (by the command's first line)
+    loaded: Recipe | None = None
 
 
 @dataclass
@@ -126,7 +128,7 @@ def open_training(
             raise SaganError(
                 "--checkpoint chooses where a resumed run continues; use it with --resume RUN_DIR."
             )
-        recipe = load_recipe(request.recipe, overrides, registry=registry)
+        recipe = request.loaded or load_recipe(request.recipe, overrides, registry=registry)
         if request.experiment is not None:
             check_experiment_name(request.experiment)
         run = run_dir_for(request.results_root, request.experiment or recipe.name, recipe)

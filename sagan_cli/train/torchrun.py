@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sagan_cli.checkpoint import step_path
-from sagan_cli.cores import read_cores
+from sagan_cli.cores import default_threads
 from sagan_cli.outcomes import RunStatus, stop_signal
 from sagan_cli.results import RunDir, now, prepare_run
 from sagan_cli.signals import StopRequests, die_with_parent
@@ -58,7 +58,8 @@ def train_with_torchrun(job: TrainingJob) -> TrainResult:
     When a rank dies, torchrun stops the others; the run is then ``failed`` and resumable."""
     prepare_run(job.recipe, job.run)
     nproc = job.request.nproc
-    threads = str(max(1, read_cores().free // nproc))  # the free cores, shared by the ranks
+    # the free cores (every core for a deterministic run), shared by the ranks
+    threads = str(default_threads(share=nproc, deterministic=job.recipe.train.deterministic)[0])
     env = {
         **os.environ,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads),

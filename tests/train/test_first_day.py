@@ -62,14 +62,15 @@ def test_training_on_busy_cores_takes_the_free_ones_and_says_so(
     from sagan_cli import cores
 
     monkeypatch.setattr(cores, "busy_cores", lambda cpus: 1000.0)  # other work on every core
-    result = cli("train", str(tiny_recipe), "--results", str(tmp_path), "--device", "cpu")
+    loose = ("--set", "train.deterministic=false")
+    result = cli("train", str(tiny_recipe), *loose, "--results", str(tmp_path), "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "cores are busy" in result.stderr and "using 1 thread" in result.stderr
     (status_path,) = tmp_path.glob("*/runs/*/status.json")
     assert json.loads(status_path.read_text())["threads"] == 1
     # --threads given is kept, whatever the load
     again = cli(
-        "train", str(tiny_recipe), "--results", str(tmp_path / "b"), "--device", "cpu",
+        "train", str(tiny_recipe), *loose, "--results", str(tmp_path / "b"), "--device", "cpu",
         "--threads", "2",
     )  # fmt: skip
     assert again.exit_code == 0, again.output
@@ -185,3 +186,22 @@ def test_the_bars_img_per_s_follows_the_live_pace_not_the_first_log_interval(mon
     info = bar.tasks[0].fields["info"]
     assert "128.0 img/s" in info and "1.7 img/s" not in info, info
     assert "D 1.000" in info
+
+
+def test_a_deterministic_run_keeps_every_core_whatever_the_load(
+    cli, tiny_recipe, tmp_path, monkeypatch, torch_threads
+):
+    """Its bits depend on the thread count: a busy moment must not change them (nor break a
+    bit-exact resume), so the load is said and not followed."""
+    from sagan_cli import cores
+
+    monkeypatch.setattr(cores, "busy_cores", lambda cpus: 1000.0)
+    usable = cores.read_cores().usable
+    result = cli("train", str(tiny_recipe), "--results", str(tmp_path), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    if usable > 1:
+        assert "cores are busy" in result.stderr and "train.deterministic" in result.stderr
+    (status_path,) = tmp_path.glob("*/runs/*/status.json")
+    assert json.loads(status_path.read_text())["threads"] == usable
+    assert default_threads(Cores(usable=8, load=6.0), share=2, deterministic=True)[0] == 4
+    assert default_threads(Cores(usable=8, load=6.0), share=2)[0] == 1
