@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from sagan_cli.errors import SaganError, WeightsError, describe_exception
 from sagan_cli.evaluate.weights import (
@@ -219,7 +218,9 @@ def build_extractor(weights: ExtractorWeights, layers: list[str]) -> Any:
         return FeatureExtractorInceptionV3(
             EXTRACTOR, layers, feature_extractor_weights_path=str(weights.path)
         )
-    return DinoV2Extractor(spec, load_dinov2(spec, weights.path), layers)
+    from sagan_cli.evaluate.dinov2 import DinoV2Extractor  # imports torch-fidelity
+
+    return DinoV2Extractor(spec.name, load_dinov2(spec, weights.path), layers, dgm_eval_pixels)
 
 
 def dgm_eval_pixels(images: torch.Tensor) -> torch.Tensor:
@@ -240,19 +241,3 @@ def dgm_eval_pixels(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (pixels - mean) / std
-
-
-class DinoV2Extractor(FeatureExtractorBase):
-    """dgm-eval's DINOv2 preprocessing around a locally built model (a torch-fidelity extractor)."""
-
-    def __init__(self, spec: Extractor, model: torch.nn.Module, layers: list[str]) -> None:
-        super().__init__(spec.name, layers)
-        self.model = model.eval().requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        device = next(self.model.parameters()).device
-        return (self.model(dgm_eval_pixels(x).to(device)).to(torch.float32),)
-
-    @staticmethod
-    def get_provided_features_list() -> tuple[str, ...]:
-        return ("dinov2",)

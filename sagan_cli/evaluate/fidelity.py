@@ -17,6 +17,10 @@ image count, the extractor and its weights' SHA-256. One process fills an entry
 at a time (a file lock); ``meta.json`` is written last, so a folder without it
 (a crash mid-way) is wiped and recomputed, and so is one whose files fail to
 load, with a notice.
+
+torch-fidelity is imported where a metric is computed: importing it imports
+torchvision and torch._dynamo (about 2 s), which every command that merely might
+evaluate (``sagan train``, each ablation worker) would pay at start-up.
 """
 
 from __future__ import annotations
@@ -36,28 +40,6 @@ import numpy as np
 import torch
 from filelock import FileLock
 from torch.utils.data import Dataset
-from torch_fidelity.defaults import DEFAULTS
-from torch_fidelity.metric_fid import (
-    KEY_METRIC_FID,
-    fid_features_to_statistics,
-    fid_statistics_to_metric,
-)
-from torch_fidelity.metric_isc import (
-    KEY_METRIC_ISC_MEAN,
-    KEY_METRIC_ISC_STD,
-    isc_features_to_metric,
-)
-from torch_fidelity.metric_kid import (
-    KEY_METRIC_KID_MEAN,
-    KEY_METRIC_KID_STD,
-    kid_features_to_metric,
-)
-from torch_fidelity.metric_prc import (
-    KEY_METRIC_F_SCORE,
-    KEY_METRIC_PRECISION,
-    KEY_METRIC_RECALL,
-    prc_features_to_metric,
-)
 
 from sagan_cli.errors import SaganError
 from sagan_cli.evaluate.extractors import Extractor, build_extractor
@@ -72,6 +54,8 @@ FEATURES_FILE = "features.pt"
 
 def kid_subset_size(generated: int, reference: int) -> int:
     """torch-fidelity's KID subset size, capped by the smaller set."""
+    from torch_fidelity.defaults import DEFAULTS
+
     return min(int(DEFAULTS["kid_subset_size"]), generated, reference)
 
 
@@ -276,7 +260,7 @@ def density_coverage(
 
 @dataclass(frozen=True)
 class MetricOptions:
-    prc_neighborhood: int = int(DEFAULTS["prc_neighborhood"])
+    prc_neighborhood: int = 3  # torch-fidelity's default (a test holds them equal)
     dc_neighborhood: int = 5
 
 
@@ -289,6 +273,29 @@ def metrics_from_features(
     options: MetricOptions,
 ) -> dict[str, float]:
     """Every requested metric of one extractor's space; names carry the space (``fd_dinov2``)."""
+    from torch_fidelity.defaults import DEFAULTS
+    from torch_fidelity.metric_fid import (
+        KEY_METRIC_FID,
+        fid_features_to_statistics,
+        fid_statistics_to_metric,
+    )
+    from torch_fidelity.metric_isc import (
+        KEY_METRIC_ISC_MEAN,
+        KEY_METRIC_ISC_STD,
+        isc_features_to_metric,
+    )
+    from torch_fidelity.metric_kid import (
+        KEY_METRIC_KID_MEAN,
+        KEY_METRIC_KID_STD,
+        kid_features_to_metric,
+    )
+    from torch_fidelity.metric_prc import (
+        KEY_METRIC_F_SCORE,
+        KEY_METRIC_PRECISION,
+        KEY_METRIC_RECALL,
+        prc_features_to_metric,
+    )
+
     values: dict[str, float] = {}
     kwargs = {**DEFAULTS, "verbose": False, "save_cpu_ram": True}
     fake = generated[spec.layers["fid"]] if "fid" in spec.layers else None
@@ -401,6 +408,8 @@ def write_stats_file(
 ) -> None:
     """``mu``, ``sigma`` (float64) and the raw ``features`` of a set, with the extractor's name:
     the format TTUR's files use, so other tools compare against the same reference."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
     stats = _float64(fid_features_to_statistics(features))
     arrays = {
         **stats,

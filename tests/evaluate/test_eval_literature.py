@@ -524,3 +524,14 @@ def test_a_statistics_file_that_is_not_one_says_what_one_holds(
     )  # fmt: skip
     message = assert_clean_error(result, *fragments, "'mu' (D,) and 'sigma' (D, D)")
     assert "images_key" not in message  # it was read as an image file
+
+
+def test_the_default_neighbourhoods_are_torch_fidelitys_and_the_recipes():
+    from torch_fidelity.defaults import DEFAULTS
+
+    from sagan_cli.evaluate.fidelity import MetricOptions
+    from sagan_cli.recipe import EvalConfig
+
+    assert MetricOptions().prc_neighborhood == DEFAULTS["prc_neighborhood"]
+    assert EvalConfig().prc_neighborhood == MetricOptions().prc_neighborhood
+    assert EvalConfig().dc_neighborhood == MetricOptions().dc_neighborhood
