@@ -37,7 +37,7 @@ from sagan_cli.ablate.summary import (
 )
 from sagan_cli.api import Launcher, Tracker
 from sagan_cli.components import placement_problem, plugin_for
-from sagan_cli.cores import read_cores
+from sagan_cli.cores import default_threads
 from sagan_cli.device import select_device
 from sagan_cli.errors import (
     PlacementUnsupported,
@@ -49,7 +49,7 @@ from sagan_cli.errors import (
 from sagan_cli.evaluate.weights import ExtractorWeights
 from sagan_cli.fileio import atomic_write_json, atomic_write_text
 from sagan_cli.outcomes import INTERRUPTED_BY_CTRL_C, ExitCode, RunStatus
-from sagan_cli.plugins import Registry, attributed, get_registry, plugin_code
+from sagan_cli.plugins import Registry, attributed, plugin_code
 from sagan_cli.preflight import auto_jobs, check_batch_divides, check_before_work, check_nproc
 from sagan_cli.recipe import (
     Recipe,
@@ -105,6 +105,7 @@ class AblationPlan:
     options: GridOptions
     unsupported: dict[int, str]  # grid index -> why its attention plugin declines the placement
     stats: StatsOptions
+    registry: Registry
 
     def status_command(self) -> str:
         """The command that shows where this experiment's runs stand, with the user's options."""
@@ -113,7 +114,11 @@ class AblationPlan:
             command += f" --results {shlex.quote(str(self.results_root))}"
         return command
 
-    def estimate(self, registry: Registry) -> str | None:
+    def point_runs(self) -> list[tuple[GridPoint, RunDir]]:
+        """Each grid point with its run folder (which may not exist yet)."""
+        return [(p, run_dir_in(self.folder / "runs", p.recipe)) for p in self.points]
+
+    def estimate(self) -> str | None:
         """The time the runs still to train will take here (None: nothing left to train, or
         they run elsewhere: a cluster's devices are not this machine's to measure)."""
         from sagan_cli.train.estimate import describe_grid
@@ -121,23 +126,21 @@ class AblationPlan:
         if self.launcher_name != "local":
             return None
         pending = [
-            p.recipe
-            for p in self.points
-            if p.index not in self.unsupported
-            and RunStatus.read(run_dir_in(self.folder / "runs", p.recipe).read_status())
-            != RunStatus.DONE
+            point.recipe
+            for point, run in self.point_runs()
+            if point.index not in self.unsupported
+            and RunStatus.read(run.read_status()) != RunStatus.DONE
         ]
         if not pending:
             return None
         return describe_grid(
-            pending, registry, self.device, self.options.jobs, self.options.threads
+            pending, self.registry, self.device, self.options.jobs, self.options.threads
         )
 
     def dry_run_rows(self) -> list[list[str]]:
         """The numbered grid: the point's axis values, seed, run id and what its folder says."""
         rows = []
-        for number, point in enumerate(self.points, 1):
-            run = run_dir_in(self.folder / "runs", point.recipe)
+        for number, (point, run) in enumerate(self.point_runs(), 1):
             existing = run.read_status().get("status", "new")
             if point.index in self.unsupported:
                 existing = "skipped (placement not supported)"
@@ -246,7 +249,8 @@ def plan_ablation(request: AblationRequest, registry: Registry) -> AblationPlan:
     if threads is None and chosen.type == "cpu" and launcher_name == "local":
         # this machine's free cores, shared by the runs at once (a cluster's are not ours to
         # measure: its jobs keep one CPU each unless --threads says otherwise)
-        threads = max(1, read_cores().free // jobs)
+        deterministic = any(p.recipe.train.deterministic for p in points)
+        threads = default_threads(share=jobs, deterministic=deterministic)[0]
     if request.detach and built is not None and not built.supports_detach:
         raise SaganError(
             f"--detach: the {launcher_name} launcher's runs end with this command, so there is "
@@ -275,6 +279,7 @@ def plan_ablation(request: AblationRequest, registry: Registry) -> AblationPlan:
         options,
         unsupported,
         request.stats,
+        registry,
     )
 
 
@@ -419,8 +424,9 @@ class TrackedGroup:
     def open(cls, plan: AblationPlan, observer: Any) -> TrackedGroup:
         if not backends(plan.base):
             return cls({}, {}, observer)
-        registry = get_registry()
-        trackers = build_trackers(plan.base, registry, plan.results_root, plan.name, check=False)
+        trackers = build_trackers(
+            plan.base, plan.registry, plan.results_root, plan.name, check=False
+        )
         state = read_tracking(plan.folder)
         parents: dict[str, str | None] = state.get("parents", {})
         params = {**flat_params(plan.base), "axes": ", ".join(a.label for a in plan.axes)}

@@ -203,9 +203,8 @@ def ablate_command(
         detach=detach,
         stats=StatsOptions(alpha=alpha, ci=str(ci), paired=paired, baseline=baseline),
     )
-    found = registry()
-    plan = plan_ablation(request, found)
-    line = None if quiet else plan.estimate(found)
+    plan = plan_ablation(request, registry())
+    line = None if quiet else plan.estimate()
     if line is not None:  # before any run starts: a grid of days is better known now
         err_console.print(escape(line))
     if dry_run:
