@@ -164,10 +164,12 @@ class Registry:
         *,
         key: str,
         table_keys: Iterable[str] = (),
+        joiner: str = ".",
     ) -> BaseModel:
-        """Validate ``values`` with the plugin's own model; errors point at ``key.<param>``.
+        """Validate ``values`` with the plugin's own model; errors point at ``key<joiner><param>``.
 
         ``table_keys`` are the host's keys in the same table, offered as suggestions too.
+        ``joiner`` is "_" where a recipe writes the parameters flat (``track.mlflow_uri``).
         """
         model = self.get(kind, name, key=key).plugin.params
         unknown = sorted(set(values) - set(model.model_fields))
@@ -177,8 +179,8 @@ class Registry:
             suggestions = [*model.model_fields, *table_keys]
             problems.append(
                 (
-                    f"{key}.{param}",
-                    f"{key}.{param}: '{name}' has no parameter '{param}'."
+                    f"{key}{joiner}{param}",
+                    f"{key}{joiner}{param}: '{name}' has no parameter '{param}'."
                     f"{did_you_mean(param, suggestions)} Its parameters: {allowed}.",
                 )
             )
@@ -187,8 +189,9 @@ class Registry:
                 return validate_toml_values(model, values)
             except ValidationError as exc:
                 for err in exc.errors():
-                    where = ".".join(str(part) for part in (key, *err["loc"][:1]))
-                    full = ".".join(str(part) for part in (key, *err["loc"]))
+                    loc = [str(part) for part in err["loc"]]
+                    where = f"{key}{joiner}{loc[0]}" if loc else key
+                    full = f"{key}{joiner}{'.'.join(loc)}" if loc else key
                     problems.append(
                         (
                             where,

@@ -599,12 +599,12 @@ def _tracker_problems(
         if not values:
             continue
         try:
-            registry.validate_params("tracker", name, values, key=f"track.{name}")
+            # the recipe's keys are flat: track.mlflow_uri, not track.mlflow.uri
+            registry.validate_params("tracker", name, values, key=f"track.{name}", joiner="_")
         except SaganError as exc:
             keys = [f"track.{name}_{param}" for param in values]
             blamed = "".join(dict.fromkeys(b for k in keys if (b := _blame(k, parsed))))
-            # the recipe's keys are flat: track.mlflow_uri, not track.mlflow.uri
-            problems.append(str(exc).replace(f"track.{name}.", f"track.{name}_") + blamed)
+            problems.append(f"{exc}{blamed}")
     return problems
 
 
