@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -79,7 +80,12 @@ class SlurmCluster:
     account = "sagan"
 
     def __init__(self, folder: Path, cpus: int = 2, token: str | None = None) -> None:
-        self.folder = folder
+        # Ray's session folder holds Unix sockets, whose paths may not pass 107 bytes: a
+        # pytest folder (deeper under pytest-xdist) can be too long, so it lives under /tmp
+        # with a short name, linked from ``folder`` (where the test's files are)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+        (folder / "ray-session").symlink_to(self.folder)
         self.cpus = cpus
         self.token = token  # token authentication with this token (RAY_AUTH_MODE=token)
         self.pids: dict[str, Path] = {}
@@ -308,7 +314,7 @@ class RayHead:
         subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
         subprocess.run([*self.prefix, "ip", "link", "set", "lo", "up"], check=True)
         ray = str(Path(sys.executable).with_name("ray"))
-        subprocess.run(
+        started = subprocess.run(
             [
                 *self.prefix, ray, "start", "--head", "--node-ip-address=127.0.0.1",
                 f"--port={self.port}", f"--num-cpus={self.cpus}", "--num-gpus=0",
@@ -316,10 +322,12 @@ class RayHead:
                 "--disable-usage-stats",
             ],
             env=self.env,
-            check=True,
             capture_output=True,
+            text=True,
             timeout=180 * load_factor(),
         )  # fmt: skip
+        if started.returncode != 0:
+            raise RuntimeError(f"ray start failed:\n{started.stdout}\n{started.stderr}")
         return self
 
     def stop(self) -> None:
@@ -331,6 +339,7 @@ class RayHead:
             timeout=120 * load_factor(),
         )
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def ray_missing() -> str | None:

@@ -28,6 +28,9 @@ from helpers import (
 
 from sagan_cli.results import RunDir, list_runs
 
+# one pytest-xdist worker runs this module: its cluster and Ray head are started once
+pytestmark = pytest.mark.xdist_group("testbed")
+
 GRID = ("--device", "cpu", "--threads", "1")
 TIMING = ["wall_time_s", "img_per_s"]  # the only columns a launcher may change
 
@@ -457,8 +460,9 @@ def test_a_missing_or_wrong_ray_token_is_named_at_once_and_leaves_no_run_folder(
     from testbed import RayHead, ray_missing
 
     _testbed(ray_missing(), "a Ray head")
-    head = RayHead(tmp_path_factory.mktemp("ray-token"), cpus=1, token="a" * 32).start()
+    head = RayHead(tmp_path_factory.mktemp("ray-token"), cpus=1, token="a" * 32)
     try:
+        head.start()
         on_head = (
             "--vary",
             "lr_d=2e-4",

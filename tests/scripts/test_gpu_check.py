@@ -49,7 +49,15 @@ def test_the_rehearsal_runs_every_step_and_writes_the_report(tmp_path):
     for name in ("ceilings", "correctness", "bench_train", "bench_attention", "training"):
         assert rows(out / f"{name}.csv"), name
     correctness = rows(out / "correctness.csv")
-    assert all(row["passed"] == "True" for row in correctness), correctness
+    # the bf16 band is skipped (and says why) only on a CPU without native bf16
+    from sagan_cli.device import cpu_has_native_bf16
+
+    skippable = set() if cpu_has_native_bf16() else {"bf16 vs fp32 losses"}
+    assert all(
+        row["passed"] == "True"
+        or (row["check"] in skippable and row["passed"].startswith("skipped: "))
+        for row in correctness
+    ), correctness
     assert {"fused = explicit attention 4x4 fp32", "fused = explicit attention 8x8 fp32"} <= {
         row["check"] for row in correctness
     }
