@@ -16,6 +16,10 @@ nox.options.reuse_venv = "yes"
 EXTRA_PLUGIN = "./plugins/sagan-extra-attention"
 CHECKERS = ("ruff>=0.6", "mypy>=1.10")
 QUICK_TIER = "not slow and not cluster"
+# pytest-xdist: two workers even on two cores, since much of the suite waits (subprocesses
+# starting, a SLURM scheduler, signals); the cluster module runs on one of them (its
+# xdist_group), and at most 4 keep memory in bounds (each worker imports torch)
+WORKERS = ("--numprocesses", "auto", "--maxprocesses", "4", "--dist", "loadgroup")
 
 
 @nox.session
@@ -36,8 +40,8 @@ def tests(session: nox.Session) -> None:
         return
     _check(session)
     # the quick tier first: a newcomer sees real results within minutes
-    session.run("pytest", "-m", QUICK_TIER, env=env)
-    session.run("pytest", "-m", f"not ({QUICK_TIER})", env=env)
+    session.run("pytest", *WORKERS, "-m", QUICK_TIER, env=env)
+    session.run("pytest", *WORKERS, "-m", f"not ({QUICK_TIER})", env=env)
 
 
 def _check(session: nox.Session) -> None:

@@ -440,6 +440,8 @@ def step_training(args: argparse.Namespace, device: torch.device) -> None:
     recipe = work / "recipe.toml"
     recipe.write_text(tomli_w.dumps(base))
     command = [sys.executable, "-m", "sagan_cli", "train", str(recipe), "--device", device.type]
+    if device.type == "cpu":  # the bits depend on the thread count: the same for both runs
+        command += ["--threads", str(torch.get_num_threads())]
 
     started = time.perf_counter()
     subprocess.run([*command, "--results", str(work / "straight")], check=True)

@@ -15,12 +15,26 @@ from sagan_cli.plugins import get_registry
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs CUDA")
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "gpu" in item.keywords:
+        if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)
+        _share_module_fixtures(item)
+
+
+def _share_module_fixtures(item) -> None:
+    """Under pytest-xdist (--dist loadgroup), the tests that share an expensive module-scoped
+    fixture (a trained grid, a server) run on one worker, which builds it once."""
+    if item.get_closest_marker("xdist_group") is not None:
+        return
+    shared = sorted(
+        name
+        for name, definitions in item._fixtureinfo.name2fixturedefs.items()
+        if definitions and definitions[-1].scope == "module"
+    )
+    if shared:
+        group = f"{item.module.__name__}:{'+'.join(shared)}"
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)

@@ -159,10 +159,14 @@ class InterruptAt(Observer):
 
     def __init__(self, step: int) -> None:
         self.at = step
+        self.messages: list[str] = []  # what the run said (a tracker's warning, say)
 
     def advanced(self, step: int) -> None:
         if step == self.at:
             raise KeyboardInterrupt
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
 
 
 def assert_bit_exact(resumed: dict, clean: dict) -> None:

@@ -84,9 +84,11 @@ def test_a_run_logs_to_an_mlflow_server_and_a_resume_continues_the_same_run(
         "track.experiment=resumed",
     )  # fmt: skip
     run = run_dir_for(tmp_path, "tiny", recipe)
-    first = train_run(recipe, run, select_device("cpu"), get_registry(), InterruptAt(4))
+    interrupt = InterruptAt(4)
+    first = train_run(recipe, run, select_device("cpu"), get_registry(), interrupt)
     assert str(first.status) == "interrupted"
     state = json.loads((run.path / "tracking.json").read_text())
+    assert "mlflow" in state["ids"], (state, interrupt.messages)
     run_id = state["ids"]["mlflow"]
     assert state["logged_step"] == 4
     done = train_run(recipe, run, select_device("cpu"), get_registry())
