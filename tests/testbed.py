@@ -80,12 +80,7 @@ class SlurmCluster:
     account = "sagan"
 
     def __init__(self, folder: Path, cpus: int = 2, token: str | None = None) -> None:
-        # Ray's session folder holds Unix sockets, whose paths may not pass 107 bytes: a
-        # pytest folder (deeper under pytest-xdist) can be too long, so it lives under /tmp
-        # with a short name, linked from ``folder`` (where the test's files are)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
-        (folder / "ray-session").symlink_to(self.folder)
+        self.folder = folder
         self.cpus = cpus
         self.token = token  # token authentication with this token (RAY_AUTH_MODE=token)
         self.pids: dict[str, Path] = {}
@@ -294,7 +289,12 @@ class RayHead:
     """
 
     def __init__(self, folder: Path, cpus: int = 2, token: str | None = None) -> None:
-        self.folder = folder
+        # Ray's session folder holds Unix sockets, whose paths may not pass 107 bytes: a
+        # pytest folder (deeper under pytest-xdist) can be too long, so it lives under /tmp
+        # with a short name, linked from ``folder`` (where the test's files are)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+        (folder / "ray-session").symlink_to(self.folder)
         self.cpus = cpus
         self.token = token  # token authentication with this token (RAY_AUTH_MODE=token)
         self.port = free_port()
