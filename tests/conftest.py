@@ -20,8 +20,8 @@ def pytest_collection_modifyitems(config, items):
         if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)
         _share_module_fixtures(item)
-    # cluster tests first, then slow ones: under pytest-xdist the tests that mostly wait (on
-    # a scheduler) start at once and the quick ones fill the other workers around them
+    # cluster tests first, then slow ones: under pytest-xdist the long tests start at once
+    # and the quick ones fill the workers around them
     items.sort(key=lambda item: ("cluster" not in item.keywords, "slow" not in item.keywords))
 
 
