@@ -262,7 +262,12 @@ def test_a_real_time_limit_warning_checkpoints_and_requeues(slurm_cluster, tiny_
     assert "--signal=USR2@90" in script and "--requeue" in script and "sagan:limit" in script
     # two events: the scheduler starts the job (its interval, and a node still completing the
     # previous test's job, can take a while), then sends the warning 30 s (+-30) into it
-    wait_for(lambda: run.read_status().get("step", 0) > 0, "the job training", timeout=300)
+    try:
+        wait_for(lambda: run.read_status().get("step", 0) > 0, "the job training", timeout=300)
+    except pytest.fail.Exception:  # say what holds the job (it failed here once, cause unknown)
+        queue = slurm_cluster.run("squeue", "-a", "-t", "all", "-o", "%i %T %r %C", check=False)
+        nodes = slurm_cluster.run("sinfo", "-N", "-o", "%N %T %E", check=False)
+        pytest.fail(f"the job never trained:\n{queue.stdout}{queue.stderr}\n{nodes.stdout}")
     wait_for(lambda: "requeued" in str(run.read_status().get("error")), "the warning", timeout=240)
     status = run.read_status()
     assert status["status"] == "interrupted" and "SIGUSR2" in status["error"]
