@@ -36,6 +36,11 @@ class Cores:
     def describe(self) -> str:
         return f"{self.load:.1f} of {self.usable} core(s) busy"
 
+    def to_use(self, deterministic: bool = False) -> int:
+        """The cores a run may take: the free ones, or every one for a deterministic run
+        (its bits depend on its thread count, which a busy moment must not change)."""
+        return self.usable if deterministic else self.free
+
 
 def _jiffies(cpus: set[int]) -> tuple[int, int] | None:
     """(busy, total) time of ``cpus`` since boot, from /proc/stat (None: not Linux)."""
@@ -90,17 +95,16 @@ def default_threads(
     bits depend on its thread count (reductions split differently), so a deterministic run
     and its resume must not take what a busy moment leaves free."""
     cores = cores or read_cores()
-    whole = max(1, cores.usable // share)
+    threads = max(1, cores.to_use(deterministic) // share)
     if not cores.busy:
-        return whole, None
-    if deterministic:
-        return whole, (
-            f"{cores.usable - cores.free} of {cores.usable} cores are busy with other work "
-            f"({cores.describe()} right now), but train.deterministic = true keeps "
-            f"{whole} thread(s): its results depend on the thread count; --threads N sets it"
-        )
-    free = max(1, cores.free // share)
-    return free, (
+        return threads, None
+    busy = (
         f"{cores.usable - cores.free} of {cores.usable} cores are busy with other work "
-        f"({cores.describe()} right now): using {free} thread(s); --threads N sets it"
+        f"({cores.describe()} right now)"
     )
+    if deterministic:
+        return threads, (
+            f"{busy}, but train.deterministic = true keeps {threads} thread(s): its results "
+            f"depend on the thread count; --threads N sets it"
+        )
+    return threads, f"{busy}: using {threads} thread(s); --threads N sets it"

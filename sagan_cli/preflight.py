@@ -83,8 +83,7 @@ def auto_jobs(recipes: list[Recipe], device: torch.device, pending: int) -> tupl
         return max(1, min(torch.cuda.device_count(), pending)), None
     # other work's cores are not ours to share out, except to a deterministic run, whose
     # results depend on its thread count (sagan_cli.cores.default_threads)
-    found = read_cores()
-    cores = found.usable if any(r.train.deterministic for r in recipes) else found.free
+    cores = read_cores().to_use(deterministic=any(r.train.deterministic for r in recipes))
     largest = max(
         arch.iteration_flops_estimate(
             r.data.resolution, r.model.g_channels, r.model.d_channels, r.train.batch_size
