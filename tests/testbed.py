@@ -256,6 +256,15 @@ class SlurmCluster:
             stop_pid_file(self.pids.get(name))
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def stop_pid_file(path: Path | None, grace: float = 3.0) -> None:
     """SIGTERM the process whose pid ``path`` holds; SIGKILL it if it has not gone in ``grace`` s."""
     if path is None or not path.exists():
@@ -331,13 +340,22 @@ class RayHead:
         return self
 
     def stop(self) -> None:
-        ray = str(Path(sys.executable).with_name("ray"))
-        subprocess.run(
-            [*self.prefix, ray, "stop", "--force"],
-            env=self.env,
-            capture_output=True,
-            timeout=120 * load_factor(),
+        # the processes of this head only: `ray stop` would end every Ray process on the
+        # machine, another test's head included (it finds them by name, not by namespace)
+        listed = subprocess.run(
+            ["ip", "netns", "pids", self.netns], capture_output=True, text=True, check=False
         )
+        pids = [int(pid) for pid in listed.stdout.split()]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10 * load_factor()
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if _alive(pid)]
+            time.sleep(0.1)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         shutil.rmtree(self.folder, ignore_errors=True)
 
