@@ -33,6 +33,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -211,15 +212,22 @@ def features_of(
     """One pass of ``images`` (uint8) through the extractor: layer -> (N, D) float features."""
     from torch_fidelity.utils import get_featuresdict_from_dataset
 
-    net = build_extractor(weights, layers)
-    if device.type == "cuda":
-        net = net.cuda()
+    net = _extractor_on(weights, tuple(layers), device.type)
     # torch-fidelity's DataLoader draws from torch's global RNG: an evaluation (or a cached
     # reference that needs none) must not change what a training run draws next
     with torch.random.fork_rng(devices=[]):
         return get_featuresdict_from_dataset(
             images, net, batch_size, device.type == "cuda", save_cpu_ram=True, verbose=False
         )
+
+
+@lru_cache(maxsize=2)
+def _extractor_on(weights: ExtractorWeights, layers: tuple[str, ...], device_type: str) -> Any:
+    """The extractor, built once per process: building InceptionV3 reads and loads ~100 MB,
+    which each in-training evaluation and each of an evaluation's sample sets paid again.
+    The weights' SHA-256 is in the key, so a changed file is a new extractor."""
+    net = build_extractor(weights, list(layers))
+    return net.cuda() if device_type == "cuda" else net
 
 
 def reference_features(

@@ -7,7 +7,6 @@ import torch
 from PIL import Image
 
 from sagan_cli.fileio import atomic_write
-from sagan_cli.inspect.figure import LayerMaps, figure_array, render
 from sagan_cli.inspect.maps import (
     Layer,
     attention_layers,
@@ -74,6 +73,9 @@ class AttentionStatistics(Callback):
     def _figure(
         self, loop: Loop, images: torch.Tensor, layers: list[Layer], inputs: dict[str, torch.Tensor]
     ) -> None:
+        # matplotlib (about 0.5 s to import) only for runs that draw the figure
+        from sagan_cli.inspect.figure import LayerMaps, figure_array, render
+
         points = auto_queries(images, 3)
         found = [
             LayerMaps(
