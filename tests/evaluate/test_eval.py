@@ -281,6 +281,37 @@ def test_in_training_fid_keeps_the_best_checkpoint(cli, tiny_recipe, tmp_path, i
 
 
 @inception_runs
+def test_a_best_checkpoint_at_the_final_step_is_recorded_without_a_second_evaluation(
+    cli, tiny_recipe, tmp_path, inception_weights
+):
+    """No in-training FID: best.pt is the final weights, scored once; its record says what
+    ``sagan eval --checkpoint best`` computes from the file."""
+    weights = ("--inception-weights", str(inception_weights))
+    sets = [
+        "eval.final=true",
+        "eval.num_samples=4",
+        "eval.reference_samples=4",
+        'eval.metrics=["fid"]',
+    ]
+    args = [a for s in sets for a in ("--set", s)]
+    trained = cli("train", str(tiny_recipe), "--results", str(tmp_path), *weights, *args)
+    assert trained.exit_code == 0, trained.output
+    run = next((tmp_path / "tiny" / "runs").iterdir())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    final, best = [r for r in records if r["kind"] == "eval"]
+    assert (final["checkpoint"], best["checkpoint"], best["step"]) == ("training", "best.pt", 6)
+    assert {k: v for k, v in best.items() if k not in ("final", "checkpoint")} == {
+        k: v for k, v in final.items() if k not in ("final", "checkpoint")
+    }
+    again = cli(
+        "eval", str(run), "--checkpoint", "best", "--num-samples", "4",
+        "--reference-samples", "4", "--metrics", "fid", *weights, "--json",
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["fid"] == pytest.approx(best["fid"], rel=1e-6)
+
+
+@inception_runs
 def test_eval_an_image_folder_from_another_codebase(cli, tmp_path, inception_weights):
     generated = tiny_generator_samples(16)
     save_pngs(generated, tmp_path / "samples")

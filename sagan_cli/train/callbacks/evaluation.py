@@ -64,7 +64,7 @@ class Evaluation(Callback):
         )
         loop.record(record, evaluation=True)
         self._keep_best(loop, record)
-        self._evaluate_best(loop)
+        self._evaluate_best(loop, record)
 
     def _keep_best(self, loop: Loop, record: dict[str, Any]) -> None:
         session, run = loop.session, loop.run
@@ -75,7 +75,7 @@ class Evaluation(Callback):
             state = {**session.state(run.id), "fid": fid}
             ckpt.write_checkpoint(state, run.checkpoints / "best.pt")
 
-    def _evaluate_best(self, loop: Loop) -> None:
+    def _evaluate_best(self, loop: Loop, final: dict[str, Any]) -> None:
         """Full metrics of best.pt (lowest in-training FID), recorded beside the final ones."""
         session, run = loop.session, loop.run
         assert run is not None
@@ -83,6 +83,11 @@ class Evaluation(Callback):
         if not best.is_file():
             return
         state = ckpt.load_checkpoint(best, session.device, run.id, run.path)
+        if int(state["step"]) == session.step:
+            # best.pt holds the weights the final evaluation just scored, and the samples come
+            # from the same seed: the same numbers, so they are not computed a second time
+            loop.record({**final, "final": False, "checkpoint": "best.pt"}, evaluation=True)
+            return
         generator = copy.deepcopy(session.ema.model)
         ckpt.load_generator_weights(generator, state, best, run.recipe_path)
         assert self.evaluator is not None
