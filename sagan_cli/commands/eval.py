@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -141,20 +141,25 @@ def eval_command(
     if as_json:
         sys.stdout.write(json.dumps(record, indent=2, default=str) + "\n")
         return
+    _print_record(record)
+    if run_dir is not None:
+        console.print(f"recorded in {job.run.eval_path} and {job.run.metrics_path}")
+
+
+def _print_record(record: dict[str, Any]) -> None:
+    """The metrics as a table, then the protocol and the extractors' weights that made them."""
     table = Table("metric", "value")
     for key, value in record.items():
         if isinstance(value, float) and not key.startswith("seconds"):
             table.add_row(key, f"{value:.4f}")
     console.print(table)
     protocol = record["protocol"]
+    weights = ", ".join(
+        f"{w['extractor']} {w['sha256'][:12]}" for w in record["feature_extractors"]
+    )
     console.print(
         escape(
-            f"protocol {protocol['id']}: {protocol['label']}; weights "
-            + ", ".join(
-                f"{w['extractor']} {w['sha256'][:12]}" for w in record["feature_extractors"]
-            )
-            + f"; torch-fidelity {record['torch_fidelity']}"
+            f"protocol {protocol['id']}: {protocol['label']}; weights {weights}; "
+            f"torch-fidelity {record['torch_fidelity']}"
         )
     )
-    if run_dir is not None:
-        console.print(f"recorded in {job.run.eval_path} and {job.run.metrics_path}")
