@@ -16,16 +16,18 @@ nox.options.reuse_venv = "yes"
 EXTRA_PLUGIN = "./plugins/sagan-extra-attention"
 CHECKERS = ("ruff>=0.6", "mypy>=1.10")
 # pytest-xdist: two workers even on two cores, since part of the suite waits (subprocesses
-# starting, signals); at most 4 keep memory in bounds (each worker imports torch)
-WORKERS = ("--numprocesses", "auto", "--maxprocesses", "4", "--dist", "loadgroup")
-CLUSTER_TESTS = "tests/launchers/test_clusters.py"  # the real SLURM cluster and Ray head
+# starting, signals, SLURM time limits); at most 4 keep memory in bounds (each worker imports
+# torch). One module per worker (loadfile), so its module-scoped fixtures (a trained grid, a
+# SLURM cluster, a Ray head) are built once.
+WORKERS = ("--numprocesses", "auto", "--maxprocesses", "4", "--dist", "loadfile")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """What CI runs: ruff (lint and format), mypy, then the test suite on parallel workers.
+    """What CI runs: ruff (lint and format), mypy, then every test on parallel workers.
 
-    Arguments go to pytest and run one pass instead (``nox -s tests -- -k recipe -x``).
+    Arguments go to pytest instead (``nox -s tests -- -k recipe -x``); without ``--runslow``
+    the tests marked slow are left out, as a bare ``pytest`` leaves them out.
     """
     session.install(".[test,ray,slurm,tensorboard,hf,dinov2,mlflow,wandb]", *CHECKERS)
     session.install(EXTRA_PLUGIN)
@@ -38,10 +40,7 @@ def tests(session: nox.Session) -> None:
         session.run("pytest", *session.posargs, env=env)
         return
     _check(session)
-    # everything but the real cluster on parallel workers, slow tests first; then the
-    # cluster tests alone (a Ray head beside two busy workers lost its raylet mid-test)
-    session.run("pytest", *WORKERS, "--ignore", CLUSTER_TESTS, env=env)
-    session.run("pytest", CLUSTER_TESTS, env=env)
+    session.run("pytest", *WORKERS, "--runslow", env=env)  # every test, the slow ones too
 
 
 def _check(session: nox.Session) -> None:

@@ -14,30 +14,51 @@ from sagan_cli.cli import app
 from sagan_cli.plugins import get_registry
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--runslow",
+        action="store_true",
+        help="also run the tests marked slow (real clusters, multi-process runs, InceptionV3 "
+        "on CPU); `nox -s tests` and CI run them",
+    )
+
+
+def _runs_slow(config) -> bool:
+    """Slow tests run with --runslow, or when -m names them (``-m slow``)."""
+    return config.getoption("--runslow") or "slow" in (config.getoption("markexpr") or "")
+
+
+def pytest_report_header(config):
+    if not _runs_slow(config):
+        return "slow tests: deselected (--runslow runs them too, as CI does)"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
+    if not _runs_slow(config):
+        slow = [item for item in items if "slow" in item.keywords]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if "slow" not in item.keywords]
     skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs CUDA")
     for item in items:
         if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)
-        _share_module_fixtures(item)
-    # cluster tests first, then slow ones: under pytest-xdist the long tests start at once
-    # and the quick ones fill the workers around them
-    items.sort(key=lambda item: ("cluster" not in item.keywords, "slow" not in item.keywords))
-
-
-def _share_module_fixtures(item) -> None:
-    """Under pytest-xdist (--dist loadgroup), the tests that share an expensive module-scoped
-    fixture (a trained grid, a server) run on one worker, which builds it once."""
-    if item.get_closest_marker("xdist_group") is not None:
-        return
-    shared = sorted(
-        name
-        for name, definitions in item._fixtureinfo.name2fixturedefs.items()
-        if definitions and definitions[-1].scope == "module"
+    # modules with cluster tests first, then those with slow ones: under pytest-xdist
+    # (--dist loadfile: a module's tests, and so its module-scoped fixtures, on one worker)
+    # the long modules start at once and the others fill the workers around them. A module's
+    # tests stay together, so its module-scoped fixtures are built once in one process too.
+    holds: dict[str, set[str]] = {}
+    for item in items:
+        holds.setdefault(item.module.__name__, set()).update(
+            {"cluster", "slow"} & set(item.keywords)
+        )
+    items.sort(
+        key=lambda item: (
+            "cluster" not in holds[item.module.__name__],
+            "slow" not in holds[item.module.__name__],
+        )
     )
-    if shared:
-        group = f"{item.module.__name__}:{'+'.join(shared)}"
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,7 @@ def final_structure(run: RunDir) -> float:
     return [r for r in run.read_metrics() if r["kind"] == "structure"][-1]["structure"]
 
 
+@pytest.mark.slow
 def test_two_axes_two_seeds_make_eight_runs_and_four_rows_that_add_up(cli, tiny_recipe, tmp_path):
     args = ("ablate", str(tiny_recipe), *vary("attention_layer=[],[16]", "lr_d=4e-4,2e-4"))
     args += ("--seeds", "2", "--name", "grid", "--results", str(tmp_path))
@@ -407,6 +408,7 @@ def test_the_detach_hint_is_built_from_the_options_the_user_gave(tmp_path):
     assert default.status_command() == f"sagan status {default.name}"
 
 
+@pytest.mark.slow
 def test_report_names_unreadable_run_folders_and_keeps_them_out_of_the_numbers(
     cli, tiny_recipe, tmp_path
 ):

@@ -52,6 +52,7 @@ def test_numbers_are_rounded_to_what_their_spread_supports():
     )
 
 
+@pytest.mark.slow
 def test_the_latex_table_is_booktabs_with_the_best_in_bold_and_verdict_marks(experiment):
     text = report(
         experiment, "--format", "latex", "--caption", "Attention layers", "--label", "tab:att"
@@ -77,6 +78,7 @@ def test_the_latex_table_is_booktabs_with_the_best_in_bold_and_verdict_marks(exp
     assert re.search(r"\\;\[[-0-9.]+, [-0-9.]+\]\$", interval)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
 def test_the_latex_table_compiles(experiment, tmp_path):
     table = report(experiment, "--format", "latex", "--caption", "A & B_1 50%")
@@ -94,6 +96,7 @@ def test_the_latex_table_compiles(experiment, tmp_path):
     assert (tmp_path / "t.pdf").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_the_html_page_holds_everything_and_renders_in_a_browser(experiment, tmp_path):
     page = report(experiment, "--format", "html")
     assert page.startswith("<!DOCTYPE html>") and "<table>" in page

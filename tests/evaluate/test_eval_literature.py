@@ -333,10 +333,11 @@ def test_the_protocol_id_changes_with_every_field_that_changes_a_number(tmp_path
     assert len(set(changed.values())) == len(changed), changed
 
 
+@pytest.mark.slow
 def test_a_record_of_an_older_protocol_is_shown_as_such_and_never_merged(
     cli, tiny_recipe, tmp_path, inception_weights
 ):
-    evaluated = ["eval.num_samples=16", "eval.reference_samples=16", "eval.final=true"]
+    evaluated = ["eval.num_samples=4", "eval.reference_samples=4", "eval.final=true"]
     sets = [a for s in [*evaluated, 'eval.metrics=["fid"]'] for a in ("--set", s)]
     ablated = cli(
         "ablate", str(tiny_recipe), "--vary", "lr_d=2e-4,4e-4", "--results", str(tmp_path),

@@ -28,9 +28,6 @@ from helpers import (
 
 from sagan_cli.results import RunDir, list_runs
 
-# one pytest-xdist worker runs this module: its cluster and Ray head are started once
-pytestmark = pytest.mark.xdist_group("testbed")
-
 GRID = ("--device", "cpu", "--threads", "1")
 TIMING = ["wall_time_s", "img_per_s"]  # the only columns a launcher may change
 
@@ -456,6 +453,7 @@ def test_an_unreachable_ray_address_is_refused_fast_without_blaming_the_plugin(
     assert within(30, started)  # python start-up included; the refusal is instant
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_a_missing_or_wrong_ray_token_is_named_at_once_and_leaves_no_run_folder(
     tmp_path_factory, tiny_recipe, tmp_path

@@ -413,7 +413,6 @@ def local_grid(cli, tiny_recipe, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("testbed")  # never beside a Ray head: `ray stop` there ends every raylet
 def test_ray_launcher_matches_local_and_skips_on_a_rerun(cli, tiny_recipe, tmp_path, local_grid):
     """A local Ray instance, started by the command as a user's would be (a fresh process):
     on loopback only, and never a cluster it happens to find running on this machine."""

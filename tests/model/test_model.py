@@ -173,7 +173,10 @@ def run_both(recipe, num_classes: int = 0, batch: int = 2):
     return generator, discriminator, images, logits
 
 
-@pytest.mark.parametrize("resolution", arch.RESOLUTIONS)
+@pytest.mark.parametrize(
+    "resolution",
+    [pytest.param(r, marks=pytest.mark.slow) if r >= 128 else r for r in arch.RESOLUTIONS],
+)
 @pytest.mark.parametrize("variant", sorted(get_registry().names("attention")))
 def test_every_attention_variant_trains_in_g_and_d(variant, resolution):
     """Every registered variant (built-ins and installed plugins) at every allowed placement."""

@@ -207,6 +207,7 @@ def test_a_broken_plugin_fails_its_ablation_run_with_the_message(
     )
 
 
+@pytest.mark.slow
 def test_plugins_check_reports_each_placement(cli, bad_plugins):
     good = cli("plugins", "check", "sagan", "none")
     assert good.exit_code == 0, good.output
@@ -381,6 +382,7 @@ def install_as_distribution(
         (info / "entry_points.txt").write_text(f"[sagan_cli]\nse = {package}\n")
 
 
+@pytest.mark.slow
 def test_a_package_written_from_the_guide_passes_the_checker_and_trains(tmp_path, tiny_recipe):
     install_as_distribution(tmp_path / "site", "sagan_squeeze", GUIDE_PLUGIN)
     env = sagan_subprocess_env(PYTHONPATH=str(tmp_path / "site"))

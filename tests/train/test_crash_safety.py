@@ -375,6 +375,7 @@ def test_a_corrupt_checkpoint_inside_superseded_points_at_a_valid_one(
     assert "no earlier checkpoint" not in message.lower() and "delete the run folder" not in message
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_run_offers_this_runs_checkpoints(
     cli, tiny_recipe, tmp_path, inception_weights
 ):
@@ -719,6 +720,7 @@ def test_two_concurrent_ablations_of_one_experiment_never_mark_each_others_runs(
     assert "being trained by another process" in second.stderr + first_stderr
 
 
+@pytest.mark.slow
 def test_off_a_terminal_an_ablation_prints_progress_lines(cli, tiny_recipe, tmp_path):
     result = cli(
         "ablate", str(tiny_recipe), "--vary", "attention_layer=[],[16]", "--results", str(tmp_path),

@@ -76,6 +76,7 @@ def tiny(tmp_path: Path, *sets: str):
     return load_recipe(path, list(sets), registry=get_registry())
 
 
+@pytest.mark.slow
 def test_a_run_logs_to_an_mlflow_server_and_a_resume_continues_the_same_run(
     mlflow_server, tmp_path
 ):
@@ -114,6 +115,7 @@ def test_a_run_logs_to_an_mlflow_server_and_a_resume_continues_the_same_run(
     assert "attention" in artifacts  # G's attention figure as an image
 
 
+@pytest.mark.slow
 def test_an_ablation_is_a_parent_run_with_its_runs_nested_under_it(mlflow_server, tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY_RECIPE)
     command = sagan_command(
@@ -193,6 +195,7 @@ def read_wandb_records(path: Path) -> list:
     return records
 
 
+@pytest.mark.slow
 def test_wandb_offline_files_hold_the_runs_config_history_and_group(tmp_path):
     pytest.importorskip("wandb", reason="the wandb extra is not installed")
     (tmp_path / "tiny.toml").write_text(TINY_RECIPE)
