@@ -79,10 +79,9 @@ class SlurmCluster:
     partition = "debug"
     account = "sagan"
 
-    def __init__(self, folder: Path, cpus: int = 2, token: str | None = None) -> None:
+    def __init__(self, folder: Path, cpus: int = 2) -> None:
         self.folder = folder
         self.cpus = cpus
-        self.token = token  # token authentication with this token (RAY_AUTH_MODE=token)
         self.pids: dict[str, Path] = {}
         self.ports = {name: free_port() for name in ("ctld", "slurmd", "dbd", "mysql")}
         self.munge_socket = folder / "munge" / "munge.socket"
@@ -266,26 +265,28 @@ def _alive(pid: int) -> bool:
 
 
 def stop_pid_file(path: Path | None, grace: float = 3.0) -> None:
-    """SIGTERM the process whose pid ``path`` holds; SIGKILL it if it has not gone in ``grace`` s."""
+    """Stop the process whose pid ``path`` holds (:func:`stop_processes`)."""
     if path is None or not path.exists():
         return
     try:
         pid = int(path.read_text().split()[0])
     except (ValueError, IndexError, OSError):
         return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+    stop_processes([pid], grace)
+
+
+def stop_processes(pids: list[int], grace: float) -> None:
+    """SIGTERM each of ``pids``; SIGKILL those that have not gone in ``grace`` s."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _alive(pid)]
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 class RayHead:
@@ -345,17 +346,7 @@ class RayHead:
         listed = subprocess.run(
             ["ip", "netns", "pids", self.netns], capture_output=True, text=True, check=False
         )
-        pids = [int(pid) for pid in listed.stdout.split()]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10 * load_factor()
-        while pids and time.monotonic() < deadline:
-            pids = [pid for pid in pids if _alive(pid)]
-            time.sleep(0.1)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        stop_processes([int(pid) for pid in listed.stdout.split()], 10 * load_factor())
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         shutil.rmtree(self.folder, ignore_errors=True)
 
